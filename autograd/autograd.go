@@ -1,0 +1,165 @@
+// Package autograd is gopeft's reverse-mode automatic differentiation.
+//
+// A Tape records each operation's backward as it runs forward; Backward
+// replays them in reverse. Parameters are either trainable or frozen: a
+// frozen tensor never gets a gradient buffer, and an operation skips every
+// product whose only use would be a frozen tensor's gradient (for a frozen
+// Linear weight, the dW = dYᵀ·X GEMM is never run). A nil *Tape is valid and
+// records nothing: the same model code then runs as plain inference.
+//
+// Every operation is deterministic: results do not depend on the number of
+// threads (see tensor/parallel).
+package autograd
+
+import (
+	"fmt"
+
+	"github.com/gopeft/gopeft/tensor"
+)
+
+// Var is a value in the computation: a tensor, its gradient (when it
+// requires one) and the name it is reported under.
+type Var struct {
+	Value *tensor.Tensor
+	// Grad accumulates dLoss/dValue. It is nil until Backward reaches the
+	// value, and stays nil for values that do not require a gradient.
+	Grad         *tensor.Tensor
+	Name         string
+	requiresGrad bool
+}
+
+// Param wraps a model tensor. Trainable parameters accumulate gradients
+// across Backward calls until ZeroGrad; frozen ones never allocate any.
+func Param(name string, t *tensor.Tensor, trainable bool) *Var {
+	if trainable && t.DType() != tensor.F32 {
+		panic(fmt.Sprintf("autograd.Param %s: trainable tensors must be float32, got %v", name, t.DType()))
+	}
+	return &Var{Value: t, Name: name, requiresGrad: trainable}
+}
+
+// Const wraps a tensor that needs no gradient (inputs, masks).
+func Const(t *tensor.Tensor) *Var { return &Var{Value: t} }
+
+// RequiresGrad reports whether gradients flow to v.
+func (v *Var) RequiresGrad() bool { return v.requiresGrad }
+
+// SetTrainable marks a leaf trainable or frozen. Freezing drops its gradient.
+func (v *Var) SetTrainable(on bool) {
+	v.requiresGrad = on
+	if !on {
+		v.Grad = nil
+	}
+}
+
+// Shape is the value's shape.
+func (v *Var) Shape() []int { return v.Value.Shape }
+
+// ZeroGrad clears the accumulated gradient, keeping its buffer.
+func (v *Var) ZeroGrad() {
+	if v.Grad != nil {
+		v.Grad.Zero()
+	}
+}
+
+// GradBuf returns the gradient buffer, allocating zeros on first use. Ops
+// call it only for values that require a gradient.
+func (v *Var) GradBuf() *tensor.Tensor {
+	if v.Grad == nil {
+		v.Grad = tensor.New(v.Value.Shape...)
+	}
+	return v.Grad
+}
+
+// Tape records the backward closures of the ops run on it.
+type Tape struct {
+	backward []func()
+	temps    []*Var
+}
+
+// NewTape returns an empty tape.
+func NewTape() *Tape { return &Tape{} }
+
+// Recording reports whether ops on tp record anything (tp is non-nil).
+func (tp *Tape) Recording() bool { return tp != nil }
+
+// Result makes the output Var of an op over inputs. If the tape records and
+// any input requires a gradient, the output requires one too and backward is
+// recorded; backward is called with the output once its gradient is
+// complete, and must add into the inputs' GradBuf() only where
+// RequiresGrad() holds. Op implementations outside this package (fused
+// model ops, PEFT methods) use it the same way.
+func (tp *Tape) Result(value *tensor.Tensor, backward func(out *Var), inputs ...*Var) *Var {
+	out := &Var{Value: value}
+	if tp == nil || backward == nil {
+		return out
+	}
+	for _, in := range inputs {
+		if in != nil && in.requiresGrad {
+			out.requiresGrad = true
+			break
+		}
+	}
+	if out.requiresGrad {
+		tp.temps = append(tp.temps, out)
+		tp.backward = append(tp.backward, func() {
+			if out.Grad != nil { // no gradient reached it: nothing to pass on
+				backward(out)
+			}
+		})
+	}
+	return out
+}
+
+// Backward seeds loss (a single value) with gradient 1 and runs every
+// recorded backward in reverse order. Then it releases the intermediate
+// gradients and clears the tape; parameters keep theirs.
+func (tp *Tape) Backward(loss *Var) {
+	if loss.Value.Numel() != 1 {
+		panic(fmt.Sprintf("autograd.Backward: loss must hold one value, has shape %v", loss.Value.Shape))
+	}
+	if !loss.requiresGrad {
+		panic("autograd.Backward: the loss does not depend on any trainable parameter")
+	}
+	loss.GradBuf().Data[0] += 1
+	tp.replay()
+}
+
+// BackwardFrom seeds out with the gradient grad (same shape) instead of a
+// scalar loss's 1, then runs Backward's replay: the vector-Jacobian product
+// that gradient checks and custom losses need.
+func (tp *Tape) BackwardFrom(out *Var, grad *tensor.Tensor) {
+	if !tensor.SameShape(out.Value.Shape, grad.Shape) {
+		panicShapes("BackwardFrom", out.Value.Shape, grad.Shape)
+	}
+	if !out.requiresGrad {
+		panic("autograd.BackwardFrom: the output does not depend on any trainable parameter")
+	}
+	g := out.GradBuf().Data
+	for i, v := range grad.F32() {
+		g[i] += v
+	}
+	tp.replay()
+}
+
+// replay runs every recorded backward in reverse order, then resets the tape.
+func (tp *Tape) replay() {
+	for i := len(tp.backward) - 1; i >= 0; i-- {
+		tp.backward[i]()
+		tp.backward[i] = nil
+	}
+	tp.Reset()
+}
+
+// Reset forgets everything recorded, releasing intermediate gradients.
+func (tp *Tape) Reset() {
+	for _, t := range tp.temps {
+		t.Grad = nil
+	}
+	tp.backward = tp.backward[:0]
+	tp.temps = tp.temps[:0]
+}
+
+// panicShapes reports an internal shape bug naming the op and both shapes.
+func panicShapes(op string, a, b []int) {
+	panic(fmt.Sprintf("autograd.%s: shape mismatch %v vs %v", op, a, b))
+}

@@ -1,0 +1,91 @@
+package autograd
+
+import (
+	"sync/atomic"
+
+	"github.com/gopeft/gopeft/tensor"
+	"github.com/gopeft/gopeft/tensor/kernels"
+)
+
+// weightGradGEMMs counts weight-gradient products; see WeightGradGEMMs.
+var weightGradGEMMs atomic.Int64
+
+// WeightGradGEMMs reports how many weight-gradient products (Linear's
+// dW = dYᵀ·X and LMHeadCrossEntropy's dW, one per call or chunk) have run in
+// this process. Tests use it to prove that frozen weights cost no GEMM.
+func WeightGradGEMMs() int64 { return weightGradGEMMs.Load() }
+
+// gemm runs C (+)= op(A)·op(B) for tensors seen as matrices, using the bf16
+// kernel when B is stored in bf16.
+func gemm(transA, transB bool, m, n, k int, a *tensor.Tensor, b *tensor.Tensor, c []float32, accumulate bool) {
+	lda, ldb := a.Cols(), b.Cols()
+	if b.DType() == tensor.BF16 {
+		if transA {
+			panic("autograd: bf16 tensor as the right operand of a transposed-A product")
+		}
+		kernels.GemmBF16(transB, m, n, k, a.F32(), lda, b.Half, ldb, c, n, accumulate)
+		return
+	}
+	kernels.Gemm(transA, transB, m, n, k, a.F32(), lda, b.Data, ldb, c, n, accumulate)
+}
+
+// Linear computes x·wᵀ for x [..., in] and w [out, in] (PyTorch's layout),
+// giving [..., out]. Backward: dx += dy·w, and dw += dyᵀ·x only when w is
+// trainable. w may be bf16 when frozen.
+func (tp *Tape) Linear(x, w *Var) *Var {
+	if len(w.Value.Shape) != 2 || x.Value.Cols() != w.Value.Shape[1] {
+		panicShapes("Linear", x.Value.Shape, w.Value.Shape)
+	}
+	out, in := w.Value.Shape[0], w.Value.Shape[1]
+	rows := x.Value.Rows()
+	shape := append(append([]int(nil), x.Value.Shape[:len(x.Value.Shape)-1]...), out)
+	y := tensor.New(shape...)
+	gemm(false, true, rows, out, in, x.Value, w.Value, y.Data, false)
+	return tp.Result(y, func(y *Var) {
+		if x.requiresGrad {
+			gemm(false, false, rows, in, out, y.Grad, w.Value, x.GradBuf().Data, true)
+		}
+		if w.requiresGrad {
+			weightGradGEMMs.Add(1)
+			gemm(true, false, out, in, rows, y.Grad, x.Value, w.GradBuf().Data, true)
+		}
+	}, x, w)
+}
+
+// MatMul computes op(a)·op(b) for 2-D a and b, where op transposes when the
+// flag is set.
+func (tp *Tape) MatMul(a, b *Var, transA, transB bool) *Var {
+	if len(a.Value.Shape) != 2 || len(b.Value.Shape) != 2 {
+		panicShapes("MatMul", a.Value.Shape, b.Value.Shape)
+	}
+	m, k := a.Value.Shape[0], a.Value.Shape[1]
+	if transA {
+		m, k = k, m
+	}
+	kb, n := b.Value.Shape[0], b.Value.Shape[1]
+	if transB {
+		kb, n = n, kb
+	}
+	if k != kb {
+		panicShapes("MatMul", a.Value.Shape, b.Value.Shape)
+	}
+	c := tensor.New(m, n)
+	gemm(transA, transB, m, n, k, a.Value, b.Value, c.Data, false)
+	return tp.Result(c, func(c *Var) {
+		dc := c.Grad
+		if a.requiresGrad { // dA = dC·op(B)ᵀ, stored transposed when transA
+			if transA {
+				gemm(transB, true, k, m, n, b.Value, dc, a.GradBuf().Data, true)
+			} else {
+				gemm(false, !transB, m, k, n, dc, b.Value, a.GradBuf().Data, true)
+			}
+		}
+		if b.requiresGrad { // dB = op(A)ᵀ·dC, stored transposed when transB
+			if transB {
+				gemm(true, transA, n, k, m, dc, a.Value, b.GradBuf().Data, true)
+			} else {
+				gemm(!transA, false, k, n, m, a.Value, dc, b.GradBuf().Data, true)
+			}
+		}
+	}, a, b)
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/nn"
+	"github.com/gopeft/gopeft/tensor"
+)
+
+// writeInspect prints a model's configuration, parameter count and memory
+// by storage type.
+func writeInspect(w io.Writer, path string, m *llama.Model) error {
+	c := m.Config
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "model\t%s\n", path)
+	rows := []struct {
+		k string
+		v any
+	}{
+		{"hidden_size", c.HiddenSize}, {"intermediate_size", c.IntermediateSize},
+		{"num_hidden_layers", c.NumHiddenLayers}, {"num_attention_heads", c.NumAttentionHeads},
+		{"num_key_value_heads", c.NumKeyValueHeads}, {"head_dim", c.HeadSize()},
+		{"vocab_size", c.VocabSize}, {"max_position_embeddings", c.MaxPositionEmbeddings},
+		{"rms_norm_eps", c.RMSNormEps}, {"rope_theta", c.RopeTheta},
+		{"rope_style", ropeStyleName(m)}, {"tie_word_embeddings", c.TieWordEmbeddings},
+		{"bos_token_id", c.BOSTokenID}, {"eos_token_id", c.EOSTokenID},
+	}
+	if c.RopeScaling != nil {
+		rows = append(rows, struct {
+			k string
+			v any
+		}{"rope_scaling", fmt.Sprintf("%+v", *c.RopeScaling)})
+	}
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%v\n", r.k, r.v)
+	}
+	params := m.Params()
+	all, trainable := params.Count()
+	fmt.Fprintf(tw, "parameters\t%s\n", nn.TrainableLine(all, trainable))
+	bytes := map[tensor.DType]int{}
+	count := map[tensor.DType]int{}
+	for _, p := range params {
+		t := p.Var.Value
+		size := 4
+		if t.DType() == tensor.BF16 {
+			size = 2
+		}
+		bytes[t.DType()] += size * t.Numel()
+		count[t.DType()] += t.Numel()
+	}
+	for _, d := range []tensor.DType{tensor.F32, tensor.BF16} {
+		if count[d] > 0 {
+			fmt.Fprintf(tw, "memory %s\t%d parameters, %.2f MiB\n", d, count[d], float64(bytes[d])/(1<<20))
+		}
+	}
+	return tw.Flush()
+}
+
+func ropeStyleName(m *llama.Model) string {
+	if m.Config.RoPE == autograd.RoPEInterleaved {
+		return "interleaved pairs (llama2.c)"
+	}
+	return "rotate-half (Hugging Face)"
+}

@@ -1,0 +1,165 @@
+package llama
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/nn"
+	"github.com/gopeft/gopeft/tensor"
+)
+
+// Model is a LLaMA decoder with its LM head. Every weight starts frozen;
+// PEFT methods and full fine-tuning mark what they train.
+type Model struct {
+	Config Config
+	Embed  *autograd.Var // model.embed_tokens.weight [vocab, hidden]
+	Layers []*Block
+	Norm   *autograd.Var // model.norm.weight [hidden]
+	// LMHead is lm_head [vocab, hidden]; with tied embeddings its weight is
+	// Embed itself.
+	LMHead *nn.Linear
+	// StopAtBOS ends generation at a BOS token too: llama2.c's models
+	// delimit stories with BOS.
+	StopAtBOS bool
+
+	rope *autograd.RoPE
+}
+
+// Block is one decoder layer: h = x + o(Attn(RMSNorm(x))), out = h +
+// down(silu(gate(u)) ⊙ up(u)) with u = RMSNorm(h).
+type Block struct {
+	Index                          int
+	InputNorm, PostAttentionNorm   *autograd.Var
+	Q, K, V, O, Gate, Up, Down     *nn.Linear
+	// Hooks run after the attention and after the feed-forward sublayer
+	// (serial and parallel adapters); PrefixKV supplies extra keys and values
+	// (prefix tuning). All nil in a plain model.
+	AfterAttention, AfterFFN BlockHook
+	PrefixKV                 func(tp *autograd.Tape, batch int) (k, v *autograd.Var)
+}
+
+// BlockHook adapts a sublayer: given the sublayer's input and output it
+// returns the output to add to the residual stream.
+type BlockHook func(tp *autograd.Tape, in, out *autograd.Var) *autograd.Var
+
+// Tensor names, as Hugging Face's LlamaForCausalLM state dict has them.
+const (
+	NameEmbed  = "model.embed_tokens.weight"
+	NameNorm   = "model.norm.weight"
+	NameLMHead = "lm_head.weight"
+)
+
+func layerName(i int, suffix string) string { return fmt.Sprintf("model.layers.%d.%s", i, suffix) }
+
+// linearNames are the Linear modules of a block, by their name suffix.
+var linearNames = []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
+
+// Shapes lists every tensor the config needs, by Hugging Face name.
+func (c *Config) Shapes() map[string][]int {
+	d, h, kv, q := c.HiddenSize, c.IntermediateSize, c.KVDim(), c.QDim()
+	s := map[string][]int{NameEmbed: {c.VocabSize, d}, NameNorm: {d}}
+	if !c.TieWordEmbeddings {
+		s[NameLMHead] = []int{c.VocabSize, d}
+	}
+	lin := [][]int{{q, d}, {kv, d}, {kv, d}, {d, q}, {h, d}, {h, d}, {d, h}}
+	for i := 0; i < c.NumHiddenLayers; i++ {
+		for j, n := range linearNames {
+			s[layerName(i, n+".weight")] = lin[j]
+		}
+		s[layerName(i, "input_layernorm.weight")] = []int{d}
+		s[layerName(i, "post_attention_layernorm.weight")] = []int{d}
+	}
+	return s
+}
+
+// New builds a model from tensors named as Hugging Face names them. Every
+// tensor the config needs must be present with its shape; a tensor nobody
+// uses is an error too (it would mean a mismatched config), except RoPE
+// caches that some checkpoints store. source names the checkpoint in errors.
+func New(cfg Config, tensors map[string]*tensor.Tensor, source string) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	want := cfg.Shapes()
+	for _, name := range sortedKeys(want) {
+		t, ok := tensors[name]
+		if !ok {
+			return nil, fmt.Errorf("%s: missing tensor %s (shape %v)", source, name, want[name])
+		}
+		if !tensor.SameShape(t.Shape, want[name]) {
+			return nil, fmt.Errorf("%s: tensor %s has shape %v, the config needs %v", source, name, t.Shape, want[name])
+		}
+	}
+	for _, name := range sortedKeys(tensors) {
+		if _, ok := want[name]; !ok && !strings.HasSuffix(name, "rotary_emb.inv_freq") {
+			if name == NameLMHead && cfg.TieWordEmbeddings {
+				continue // a tied checkpoint may store the head too
+			}
+			return nil, fmt.Errorf("%s: unexpected tensor %s (shape %v) for this config", source, name, tensors[name].Shape)
+		}
+	}
+	frozen := func(name string) *autograd.Var { return autograd.Param(name, tensors[name], false) }
+	m := &Model{Config: cfg, Embed: frozen(NameEmbed), Norm: frozen(NameNorm)}
+	if cfg.TieWordEmbeddings {
+		m.LMHead = nn.NewLinear("lm_head", m.Embed, nil)
+	} else {
+		m.LMHead = nn.NewLinear("lm_head", frozen(NameLMHead), nil)
+	}
+	for i := 0; i < cfg.NumHiddenLayers; i++ {
+		lin := make([]*nn.Linear, len(linearNames))
+		for j, n := range linearNames {
+			lin[j] = nn.NewLinear(layerName(i, n), frozen(layerName(i, n+".weight")), nil)
+		}
+		m.Layers = append(m.Layers, &Block{
+			Index:             i,
+			InputNorm:         frozen(layerName(i, "input_layernorm.weight")),
+			PostAttentionNorm: frozen(layerName(i, "post_attention_layernorm.weight")),
+			Q: lin[0], K: lin[1], V: lin[2], O: lin[3], Gate: lin[4], Up: lin[5], Down: lin[6],
+		})
+	}
+	m.rope = &autograd.RoPE{InvFreq: cfg.InvFreq(), Style: cfg.RoPE}
+	return m, nil
+}
+
+// Params lists the base model's parameters under their Hugging Face names,
+// in state-dict order. A tied LM head is listed once, as the embedding.
+func (m *Model) Params() nn.Params {
+	ps := nn.Params{{Name: NameEmbed, Var: m.Embed}}
+	for _, b := range m.Layers {
+		i := b.Index
+		ps = append(ps, nn.Param{Name: layerName(i, "input_layernorm.weight"), Var: b.InputNorm})
+		for _, l := range b.Linears() {
+			ps = append(ps, nn.Param{Name: l.Name + ".weight", Var: l.Weight})
+		}
+		ps = append(ps, nn.Param{Name: layerName(i, "post_attention_layernorm.weight"), Var: b.PostAttentionNorm})
+	}
+	ps = append(ps, nn.Param{Name: NameNorm, Var: m.Norm})
+	if !m.Config.TieWordEmbeddings {
+		ps = append(ps, nn.Param{Name: NameLMHead, Var: m.LMHead.Weight})
+	}
+	return ps
+}
+
+// Linears returns the block's Linear layers in Hugging Face order.
+func (b *Block) Linears() []*nn.Linear {
+	return []*nn.Linear{b.Q, b.K, b.V, b.O, b.Gate, b.Up, b.Down}
+}
+
+// Linears returns every Linear in the model, the LM head last.
+func (m *Model) Linears() []*nn.Linear {
+	var ls []*nn.Linear
+	for _, b := range m.Layers {
+		ls = append(ls, b.Linears()...)
+	}
+	return append(ls, m.LMHead)
+}
+
+// Tensors returns the weights by Hugging Face name, for saving.
+func (m *Model) Tensors() map[string]*tensor.Tensor {
+	out := map[string]*tensor.Tensor{}
+	for _, p := range m.Params() {
+		out[p.Name] = p.Var.Value
+	}
+	return out
+}

@@ -1,0 +1,122 @@
+// Package peft is the common machinery of parameter-efficient fine-tuning:
+// a base model wrapped with named adapters, target-module matching with
+// Hugging Face PEFT's rules, modules_to_save, and the PEFT file format
+// (adapter_config.json + adapter_model.safetensors). Each method lives in
+// its own sub-package (peft/lora, ...) and registers itself by peft_type.
+package peft
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+)
+
+// BaseConfig holds the adapter_config.json keys every method shares, as
+// Hugging Face PEFT writes them.
+type BaseConfig struct {
+	PeftType            string     `json:"peft_type"`
+	TaskType            string     `json:"task_type"`
+	BaseModelNameOrPath string     `json:"base_model_name_or_path"`
+	Revision            *string    `json:"revision"`
+	InferenceMode       bool       `json:"inference_mode"`
+	PeftVersion         string     `json:"peft_version,omitempty"`
+	TargetModules       Modules    `json:"target_modules"`
+	ExcludeModules      Modules    `json:"exclude_modules"`
+	LayersToTransform   IntList    `json:"layers_to_transform"`
+	LayersPattern       StringList `json:"layers_pattern"`
+	ModulesToSave       []string   `json:"modules_to_save"`
+	AutoMapping         any        `json:"auto_mapping"`
+	extra               map[string]json.RawMessage
+}
+
+// Base returns the shared part; methods embed BaseConfig to satisfy Config.
+func (b *BaseConfig) Base() *BaseConfig { return b }
+
+// Config is a method's configuration: BaseConfig plus its own keys.
+type Config interface {
+	Base() *BaseConfig
+	// Validate checks the method's own keys.
+	Validate() error
+}
+
+// Selects reports whether the config targets a module, applying
+// target_modules, exclude_modules, layers_to_transform and layers_pattern.
+func (b *BaseConfig) Selects(name string, isOutput bool) bool {
+	if !b.TargetModules.Match(name, isOutput) || b.ExcludeModules.Match(name, isOutput) {
+		return false
+	}
+	if len(b.LayersToTransform) == 0 {
+		return true
+	}
+	i, ok := layerIndex(name, b.LayersPattern)
+	if !ok {
+		return false
+	}
+	for _, l := range b.LayersToTransform {
+		if l == i {
+			return true
+		}
+	}
+	return false
+}
+
+// MarshalConfig renders a method config as adapter_config.json: keys
+// sorted, unknown keys read from a file kept.
+func MarshalConfig(c Config) ([]byte, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	for k, v := range c.Base().extra {
+		if _, ok := m[k]; !ok {
+			m[k] = v
+		}
+	}
+	// encoding/json writes map keys sorted.
+	return json.MarshalIndent(m, "", "  ")
+}
+
+// UnmarshalConfig reads adapter_config.json into c, keeping keys the method
+// does not know (PEFT versions add keys often; none is fatal).
+func UnmarshalConfig(data []byte, c Config, file string) error {
+	if err := json.Unmarshal(data, c); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(data, &all); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	known, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	var knownKeys map[string]json.RawMessage
+	_ = json.Unmarshal(known, &knownKeys)
+	base := c.Base()
+	for k, v := range all {
+		if _, ok := knownKeys[k]; !ok {
+			if base.extra == nil {
+				base.extra = map[string]json.RawMessage{}
+			}
+			base.extra[k] = v
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	return nil
+}
+
+// ExtraKeys lists the keys kept from a file that the method does not use.
+func (b *BaseConfig) ExtraKeys() []string {
+	ks := make([]string, 0, len(b.extra))
+	for k := range b.extra {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

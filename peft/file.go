@@ -1,0 +1,140 @@
+package peft
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/gopeft/gopeft/internal/atomicfile"
+	"github.com/gopeft/gopeft/model/format"
+	"github.com/gopeft/gopeft/tensor"
+)
+
+// The files of a PEFT adapter directory.
+const (
+	ConfigFile  = "adapter_config.json"
+	WeightsFile = "adapter_model.safetensors"
+)
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// SaveAdapter writes an adapter in Hugging Face PEFT's layout. Each file is
+// written to a temporary name and renamed.
+func (m *Model) SaveAdapter(dir, name string) error {
+	a, ok := m.adapters[name]
+	if !ok {
+		return fmt.Errorf("no adapter %q (have %v)", name, m.order)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	cfg, err := MarshalConfig(a.Method.Config())
+	if err != nil {
+		return err
+	}
+	ts := make([]*format.Tensor, 0, len(a.Params))
+	for _, p := range a.Params {
+		v := p.Var.Value.ToF32()
+		ts = append(ts, format.TensorFromF32(p.Name, v.Shape, v.Data))
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Name < ts[j].Name })
+	if err := format.WriteSafetensors(filepath.Join(dir, WeightsFile), ts, map[string]string{"format": "pt"}); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(dir, ConfigFile), append(cfg, '\n'))
+}
+
+// ReadMethod reads an adapter_config.json into the method its peft_type
+// names.
+func ReadMethod(dir string) (Method, error) {
+	path := filepath.Join(dir, ConfigFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var head struct {
+		PeftType string `json:"peft_type"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if head.PeftType == "" {
+		return nil, fmt.Errorf("%s: missing required key \"peft_type\"", path)
+	}
+	method, err := NewMethod(head.PeftType)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := UnmarshalConfig(data, method.Config(), path); err != nil {
+		return nil, err
+	}
+	return method, nil
+}
+
+// LoadAdapter reads a PEFT adapter directory and attaches it under name.
+// Every tensor the adapter needs must be in the file with its shape, and the
+// file may hold nothing else: a mismatch means an adapter for another base.
+func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
+	method, err := ReadMethod(dir)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, WeightsFile)
+	stored, _, err := format.ReadSafetensors(path)
+	if err != nil {
+		return nil, err
+	}
+	a, err := m.AddAdapter(name, method)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	fail := func(err error) (*Adapter, error) {
+		m.removeAdapter(a)
+		return nil, err
+	}
+	for _, p := range a.Params {
+		t, ok := stored[p.Name]
+		if !ok {
+			return fail(fmt.Errorf("%s: missing tensor %s (shape %v)", path, p.Name, p.Var.Value.Shape))
+		}
+		if !tensor.SameShape(t.Shape, p.Var.Value.Shape) {
+			return fail(fmt.Errorf("%s: tensor %s has shape %v, this base model needs %v (an adapter for another model?)", path, p.Name, t.Shape, p.Var.Value.Shape))
+		}
+		vals, err := t.Float32()
+		if err != nil {
+			return fail(fmt.Errorf("%s: tensor %s: %w", path, p.Name, err))
+		}
+		copy(p.Var.Value.Data, vals)
+		delete(stored, p.Name)
+	}
+	for name := range stored {
+		return fail(fmt.Errorf("%s: unexpected tensor %s: it matches no module of this base model", path, name))
+	}
+	return a, nil
+}
+
+// removeAdapter takes a half-loaded adapter back out.
+func (m *Model) removeAdapter(a *Adapter) {
+	if d, ok := a.Method.(Detacher); ok {
+		d.Detach(m, a)
+	}
+	if m.saved != nil {
+		delete(m.saved.copies, a)
+	}
+	delete(m.adapters, a.Name)
+	for i, n := range m.order {
+		if n == a.Name {
+			m.order = append(m.order[:i], m.order[i+1:]...)
+			break
+		}
+	}
+	if m.current == a.Name {
+		m.current = ""
+		if len(m.order) > 0 {
+			m.current = m.order[len(m.order)-1]
+		}
+	}
+	m.refresh()
+}

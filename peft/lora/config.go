@@ -1,0 +1,145 @@
+// Package lora is LoRA (Hu et al. 2021) and rsLoRA: a trainable low-rank
+// update y = W₀x + s·B·A·dropout(x) beside a frozen Linear, with A [r, in],
+// B [out, r] and s = lora_alpha/r (rsLoRA: lora_alpha/√r). Files follow
+// Hugging Face PEFT's LoRA layout exactly.
+package lora
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/gopeft/gopeft/peft"
+)
+
+// PeftType is LoRA's peft_type.
+const PeftType = "LORA"
+
+// Config is LoRA's adapter_config.json, with PEFT's defaults.
+type Config struct {
+	peft.BaseConfig
+	R               int                `json:"r"`
+	LoraAlpha       float64            `json:"lora_alpha"`
+	LoraDropout     float64            `json:"lora_dropout"`
+	FanInFanOut     bool               `json:"fan_in_fan_out"`
+	Bias            string             `json:"bias"`
+	UseRSLoRA       bool               `json:"use_rslora"`
+	UseDoRA         bool               `json:"use_dora"`
+	InitLoraWeights Init               `json:"init_lora_weights"`
+	RankPattern     map[string]int     `json:"rank_pattern"`
+	AlphaPattern    map[string]float64 `json:"alpha_pattern"`
+	LoraBias        bool               `json:"lora_bias"`
+	// Seed makes the initialisation reproducible (not a PEFT key: PEFT uses
+	// torch's global generator).
+	Seed uint64 `json:"-"`
+}
+
+// Init is init_lora_weights: true (Kaiming-uniform A, zero B), "gaussian"
+// (A ~ N(0, 1/r), zero B) or false (random A and B: not an identity start,
+// for tests).
+type Init string
+
+const (
+	InitDefault  Init = "true"
+	InitGaussian Init = "gaussian"
+	InitRandom   Init = "false"
+)
+
+// UnmarshalJSON accepts a bool or a string.
+func (i *Init) UnmarshalJSON(b []byte) error {
+	var on bool
+	if err := json.Unmarshal(b, &on); err == nil {
+		*i = InitRandom
+		if on {
+			*i = InitDefault
+		}
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("init_lora_weights: want a bool or a string, got %s", b)
+	}
+	*i = Init(s)
+	return nil
+}
+
+// MarshalJSON writes booleans as booleans, as PEFT does.
+func (i Init) MarshalJSON() ([]byte, error) {
+	switch i {
+	case InitDefault, "":
+		return []byte("true"), nil
+	case InitRandom:
+		return []byte("false"), nil
+	}
+	return json.Marshal(string(i))
+}
+
+// NewConfig returns PEFT's LoRA defaults for a causal LM: r 8, alpha 8, no
+// dropout, q_proj and v_proj.
+func NewConfig() *Config {
+	return &Config{
+		BaseConfig: peft.BaseConfig{PeftType: PeftType, TaskType: "CAUSAL_LM", TargetModules: peft.ModuleList("q_proj", "v_proj")},
+		R:          8, LoraAlpha: 8, Bias: "none", InitLoraWeights: InitDefault,
+		RankPattern: map[string]int{}, AlphaPattern: map[string]float64{},
+	}
+}
+
+// Validate checks LoRA's keys, refusing the variants not built here rather
+// than computing something else.
+func (c *Config) Validate() error {
+	switch {
+	case c.R <= 0:
+		return fmt.Errorf("lora: r must be positive, got %d", c.R)
+	case c.LoraDropout < 0 || c.LoraDropout >= 1:
+		return fmt.Errorf("lora: lora_dropout must be in [0, 1), got %v", c.LoraDropout)
+	case c.UseDoRA:
+		return fmt.Errorf("lora: use_dora is not supported yet")
+	case c.Bias != "" && c.Bias != "none":
+		return fmt.Errorf("lora: bias %q is not supported (LLaMA has no biases): use \"none\"", c.Bias)
+	case c.FanInFanOut:
+		return fmt.Errorf("lora: fan_in_fan_out is for GPT-2's Conv1D; LLaMA's Linear layers need false")
+	case c.LoraBias:
+		return fmt.Errorf("lora: lora_bias is not supported yet")
+	}
+	switch c.InitLoraWeights {
+	case InitDefault, InitGaussian, InitRandom, "":
+	default:
+		return fmt.Errorf("lora: init_lora_weights %q is not supported (true, false, \"gaussian\")", c.InitLoraWeights)
+	}
+	for k, r := range c.RankPattern {
+		if r <= 0 {
+			return fmt.Errorf("lora: rank_pattern[%q] must be positive, got %d", k, r)
+		}
+	}
+	return nil
+}
+
+// rankAlpha resolves a module's rank and alpha through the patterns.
+func (c *Config) rankAlpha(module string) (int, float64) {
+	r, alpha := c.R, c.LoraAlpha
+	if k, ok := peft.PatternKey(keys(c.RankPattern), module); ok {
+		r = c.RankPattern[k]
+	}
+	if k, ok := peft.PatternKey(keys(c.AlphaPattern), module); ok {
+		alpha = c.AlphaPattern[k]
+	}
+	return r, alpha
+}
+
+// Scale is s for a rank and alpha: alpha/r, or alpha/√r with rsLoRA.
+func (c *Config) Scale(r int, alpha float64) float64 {
+	if c.UseRSLoRA {
+		return alpha / math.Sqrt(float64(r))
+	}
+	return alpha / float64(r)
+}
+
+func keys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,147 @@
+package fused
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/gopeft/gopeft/tensor/parallel"
+)
+
+// IgnoreIndex marks a target row that contributes nothing to a
+// cross-entropy loss (PyTorch's ignore_index default).
+const IgnoreIndex = -100
+
+// rowMax is the largest element of x (−Inf for an empty row).
+func rowMax(x []float32) float32 {
+	m := float32(math.Inf(-1))
+	for _, v := range x {
+		if v > m {
+			m = v
+		}
+	}
+	return m
+}
+
+// LogSumExp returns log Σ exp(x), stable against overflow: the sum of
+// exp(x−max) is accumulated in float64.
+func LogSumExp(x []float32) float32 {
+	m := rowMax(x)
+	if math.IsInf(float64(m), -1) {
+		return m
+	}
+	var s float64
+	for _, v := range x {
+		s += math.Exp(float64(v - m))
+	}
+	return m + float32(math.Log(s))
+}
+
+// SoftmaxForward sets each row of out [rows, cols] to softmax of the same
+// row of x; out may alias x.
+func SoftmaxForward(out, x []float32, rows, cols int) {
+	need("SoftmaxForward", "out", out, rows*cols)
+	need("SoftmaxForward", "x", x, rows*cols)
+	parallel.For(rows, rowGrain(rows, cols), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, or := x[r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
+			m := rowMax(xr)
+			var s float64
+			for j, v := range xr {
+				e := exp32(v - m)
+				or[j] = e
+				s += float64(e)
+			}
+			inv := float32(1 / s)
+			for j := range or {
+				or[j] *= inv
+			}
+		}
+	})
+}
+
+// SoftmaxBackward accumulates dx += y ⊙ (dout − Σ dout⊙y) per row, where y
+// is SoftmaxForward's output.
+func SoftmaxBackward(dx, dout, y []float32, rows, cols int) {
+	n := rows * cols
+	need("SoftmaxBackward", "dx", dx, n)
+	need("SoftmaxBackward", "dout", dout, n)
+	need("SoftmaxBackward", "y", y, n)
+	parallel.For(rows, rowGrain(rows, cols), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			yr, dr, xr := y[r*cols:(r+1)*cols], dout[r*cols:(r+1)*cols], dx[r*cols:(r+1)*cols]
+			c := dot(dr, yr)
+			for j, v := range yr {
+				xr[j] += v * (dr[j] - c)
+			}
+		}
+	})
+}
+
+// CheckTargets panics, naming the row, if a target is neither IgnoreIndex
+// nor a class in [0, classes), and returns how many rows are not ignored.
+func CheckTargets(op string, targets []int, classes int) int {
+	n := 0
+	for r, t := range targets {
+		if t == IgnoreIndex {
+			continue
+		}
+		if t < 0 || t >= classes {
+			panic(fmt.Sprintf("%s: target %d at row %d is outside [0,%d) and is not IgnoreIndex", op, t, r, classes))
+		}
+		n++
+	}
+	return n
+}
+
+// CrossEntropyForward computes, for each row of logits [rows, classes],
+// lse[r] = log Σ exp(logits[r]) and loss[r] = lse[r] − logits[r, targets[r]]
+// (0 for IgnoreIndex rows). Targets must have been checked.
+func CrossEntropyForward(loss, lse, logits []float32, targets []int, rows, classes int) {
+	need("CrossEntropyForward", "logits", logits, rows*classes)
+	need("CrossEntropyForward", "loss", loss, rows)
+	need("CrossEntropyForward", "lse", lse, rows)
+	parallel.For(rows, rowGrain(rows, 4*classes), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			lr := logits[r*classes : (r+1)*classes]
+			lse[r] = LogSumExp(lr)
+			if t := targets[r]; t != IgnoreIndex {
+				loss[r] = lse[r] - lr[t]
+			} else {
+				loss[r] = 0
+			}
+		}
+	})
+}
+
+// CrossEntropyBackward forms scale·(softmax(logits[r]) − onehot(target))
+// for every row not ignored: added into dlogits, or, unless accumulate,
+// written over it (ignored rows then become 0). Without accumulate, dlogits
+// may alias logits, which then becomes the gradient.
+func CrossEntropyBackward(dlogits, logits, lse []float32, targets []int, rows, classes int, scale float32, accumulate bool) {
+	need("CrossEntropyBackward", "logits", logits, rows*classes)
+	need("CrossEntropyBackward", "dlogits", dlogits, rows*classes)
+	need("CrossEntropyBackward", "lse", lse, rows)
+	parallel.For(rows, rowGrain(rows, 4*classes), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			lr, dr := logits[r*classes:(r+1)*classes], dlogits[r*classes:(r+1)*classes]
+			t := targets[r]
+			if t == IgnoreIndex {
+				if !accumulate {
+					clear(dr)
+				}
+				continue
+			}
+			m := lse[r]
+			if accumulate {
+				for j, v := range lr {
+					dr[j] += scale * exp32(v-m)
+				}
+			} else {
+				for j, v := range lr {
+					dr[j] = scale * exp32(v-m)
+				}
+			}
+			dr[t] -= scale
+		}
+	})
+}

@@ -1,0 +1,177 @@
+package kernels
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/gopeft/gopeft/tensor/parallel"
+)
+
+// benchShape is one Linear layer of a published model: W is [out, in].
+type benchShape struct {
+	model, layer string
+	in, out      int
+}
+
+// benchShapes: stories110M (dim 768, hidden 2048) and tinyllama-1.1B (dim
+// 2048, hidden 5632, kv dim 256), vocab 32000. Layers of equal shape are
+// listed once (q/k/v/o in stories110M, gate/up everywhere).
+var benchShapes = []benchShape{
+	{"stories110M", "qkvo", 768, 768},
+	{"stories110M", "gateup", 768, 2048},
+	{"stories110M", "down", 2048, 768},
+	{"stories110M", "lmhead", 768, 32000},
+	{"tinyllama", "qo", 2048, 2048},
+	{"tinyllama", "kv", 2048, 256},
+	{"tinyllama", "gateup", 2048, 5632},
+	{"tinyllama", "down", 5632, 2048},
+	{"tinyllama", "lmhead", 2048, 32000},
+}
+
+var benchTokens = []int{1, 256, 1024}
+
+// benchLayout is how a layer uses Gemm: forward y = x·Wᵀ, backward to the
+// input dx = dy·W, backward to the weight dW += dyᵀ·x.
+type benchLayout struct {
+	name           string
+	transA, transB bool
+	acc            bool
+}
+
+var benchLayouts = []benchLayout{{"fwd", false, true, false}, {"dx", false, false, false}, {"dW", true, false, true}}
+
+// dims returns m, n, k and the leading dimensions for tokens t.
+func (l benchLayout) dims(s benchShape, t int) (m, n, k, lda, ldb int) {
+	switch l.name {
+	case "fwd":
+		return t, s.out, s.in, s.in, s.in
+	case "dx":
+		return t, s.in, s.out, s.out, s.in
+	default: // dW [out,in] += dyᵀ [out,t] · x [t,in]
+		return s.out, s.in, t, s.out, s.in
+	}
+}
+
+// forEachBench calls fn for every shape, token count and layout, as a
+// sub-benchmark named model/layer/M=t/layout. dW with one token is skipped
+// (an outer product, not a GEMM).
+func forEachBench(b *testing.B, layouts []benchLayout, fn func(b *testing.B, l benchLayout, m, n, k, lda, ldb int)) {
+	for _, s := range benchShapes {
+		for _, t := range benchTokens {
+			for _, l := range layouts {
+				if l.name == "dW" && t == 1 {
+					continue
+				}
+				m, n, k, lda, ldb := l.dims(s, t)
+				b.Run(fmt.Sprintf("%s/%s/M=%d/%s", s.model, s.layer, t, l.name), func(b *testing.B) {
+					fn(b, l, m, n, k, lda, ldb)
+				})
+			}
+		}
+	}
+}
+
+func benchRand(n int) []float32 {
+	return randSlice(rand.New(rand.NewPCG(uint64(n), 7)), n)
+}
+
+// reportGemm reports GFLOP/s and, for one-row (GEMV) problems, the weight
+// bytes read per second.
+func reportGemm(b *testing.B, m, n, k, weightBytes int) {
+	sec := b.Elapsed().Seconds() / float64(b.N)
+	b.ReportMetric(2*float64(m)*float64(n)*float64(k)/sec/1e9, "GFLOP/s")
+	if m == 1 {
+		b.ReportMetric(float64(weightBytes)/sec/1e9, "GB/s")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkGemm: float32 Gemm on model shapes (set GOPEFT_KERNELS-free:
+// the fastest path this CPU has).
+func BenchmarkGemm(b *testing.B) {
+	forEachBench(b, benchLayouts, func(b *testing.B, l benchLayout, m, n, k, lda, ldb int) {
+		a, w, c := benchRand(m*k), benchRand(k*n), make([]float32, m*n)
+		for b.Loop() {
+			Gemm(l.transA, l.transB, m, n, k, a, lda, w, ldb, c, n, l.acc)
+		}
+		reportGemm(b, m, n, k, 4*k*n)
+	})
+}
+
+// BenchmarkGemmBF16: the weight stored as bf16, forward and dx layouts.
+func BenchmarkGemmBF16(b *testing.B) {
+	forEachBench(b, benchLayouts[:2], func(b *testing.B, l benchLayout, m, n, k, lda, ldb int) {
+		a, c := benchRand(m*k), make([]float32, m*n)
+		w := make([]BF16, k*n)
+		F32ToBF16(w, benchRand(k*n))
+		for b.Loop() {
+			GemmBF16(l.transB, m, n, k, a, lda, w, ldb, c, n, l.acc)
+		}
+		reportGemm(b, m, n, k, 2*k*n)
+	})
+}
+
+// BenchmarkGemmPath compares the paths on one square-ish shape.
+func BenchmarkGemmPath(b *testing.B) {
+	const m, n, k = 256, 2048, 768
+	a, w, c := benchRand(m*k), benchRand(k*n), make([]float32, m*n)
+	for _, im := range impls {
+		b.Run(im.name, func(b *testing.B) {
+			old := active
+			active = im
+			defer func() { active = old }()
+			for b.Loop() {
+				Gemm(false, true, m, n, k, a, k, w, k, c, n, false)
+			}
+			reportGemm(b, m, n, k, 0)
+		})
+	}
+}
+
+// BenchmarkFMAPeak runs a register-only loop of independent FMAs on every
+// worker thread: the arithmetic ceiling the GEMM figures are compared to.
+func BenchmarkFMAPeak(b *testing.B) {
+	for _, name := range fmaPeakNames() {
+		b.Run(name, func(b *testing.B) {
+			const iters = 1 << 20
+			th := parallel.Threads()
+			for b.Loop() {
+				parallel.For(th, 1, func(lo, hi int) {
+					for range hi - lo {
+						fmaPeak(name, iters)
+					}
+				})
+			}
+			flops := float64(fmaPeak(name, 0)) * iters * float64(th)
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// BenchmarkMemCopy copies a 256 MiB buffer (far beyond the caches), split
+// over the worker threads; GB/s counts bytes read plus bytes written, as
+// STREAM's Copy does.
+func BenchmarkMemCopy(b *testing.B) {
+	const n = 64 << 20 // float32s
+	src, dst := make([]float32, n), make([]float32, n)
+	for i := range src {
+		src[i] = float32(i)
+	}
+	grain := n / parallel.Threads()
+	for b.Loop() {
+		parallel.For(n, grain, func(lo, hi int) { copy(dst[lo:hi], src[lo:hi]) })
+	}
+	b.ReportMetric(2*4*n*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkThreadsOverhead measures one parallel.For fork/join.
+func BenchmarkThreadsOverhead(b *testing.B) {
+	var mu sync.Mutex
+	for b.Loop() {
+		parallel.For(2, 1, func(lo, hi int) { mu.Lock(); mu.Unlock() })
+	}
+}

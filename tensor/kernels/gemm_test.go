@@ -1,0 +1,243 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gopeft/gopeft/tensor/parallel"
+)
+
+// withImpl runs fn once for every path this CPU supports, forcing it active.
+func withImpl(t *testing.T, fn func(t *testing.T, im *impl)) {
+	t.Helper()
+	for _, im := range impls {
+		t.Run(im.name, func(t *testing.T) {
+			old := active
+			active = im
+			defer func() { active = old }()
+			fn(t, im)
+		})
+	}
+}
+
+func randSlice(r *rand.Rand, n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = r.Float32()*2 - 1
+	}
+	return s
+}
+
+// gemmCase is one multiply with its storage; ld* exceed the widths by pad.
+type gemmCase struct {
+	transA, transB, acc bool
+	m, n, k, pad        int
+}
+
+func (g gemmCase) String() string {
+	return fmt.Sprintf("tA=%v tB=%v acc=%v m=%d n=%d k=%d pad=%d", g.transA, g.transB, g.acc, g.m, g.n, g.k, g.pad)
+}
+
+// dims returns the stored rows, columns and leading dimension of A and B.
+func (g gemmCase) dims() (ar, ac, lda, br, bc, ldb, ldc int) {
+	ar, ac = g.m, g.k
+	if g.transA {
+		ar, ac = g.k, g.m
+	}
+	br, bc = g.k, g.n
+	if g.transB {
+		br, bc = g.n, g.k
+	}
+	return ar, ac, ac + g.pad, br, bc, bc + g.pad, g.n + g.pad
+}
+
+// checkGemmCase runs mul (Gemm or a bf16 variant, already given B) and
+// compares every element of C with gemmRef within the float32 rounding
+// bound, and checks C's padding is untouched.
+//
+// Bound: two float32 sums of k products, each within k·u·Σ|a||b| of the
+// exact value (u = 2⁻²⁴, so together k·ε with ε = 2⁻²³), plus one rounding
+// for the accumulate: (k+2)·ε·(Σ|a||b| + |c₀|).
+func checkGemmCase(t *testing.T, g gemmCase, r *rand.Rand, b []float32, mul func(a []float32, lda int, c []float32)) {
+	t.Helper()
+	ar, ac, lda, br, bc, ldb, ldc := g.dims()
+	a := randSlice(r, max(0, (ar-1)*lda+ac))
+	if b == nil {
+		b = randSlice(r, max(0, (br-1)*ldb+bc))
+	}
+	c := randSlice(r, g.m*ldc)
+	c0 := append([]float32(nil), c...)
+	want := append([]float32(nil), c...)
+	gemmRef(g.transA, g.transB, g.m, g.n, g.k, a, lda, b, ldb, want, ldc, g.acc)
+	abs := func(s []float32) []float32 {
+		o := make([]float32, len(s))
+		for i, v := range s {
+			o[i] = float32(math.Abs(float64(v)))
+		}
+		return o
+	}
+	bound := make([]float32, len(c))
+	gemmRef(g.transA, g.transB, g.m, g.n, g.k, abs(a), lda, abs(b), ldb, bound, ldc, false)
+	mul(a, lda, c)
+	eps := math.Pow(2, -23)
+	for i := 0; i < g.m; i++ {
+		for j := 0; j < ldc; j++ {
+			x := i*ldc + j
+			if j >= g.n {
+				if c[x] != c0[x] {
+					t.Fatalf("%v: padding C[%d,%d] changed %v -> %v", g, i, j, c0[x], c[x])
+				}
+				continue
+			}
+			tol := float64(g.k+2) * eps * (float64(bound[x]) + math.Abs(float64(c0[x])))
+			if d := math.Abs(float64(c[x]) - float64(want[x])); !(d <= tol) {
+				t.Fatalf("%v: C[%d,%d] = %v, reference %v (|diff| %g > tol %g)", g, i, j, c[x], want[x], d, tol)
+			}
+		}
+	}
+}
+
+func runGemmCase(t *testing.T, g gemmCase, r *rand.Rand) {
+	t.Helper()
+	_, _, _, br, bc, ldb, ldc := g.dims()
+	b := randSlice(r, max(0, (br-1)*ldb+bc))
+	checkGemmCase(t, g, r, b, func(a []float32, lda int, c []float32) {
+		Gemm(g.transA, g.transB, g.m, g.n, g.k, a, lda, b, ldb, c, ldc, g.acc)
+	})
+}
+
+// testShapes: edge sizes around every block boundary, small enough for the
+// reference loop.
+func testShapes() [][3]int {
+	edge := []int{1, 3, 17, 63, 65}
+	var s [][3]int
+	for _, m := range edge {
+		for _, n := range edge {
+			for _, k := range edge {
+				s = append(s, [3]int{m, n, k})
+			}
+		}
+	}
+	return append(s,
+		[3]int{1000, 17, 65}, [3]int{65, 1000, 3}, [3]int{17, 63, 1000}, [3]int{1, 1000, 1000},
+		[3]int{3, 1000, 300}, [3]int{200, 33, 600}, [3]int{2, 4100, 3}, [3]int{1, 4100, 17},
+		[3]int{150, 70, 513}, [3]int{13, 29, 0}, [3]int{0, 5, 5}, [3]int{5, 0, 5})
+}
+
+func TestGemmAgainstReference(t *testing.T) {
+	withImpl(t, func(t *testing.T, im *impl) {
+		r := rand.New(rand.NewPCG(1, 2))
+		for i, s := range testShapes() {
+			for layout := 0; layout < 4; layout++ {
+				g := gemmCase{transA: layout&1 != 0, transB: layout&2 != 0, acc: (i+layout)%2 == 0,
+					m: s[0], n: s[1], k: s[2], pad: (i + layout) % 3 * 5}
+				runGemmCase(t, g, r)
+			}
+		}
+	})
+}
+
+func TestGemmBF16AgainstReference(t *testing.T) {
+	withImpl(t, func(t *testing.T, im *impl) {
+		r := rand.New(rand.NewPCG(3, 4))
+		for i, s := range testShapes() {
+			for _, transB := range []bool{false, true} {
+				g := gemmCase{transB: transB, acc: i%2 == 0, m: s[0], n: s[1], k: s[2], pad: i % 3 * 5}
+				_, _, _, br, bc, ldb, ldc := g.dims()
+				h := make([]BF16, max(0, (br-1)*ldb+bc))
+				for j := range h {
+					h[j] = ToBF16(r.Float32()*2 - 1)
+				}
+				wide := make([]float32, len(h))
+				BF16ToF32(wide, h)
+				checkGemmCase(t, g, r, wide, func(a []float32, lda int, c []float32) {
+					GemmBF16(g.transB, g.m, g.n, g.k, a, lda, h, ldb, c, ldc, g.acc)
+				})
+			}
+		}
+	})
+}
+
+// TestGemmDeterministic: the same multiply on 1 and 2 threads must agree
+// bit for bit, for every layout, the GEMV path and bf16.
+func TestGemmDeterministic(t *testing.T) {
+	withImpl(t, func(t *testing.T, im *impl) {
+		r := rand.New(rand.NewPCG(5, 6))
+		shapes := [][3]int{{150, 270, 530}, {1, 700, 900}, {9, 300, 700}}
+		if im.name == "go" {
+			shapes = [][3]int{{70, 130, 300}, {1, 700, 900}}
+		}
+		for _, s := range shapes {
+			m, n, k := s[0], s[1], s[2]
+			for layout := 0; layout < 6; layout++ {
+				transA, transB := layout&1 != 0, layout&2 != 0
+				bf := layout >= 4
+				if bf {
+					transA = false
+				}
+				a := randSlice(r, m*k)
+				b := randSlice(r, k*n)
+				h := make([]BF16, len(b))
+				F32ToBF16(h, b)
+				c0 := randSlice(r, m*n)
+				lda, ldb := k, n
+				if transA {
+					lda = m
+				}
+				if transB {
+					ldb = k
+				}
+				var out [2][]float32
+				for ti, th := range []int{1, 2} {
+					old := parallel.SetThreads(th)
+					out[ti] = append([]float32(nil), c0...)
+					if bf {
+						GemmBF16(transB, m, n, k, a, lda, h, ldb, out[ti], n, true)
+					} else {
+						Gemm(transA, transB, m, n, k, a, lda, b, ldb, out[ti], n, true)
+					}
+					parallel.SetThreads(old)
+				}
+				for x := range out[0] {
+					if math.Float32bits(out[0][x]) != math.Float32bits(out[1][x]) {
+						t.Fatalf("m=%d n=%d k=%d layout %d: C[%d] = %v on 1 thread, %v on 2", m, n, k, layout, x, out[0][x], out[1][x])
+					}
+				}
+			}
+		}
+	})
+}
+
+func TestBF16RoundTrip(t *testing.T) {
+	for _, f := range []float32{0, 1, -2.5, 1e-30, 3.3e38} {
+		if g := FromBF16(ToBF16(f)); math.Abs(float64(g-f)) > math.Abs(float64(f))/128 {
+			t.Errorf("ToBF16(%v) widens to %v", f, g)
+		}
+	}
+	// Ties go to even: 1 + 2⁻⁸ lies halfway between 1 and 1 + 2⁻⁷.
+	if got := FromBF16(ToBF16(1 + 1.0/256)); got != 1 {
+		t.Errorf("1+2^-8 rounds to %v, want 1", got)
+	}
+	if got := FromBF16(ToBF16(float32(math.NaN()))); got == got {
+		t.Errorf("NaN became %v", got)
+	}
+}
+
+// FuzzGemm drives random small shapes and layouts through every path.
+func FuzzGemm(f *testing.F) {
+	f.Add(uint8(3), uint8(5), uint8(7), uint8(0), uint64(1))
+	f.Add(uint8(13), uint8(33), uint8(1), uint8(15), uint64(2))
+	f.Add(uint8(1), uint8(40), uint8(70), uint8(6), uint64(3))
+	f.Fuzz(func(t *testing.T, m, n, k, flags uint8, seed uint64) {
+		g := gemmCase{transA: flags&1 != 0, transB: flags&2 != 0, acc: flags&4 != 0,
+			m: int(m % 80), n: int(n % 80), k: int(k % 120), pad: int(flags>>3) % 4}
+		for _, im := range impls {
+			old := active
+			active = im
+			runGemmCase(t, g, rand.New(rand.NewPCG(seed, uint64(flags))))
+			active = old
+		}
+	})
+}

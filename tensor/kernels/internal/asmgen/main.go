@@ -1,0 +1,389 @@
+// Command asmgen writes gopeft's amd64 GEMM and GEMV kernels (Go assembly)
+// with avo. Run it through `go generate ./tensor/kernels`.
+//
+// Every kernel comes in an AVX-512 and an AVX2+FMA flavour from the same
+// generator function, parameterised by vector width.
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	"github.com/mmcloughlin/avo/reg"
+)
+
+// isa is one vector instruction set: its name, lanes per vector and a
+// constructor for virtual vector registers.
+type isa struct {
+	name  string
+	lanes int
+	vec   func() reg.VecVirtual
+}
+
+func (v isa) bytes() int { return 4 * v.lanes }
+
+var (
+	avx512 = isa{"AVX512", 16, ZMM}
+	avx2   = isa{"AVX2", 8, YMM}
+)
+
+func main() {
+	ConstraintExpr("amd64,!purego")
+	micro(avx512, 12, 2)
+	micro(avx2, 6, 2)
+	for _, v := range []isa{avx512, avx2} {
+		dot4(v, false)
+		dot4(v, true)
+		axpy(v, 8, false)
+		axpy(v, 1, false)
+		axpy(v, 8, true)
+		axpy(v, 1, true)
+	}
+	transpose8(false)
+	transpose8(true)
+	fmaPeak(avx512, 24)
+	fmaPeak(avx2, 12)
+	Generate()
+}
+
+// micro writes the mr×(nv·lanes) GEMM micro-kernel: acc[i][j] are mr×nv
+// accumulator vectors; each k step loads nv vectors of the packed B panel,
+// broadcasts mr values of the packed A sliver and issues mr·nv FMAs.
+func micro(v isa, mr, nv int) {
+	nr := nv * v.lanes
+	name := fmt.Sprintf("micro%dx%d%s", mr, nr, v.name)
+	TEXT(name, NOSPLIT, "func(kc int, a, b, c *float32, ldc int, accumulate bool)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s sets (or adds to) the %d×%d tile at c the product of a packed A sliver and a packed B panel (kc ≥ 1).", name, mr, nr))
+	kc := Load(Param("kc"), GP64())
+	pa := Load(Param("a"), GP64())
+	pb := Load(Param("b"), GP64())
+	{
+		// Prefetch the C tile now: its rows are a stride apart and would
+		// otherwise miss, one by one, after the loop.
+		pc := Load(Param("c"), GP64())
+		ldc := Load(Param("ldc"), GP64())
+		SHLQ(U8(2), ldc)
+		for i := 0; i < mr; i++ {
+			PREFETCHT0(Mem{Base: pc})
+			if nr*4 > 64 {
+				PREFETCHT0(Mem{Base: pc, Disp: nr*4 - 4})
+			}
+			ADDQ(ldc, pc)
+		}
+	}
+	acc := make([][]reg.VecVirtual, mr)
+	for i := range acc {
+		acc[i] = make([]reg.VecVirtual, nv)
+		for j := range acc[i] {
+			acc[i][j] = v.vec()
+			VXORPS(acc[i][j], acc[i][j], acc[i][j])
+		}
+	}
+	Label(name + "_loop")
+	bv := make([]reg.VecVirtual, nv)
+	for j := range bv {
+		bv[j] = v.vec()
+		VMOVUPS(Mem{Base: pb, Disp: j * v.bytes()}, bv[j])
+	}
+	for i := 0; i < mr; i++ {
+		t := v.vec()
+		VBROADCASTSS(Mem{Base: pa, Disp: 4 * i}, t)
+		for j := 0; j < nv; j++ {
+			VFMADD231PS(bv[j], t, acc[i][j])
+		}
+	}
+	ADDQ(U32(4*mr), pa)
+	ADDQ(U32(4*nr), pb)
+	DECQ(kc)
+	JNZ(LabelRef(name + "_loop"))
+
+	pc := Load(Param("c"), GP64())
+	ldc := Load(Param("ldc"), GP64())
+	SHLQ(U8(2), ldc)
+	flag := Load(Param("accumulate"), GP8())
+	TESTB(flag, flag)
+	JZ(LabelRef(name + "_store"))
+	for i := 0; i < mr; i++ {
+		for j := 0; j < nv; j++ {
+			VADDPS(Mem{Base: pc, Disp: j * v.bytes()}, acc[i][j], acc[i][j])
+			VMOVUPS(acc[i][j], Mem{Base: pc, Disp: j * v.bytes()})
+		}
+		ADDQ(ldc, pc)
+	}
+	VZEROUPPER()
+	RET()
+	Label(name + "_store")
+	for i := 0; i < mr; i++ {
+		for j := 0; j < nv; j++ {
+			VMOVUPS(acc[i][j], Mem{Base: pc, Disp: j * v.bytes()})
+		}
+		ADDQ(ldc, pc)
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// loadB loads lanes values of B at m into dst, widening bf16 (the high half
+// of a float32) when half is set.
+func loadB(v isa, half bool, m Mem, dst reg.VecVirtual) {
+	if !half {
+		VMOVUPS(m, dst)
+		return
+	}
+	VPMOVZXWD(m, dst)
+	VPSLLD(U8(16), dst, dst)
+}
+
+// dot4 writes y[r] = Σ_p x[p]·w[r·ldw+p] for four rows, p < k rounded down
+// to a whole vector; the caller adds the remaining products.
+func dot4(v isa, half bool) {
+	name := "dot4" + v.name
+	sig := "func(k int, x, w *float32, ldw int, y *[4]float32)"
+	es := 4
+	if half {
+		name = "dot4h" + v.name
+		sig = "func(k int, x *float32, w *uint16, ldw int, y *[4]float32)"
+		es = 2
+	}
+	TEXT(name, NOSPLIT, sig)
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s sets y[r] to the dot product of x and row r of w, over k rounded down to %d.", name, v.lanes))
+	k := Load(Param("k"), GP64())
+	px := Load(Param("x"), GP64())
+	ldw := Load(Param("ldw"), GP64())
+	if half {
+		SHLQ(U8(1), ldw)
+	} else {
+		SHLQ(U8(2), ldw)
+	}
+	w := make([]reg.Register, 4)
+	w[0] = Load(Param("w"), GP64())
+	for r := 1; r < 4; r++ {
+		w[r] = GP64()
+		LEAQ(Mem{Base: w[r-1], Index: ldw, Scale: 1}, w[r])
+	}
+	acc := make([][2]reg.VecVirtual, 4)
+	for r := range acc {
+		for u := 0; u < 2; u++ {
+			acc[r][u] = v.vec()
+			VXORPS(acc[r][u], acc[r][u], acc[r][u])
+		}
+	}
+	step := func(u int) {
+		x := v.vec()
+		VMOVUPS(Mem{Base: px, Disp: u * v.bytes()}, x)
+		for r := 0; r < 4; r++ {
+			t := v.vec()
+			loadB(v, half, Mem{Base: w[r], Disp: u * v.lanes * es}, t)
+			VFMADD231PS(t, x, acc[r][u])
+		}
+	}
+	Label(name + "_loop2")
+	CMPQ(k, U32(2*v.lanes))
+	JL(LabelRef(name + "_one"))
+	step(0)
+	step(1)
+	ADDQ(U32(2*v.bytes()), px)
+	for r := 0; r < 4; r++ {
+		ADDQ(U32(2*v.lanes*es), w[r])
+	}
+	SUBQ(U32(2*v.lanes), k)
+	JMP(LabelRef(name + "_loop2"))
+	Label(name + "_one")
+	CMPQ(k, U32(v.lanes))
+	JL(LabelRef(name + "_reduce"))
+	step(0)
+	Label(name + "_reduce")
+	py := Load(Param("y"), GP64())
+	for r := 0; r < 4; r++ {
+		VADDPS(acc[r][1], acc[r][0], acc[r][0])
+		hsum(v, acc[r][0], Mem{Base: py, Disp: 4 * r})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// hsum stores the sum of the lanes of x at m (a fixed pairwise order).
+func hsum(v isa, x reg.VecVirtual, m Mem) {
+	y := x.AsY()
+	if v.lanes == 16 {
+		hi := YMM()
+		VEXTRACTF64X4(U8(1), x, hi)
+		VADDPS(hi, y, y)
+	}
+	hx := XMM()
+	VEXTRACTF128(U8(1), y, hx)
+	xx := x.AsX()
+	VADDPS(hx, xx, xx)
+	VHADDPS(xx, xx, xx)
+	VHADDPS(xx, xx, xx)
+	VMOVSS(xx, m)
+}
+
+// axpy writes y[j] (+)= Σ_p x[p]·b[p·ldb+j] for one strip of nv vectors of
+// columns, the strip held in registers while all k rows stream past.
+func axpy(v isa, nv int, half bool) {
+	name := fmt.Sprintf("axpy%d%s", nv*v.lanes, v.name)
+	sig := "func(k int, x, b *float32, ldb int, y *float32, accumulate bool)"
+	es := 4
+	if half {
+		name = fmt.Sprintf("axpyh%d%s", nv*v.lanes, v.name)
+		sig = "func(k int, x *float32, b *uint16, ldb int, y *float32, accumulate bool)"
+		es = 2
+	}
+	TEXT(name, NOSPLIT, sig)
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s sets (or adds to) y[0:%d] the sum over k ≥ 1 rows of b scaled by x.", name, nv*v.lanes))
+	k := Load(Param("k"), GP64())
+	px := Load(Param("x"), GP64())
+	pb := Load(Param("b"), GP64())
+	ldb := Load(Param("ldb"), GP64())
+	if half {
+		SHLQ(U8(1), ldb)
+	} else {
+		SHLQ(U8(2), ldb)
+	}
+	acc := make([]reg.VecVirtual, nv)
+	for j := range acc {
+		acc[j] = v.vec()
+		VXORPS(acc[j], acc[j], acc[j])
+	}
+	Label(name + "_loop")
+	t := v.vec()
+	VBROADCASTSS(Mem{Base: px}, t)
+	for j := 0; j < nv; j++ {
+		u := v.vec()
+		loadB(v, half, Mem{Base: pb, Disp: j * v.lanes * es}, u)
+		VFMADD231PS(u, t, acc[j])
+	}
+	ADDQ(U8(4), px)
+	ADDQ(ldb, pb)
+	DECQ(k)
+	JNZ(LabelRef(name + "_loop"))
+	py := Load(Param("y"), GP64())
+	flag := Load(Param("accumulate"), GP8())
+	TESTB(flag, flag)
+	JZ(LabelRef(name + "_store"))
+	for j := 0; j < nv; j++ {
+		VADDPS(Mem{Base: py, Disp: j * v.bytes()}, acc[j], acc[j])
+	}
+	Label(name + "_store")
+	for j := 0; j < nv; j++ {
+		VMOVUPS(acc[j], Mem{Base: py, Disp: j * v.bytes()})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// fmaPeak writes a loop of n iterations of chains independent FMAs on
+// registers only: the machine's arithmetic ceiling.
+func fmaPeak(v isa, chains int) {
+	name := "fmaPeak" + v.name
+	TEXT(name, NOSPLIT, "func(n int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s runs n×%d independent %d-lane FMAs (%d flops each iteration).", name, chains, v.lanes, 2*chains*v.lanes))
+	n := Load(Param("n"), GP64())
+	acc := make([]reg.VecVirtual, chains)
+	for i := range acc {
+		acc[i] = v.vec()
+		VXORPS(acc[i], acc[i], acc[i])
+	}
+	x := v.vec()
+	VXORPS(x, x, x)
+	Label(name + "_loop")
+	for i := range acc {
+		VFMADD231PS(x, x, acc[i])
+	}
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	VZEROUPPER()
+	RET()
+}
+
+// transpose8 writes the 8-row transpose used to pack a stored-n×k B: dst
+// row p (stride ldd floats) gets column p of the 8 rows of b (stride ldb
+// elements), for p < kc (a multiple of 8). With half set b is bf16 and is
+// widened. Needs AVX2 only (ymm), so both paths share it.
+func transpose8(half bool) {
+	name := "transpose8"
+	sig := "func(kc int, b *float32, ldb int, dst *float32, ldd int)"
+	es := 4
+	if half {
+		name = "transpose8h"
+		sig = "func(kc int, b *uint16, ldb int, dst *float32, ldd int)"
+		es = 2
+	}
+	TEXT(name, NOSPLIT, sig)
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s stores the transpose of an 8×kc block of b at dst (kc a multiple of 8).", name))
+	kc := Load(Param("kc"), GP64())
+	b := Load(Param("b"), GP64())
+	ldb := Load(Param("ldb"), GP64())
+	d := Load(Param("dst"), GP64())
+	ldd := Load(Param("ldd"), GP64())
+	if half {
+		SHLQ(U8(1), ldb)
+	} else {
+		SHLQ(U8(2), ldb)
+	}
+	SHLQ(U8(2), ldd)
+	ld3, b4, ldd3, d4 := GP64(), GP64(), GP64(), GP64()
+	LEAQ(Mem{Base: ldb, Index: ldb, Scale: 2}, ld3)
+	LEAQ(Mem{Base: b, Index: ldb, Scale: 4}, b4)
+	LEAQ(Mem{Base: ldd, Index: ldd, Scale: 2}, ldd3)
+	step := GP64()
+	MOVQ(ldd, step)
+	SHLQ(U8(3), step)
+	Label(name + "_loop")
+	LEAQ(Mem{Base: d, Index: ldd, Scale: 4}, d4)
+	src := []Mem{
+		{Base: b}, {Base: b, Index: ldb, Scale: 1}, {Base: b, Index: ldb, Scale: 2}, {Base: b, Index: ld3, Scale: 1},
+		{Base: b4}, {Base: b4, Index: ldb, Scale: 1}, {Base: b4, Index: ldb, Scale: 2}, {Base: b4, Index: ld3, Scale: 1},
+	}
+	r := make([]reg.VecVirtual, 8)
+	for i := range r {
+		r[i] = YMM()
+		if half {
+			VPMOVZXWD(src[i], r[i])
+			VPSLLD(U8(16), r[i], r[i])
+		} else {
+			VMOVUPS(src[i], r[i])
+		}
+	}
+	t := make([]reg.VecVirtual, 8)
+	for i := 0; i < 8; i += 2 {
+		t[i], t[i+1] = YMM(), YMM()
+		VUNPCKLPS(r[i+1], r[i], t[i])
+		VUNPCKHPS(r[i+1], r[i], t[i+1])
+	}
+	s := make([]reg.VecVirtual, 8)
+	for _, q := range []int{0, 4} {
+		for h := 0; h < 2; h++ { // t pairs (0,2) and (1,3) within each half
+			lo, hi := t[q+h], t[q+h+2]
+			s[q+2*h], s[q+2*h+1] = YMM(), YMM()
+			VSHUFPS(U8(0x44), hi, lo, s[q+2*h])
+			VSHUFPS(U8(0xEE), hi, lo, s[q+2*h+1])
+		}
+	}
+	dst := []Mem{
+		{Base: d}, {Base: d, Index: ldd, Scale: 1}, {Base: d, Index: ldd, Scale: 2}, {Base: d, Index: ldd3, Scale: 1},
+		{Base: d4}, {Base: d4, Index: ldd, Scale: 1}, {Base: d4, Index: ldd, Scale: 2}, {Base: d4, Index: ldd3, Scale: 1},
+	}
+	for p := 0; p < 4; p++ {
+		o := YMM()
+		VPERM2F128(U8(0x20), s[4+p], s[p], o)
+		VMOVUPS(o, dst[p])
+		o2 := YMM()
+		VPERM2F128(U8(0x31), s[4+p], s[p], o2)
+		VMOVUPS(o2, dst[4+p])
+	}
+	ADDQ(U32(8*es), b)
+	ADDQ(U32(8*es), b4)
+	ADDQ(step, d)
+	SUBQ(U32(8), kc)
+	JNZ(LabelRef(name + "_loop"))
+	VZEROUPPER()
+	RET()
+}
