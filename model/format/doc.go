@@ -12,6 +12,10 @@
 // float32 ([Tensor.Float32]) or bfloat16 ([Tensor.BF16]) is explicit, so a
 // caller can keep a frozen base model in its storage type.
 //
+// Most callers want [LoadLlama]: it takes any of the three model formats and
+// returns a [Checkpoint] with a [LlamaConfig] and Hugging Face names in
+// Hugging Face (rotate-half) q/k order, checked against the config.
+//
 // Names: the llama2.c and GGUF readers can hand back Hugging Face tensor names
 // (model.layers.{i}.self_attn.q_proj.weight, ...), but the q_proj and k_proj
 // rows of both formats are in the interleaved-pair RoPE order of the original

@@ -159,16 +159,29 @@ func (r *ggufReader) u64(what string) (uint64, error) {
 	return binary.LittleEndian.Uint64(b), nil
 }
 
-func (r *ggufReader) str(what string) (string, error) {
-	n, err := r.u64(what + " length")
-	if err != nil {
-		return "", err
+func (r *ggufReader) str(what string) (string, error) { return r.strAt(what, -1) }
+
+// strAt reads a string; a non-negative idx names element idx of what in
+// errors (formatted only then: token arrays have 100k+ entries).
+func (r *ggufReader) strAt(what string, idx int) (string, error) {
+	if r.rest() < 8 {
+		return "", fmt.Errorf("%s: truncated at byte %d reading %s", r.name, r.pos, label(what, idx))
 	}
-	if n > uint64(r.rest()) {
-		return "", fmt.Errorf("%s: %s length %d at byte %d exceeds the %d bytes left", r.name, what, n, r.pos-8, r.rest())
+	n := binary.LittleEndian.Uint64(r.b[r.pos:])
+	if n > uint64(r.rest()-8) {
+		return "", fmt.Errorf("%s: %s length %d at byte %d exceeds the %d bytes left", r.name, label(what, idx), n, r.pos, r.rest()-8)
 	}
-	b, err := r.take(int(n), what)
-	return string(b), err
+	r.pos += 8
+	s := string(r.b[r.pos : r.pos+int(n)])
+	r.pos += int(n)
+	return s, nil
+}
+
+func label(what string, idx int) string {
+	if idx < 0 {
+		return what
+	}
+	return fmt.Sprintf("%s[%d]", what, idx)
 }
 
 // count reads an element count and checks that count elements of at least
@@ -392,7 +405,7 @@ func (r *ggufReader) array(key string, et GGUFValueType, depth int) (any, error)
 	if et == GGUFString {
 		out := make([]string, n)
 		for i := range out {
-			if out[i], err = r.str(fmt.Sprintf("%s[%d]", key, i)); err != nil {
+			if out[i], err = r.strAt(key, i); err != nil {
 				return nil, err
 			}
 		}
@@ -440,44 +453,45 @@ func decodeFixed(name, key string, t GGUFValueType, b []byte) (any, error) {
 }
 
 func decodeFixedArray(name, key string, t GGUFValueType, n int, b []byte) (any, error) {
-	size := ggufFixedSize[t]
+	le := binary.LittleEndian
 	switch t {
 	case GGUFUint8:
 		return slices.Clone(b), nil
 	case GGUFInt8:
-		return fillArray[int8](name, key, t, n, size, b)
+		return fillArray(n, func(i int) int8 { return int8(b[i]) }), nil
 	case GGUFUint16:
-		return fillArray[uint16](name, key, t, n, size, b)
+		return fillArray(n, func(i int) uint16 { return le.Uint16(b[2*i:]) }), nil
 	case GGUFInt16:
-		return fillArray[int16](name, key, t, n, size, b)
+		return fillArray(n, func(i int) int16 { return int16(le.Uint16(b[2*i:])) }), nil
 	case GGUFUint32:
-		return fillArray[uint32](name, key, t, n, size, b)
+		return fillArray(n, func(i int) uint32 { return le.Uint32(b[4*i:]) }), nil
 	case GGUFInt32:
-		return fillArray[int32](name, key, t, n, size, b)
+		return fillArray(n, func(i int) int32 { return int32(le.Uint32(b[4*i:])) }), nil
 	case GGUFFloat32:
-		return fillArray[float32](name, key, t, n, size, b)
+		return fillArray(n, func(i int) float32 { return math.Float32frombits(le.Uint32(b[4*i:])) }), nil
 	case GGUFBool:
-		return fillArray[bool](name, key, t, n, size, b)
+		for i, v := range b {
+			if v > 1 {
+				return nil, fmt.Errorf("%s: %s[%d]: bool byte %d is neither 0 nor 1", name, key, i, v)
+			}
+		}
+		return fillArray(n, func(i int) bool { return b[i] == 1 }), nil
 	case GGUFUint64:
-		return fillArray[uint64](name, key, t, n, size, b)
+		return fillArray(n, func(i int) uint64 { return le.Uint64(b[8*i:]) }), nil
 	case GGUFInt64:
-		return fillArray[int64](name, key, t, n, size, b)
+		return fillArray(n, func(i int) int64 { return int64(le.Uint64(b[8*i:])) }), nil
 	case GGUFFloat64:
-		return fillArray[float64](name, key, t, n, size, b)
+		return fillArray(n, func(i int) float64 { return math.Float64frombits(le.Uint64(b[8*i:])) }), nil
 	}
 	panic("unreachable")
 }
 
-func fillArray[T any](name, key string, t GGUFValueType, n, size int, b []byte) ([]T, error) {
+func fillArray[T any](n int, at func(i int) T) []T {
 	out := make([]T, n)
 	for i := range out {
-		v, err := decodeFixed(name, fmt.Sprintf("%s[%d]", key, i), t, b[i*size:])
-		if err != nil {
-			return nil, err
-		}
-		out[i] = v.(T)
+		out[i] = at(i)
 	}
-	return out, nil
+	return out
 }
 
 // Tensor returns the named tensor with a row-major shape (the GGUF dims

@@ -6,6 +6,8 @@ import (
 	"io"
 	"math"
 	"slices"
+
+	"github.com/gopeft/gopeft/internal/atomicfile"
 )
 
 // WriteGGUF writes a GGUF version 3 file atomically. See [EncodeGGUF].
@@ -14,7 +16,7 @@ func WriteGGUF(path string, metadata map[string]any, tensors []*Tensor) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return writeFileAtomic(path, func(w io.Writer) error { return writeGGUFBody(w, hdr, align, tensors) })
+	return atomicfile.Write(path, func(w io.Writer) error { return writeGGUFBody(w, hdr, align, tensors) })
 }
 
 // EncodeGGUF writes a GGUF file of the given version (2 or 3; they differ

@@ -94,6 +94,9 @@ func ParseLlama2c(name string, data []byte) (Llama2cHeader, map[string]*Tensor, 
 	if len(data) < llama2cHeaderBytes {
 		return h, nil, fmt.Errorf("%s: %d bytes is too short for a llama2.c header (%d bytes)", name, len(data), llama2cHeaderBytes)
 	}
+	if binary.LittleEndian.Uint32(data) == 0x616b3432 { // export.py's "ak42" magic of versions 1 and 2
+		return h, nil, fmt.Errorf("%s: llama2.c version 1/2 export (magic \"ak42\") is not supported; export with --version 0", name)
+	}
 	field := func(i int) int { return int(int32(binary.LittleEndian.Uint32(data[4*i:]))) }
 	h = Llama2cHeader{
 		Dim: field(0), HiddenDim: field(1), NLayers: field(2), NHeads: field(3),

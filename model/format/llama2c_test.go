@@ -165,6 +165,8 @@ func TestLlama2cHostileHeaders(t *testing.T) {
 	}
 	_, _, err := ParseLlama2c("short.bin", []byte{1, 0, 0, 0})
 	wantErr(t, err, "short.bin", "too short")
+	_, _, err = ParseLlama2c("v1.bin", append([]byte{0x32, 0x34, 0x6b, 0x61}, make([]byte, 300)...))
+	wantErr(t, err, "v1.bin", "version 1")
 }
 
 func TestReadLlama2cFile(t *testing.T) {

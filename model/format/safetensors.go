@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/gopeft/gopeft/internal/atomicfile"
 )
 
 // A safetensors file is an 8-byte little-endian header length n, n bytes of
@@ -158,7 +160,7 @@ func WriteSafetensors(path string, tensors []*Tensor, metadata map[string]string
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return writeFileAtomic(path, func(w io.Writer) error { return writeSafetensorsBody(w, hdr, order) })
+	return atomicfile.Write(path, func(w io.Writer) error { return writeSafetensorsBody(w, hdr, order) })
 }
 
 // EncodeSafetensors writes the safetensors encoding of tensors to w; see

@@ -163,6 +163,7 @@ func TestSafetensorsHeaderBytes(t *testing.T) {
 		{Name: "z", DType: "U8", Shape: []int{2, 2}, Data: make([]byte, 4)},
 		{Name: "c", DType: "I64", Shape: []int{1}, Data: make([]byte, 8)},
 		{Name: "e\"<é\n\x01", DType: F32, Shape: []int{}, Data: make([]byte, 4)},
+		{Name: "y\\\t\r\b\f\x1f\x7f/", DType: "U8", Shape: []int{0}, Data: nil},
 	}
 	var buf bytes.Buffer
 	if err := EncodeSafetensors(&buf, tensors, map[string]string{"format": "pt", "a": "x<y"}); err != nil {
@@ -173,6 +174,7 @@ func TestSafetensorsHeaderBytes(t *testing.T) {
 		`"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},` +
 		`"e\"<é\n\u0001":{"dtype":"F32","shape":[],"data_offsets":[16,20]},` +
 		`"a":{"dtype":"BF16","shape":[3],"data_offsets":[20,26]},` +
+		`"y\\\t\r\b\f\u001f` + "\x7f" + `/":{"dtype":"U8","shape":[0],"data_offsets":[26,26]},` +
 		`"z":{"dtype":"U8","shape":[2,2],"data_offsets":[26,30]}}`
 	for len(want)%8 != 0 {
 		want += " "
@@ -188,7 +190,7 @@ func TestSafetensorsHeaderBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(back) != 5 || meta["a"] != "x<y" || back["e\"<é\n\x01"] == nil {
+	if len(back) != 6 || meta["a"] != "x<y" || back["e\"<é\n\x01"] == nil {
 		t.Fatalf("parse of the encoding lost entries: %v %v", back, meta)
 	}
 

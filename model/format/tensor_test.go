@@ -39,9 +39,9 @@ func TestF16KnownValues(t *testing.T) {
 		{1 + 3*math.Ldexp(1, -11), 0x3c02}, // tie between 0x3c01 and 0x3c02: even
 		{1 + math.Ldexp(1.5, -11), 0x3c01}, // above the tie
 		{65519, 0x7bff}, {65520, 0x7c00}, {1e10, 0x7c00}, {-1e10, 0xfc00},
-		{math.Ldexp(1, -25), 0x0000},   // tie between 0 and the smallest subnormal
-		{math.Ldexp(1.5, -25), 0x0001}, // above it
-		{math.Ldexp(1.5, -24), 0x0002}, // tie between subnormals 1 and 2: even
+		{math.Ldexp(1, -25), 0x0000},    // tie between 0 and the smallest subnormal
+		{math.Ldexp(1.5, -25), 0x0001},  // above it
+		{math.Ldexp(1.5, -24), 0x0002},  // tie between subnormals 1 and 2: even
 		{math.Ldexp(2047, -25), 0x0400}, // rounds up out of the subnormals
 		{1e-30, 0},
 	} {
@@ -210,4 +210,30 @@ func TestQ8_0Quantize(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestNumelAndByteSize(t *testing.T) {
+	for _, c := range []struct {
+		shape []int
+		n     int
+	}{{nil, 1}, {[]int{0, 5}, 0}, {[]int{2, 3, 4}, 24}, {[]int{-1}, -1}, {[]int{1 << 62, 4}, -1}} {
+		if got := (&Tensor{Shape: c.shape}).Numel(); got != c.n {
+			t.Errorf("Numel(%v) = %d, want %d", c.shape, got, c.n)
+		}
+	}
+	for _, c := range []struct {
+		dt   DType
+		n    int
+		size int
+	}{{F32, 3, 12}, {BF16, 3, 6}, {"F4", 6, 3}, {"F6_E2M3", 8, 6}, {Q8_0, 64, 68}, {"Q4_K", 512, 288}, {"I64", 2, 16}} {
+		if got, err := c.dt.ByteSize(c.n); err != nil || got != c.size {
+			t.Errorf("%s.ByteSize(%d) = %d, %v; want %d", c.dt, c.n, got, err, c.size)
+		}
+	}
+	_, err := DType("F4").ByteSize(3)
+	wantErr(t, err, "F4", "blocks")
+	_, err = DType("I64").ByteSize(1 << 61)
+	wantErr(t, err, "overflows")
+	_, err = DType("X").ByteSize(1)
+	wantErr(t, err, `"X"`)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/internal/shared"
+	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/tokenizer"
 )
 
@@ -329,4 +330,37 @@ func TestNewRejectsMismatchedTensors(t *testing.T) {
 	if _, err := New(cfg, ts, "x"); err == nil || !strings.Contains(err.Error(), "q_proj") {
 		t.Errorf("wrong shape: %v", err)
 	}
+}
+
+// TestGoldenLogitsGGUF writes stories260K as llama.cpp lays a GGUF out
+// (interleaved q/k rows, llama.* metadata) and checks that loading it gives
+// the golden logits.
+func TestGoldenLogitsGGUF(t *testing.T) {
+	_, l2c, err := format.ReadLlama2c(shared.Path(t, "data/models/stories260K/stories260K.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tensors []*format.Tensor
+	for name, tt := range l2c {
+		g, ok := format.HFToGGUFName(name)
+		if !ok {
+			t.Fatalf("no GGUF name for %s", name)
+		}
+		tensors = append(tensors, &format.Tensor{Name: g, DType: tt.DType, Shape: tt.Shape, Data: tt.Data})
+	}
+	meta := map[string]any{
+		"general.architecture": "llama", "llama.embedding_length": uint32(64), "llama.feed_forward_length": uint32(172),
+		"llama.block_count": uint32(5), "llama.attention.head_count": uint32(8), "llama.attention.head_count_kv": uint32(4),
+		"llama.context_length": uint32(512), "llama.attention.layer_norm_rms_epsilon": float32(1e-5),
+		"llama.rope.freq_base": float32(10000),
+	}
+	path := filepath.Join(t.TempDir(), "stories260K.gguf")
+	if err := format.WriteGGUF(path, meta, tensors); err != nil {
+		t.Fatal(err)
+	}
+	m := load(t, path, LoadOptions{})
+	if m.Config.NumKeyValueHeads != 4 || !m.Config.TieWordEmbeddings || m.Config.VocabSize != 512 {
+		t.Fatalf("GGUF config %+v", m.Config)
+	}
+	checkGoldenLogits(t, m, 1e-4)
 }

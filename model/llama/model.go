@@ -29,9 +29,9 @@ type Model struct {
 // Block is one decoder layer: h = x + o(Attn(RMSNorm(x))), out = h +
 // down(silu(gate(u)) ⊙ up(u)) with u = RMSNorm(h).
 type Block struct {
-	Index                          int
-	InputNorm, PostAttentionNorm   *autograd.Var
-	Q, K, V, O, Gate, Up, Down     *nn.Linear
+	Index                        int
+	InputNorm, PostAttentionNorm *autograd.Var
+	Q, K, V, O, Gate, Up, Down   *nn.Linear
 	// Hooks run after the attention and after the feed-forward sublayer
 	// (serial and parallel adapters); PrefixKV supplies extra keys and values
 	// (prefix tuning). All nil in a plain model.
@@ -115,7 +115,7 @@ func New(cfg Config, tensors map[string]*tensor.Tensor, source string) (*Model, 
 			Index:             i,
 			InputNorm:         frozen(layerName(i, "input_layernorm.weight")),
 			PostAttentionNorm: frozen(layerName(i, "post_attention_layernorm.weight")),
-			Q: lin[0], K: lin[1], V: lin[2], O: lin[3], Gate: lin[4], Up: lin[5], Down: lin[6],
+			Q:                 lin[0], K: lin[1], V: lin[2], O: lin[3], Gate: lin[4], Up: lin[5], Down: lin[6],
 		})
 	}
 	m.rope = &autograd.RoPE{InvFreq: cfg.InvFreq(), Style: cfg.RoPE}
