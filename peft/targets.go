@@ -30,12 +30,14 @@ func ModuleRegex(re string) Modules { return Modules{Regex: re, set: true} }
 func (m Modules) IsSet() bool { return m.set }
 
 // AllLinear reports the "all-linear" shorthand.
-func (m Modules) AllLinear() bool { return m.set && m.Names == nil && strings.EqualFold(m.Regex, "all-linear") }
+func (m Modules) AllLinear() bool {
+	return m.set && m.Names == nil && strings.EqualFold(m.Regex, "all-linear")
+}
 
 // UnmarshalJSON accepts a string, a list of strings or null.
 func (m *Modules) UnmarshalJSON(b []byte) error {
 	*m = Modules{}
-	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+	if isNull(b) {
 		return nil
 	}
 	if err := json.Unmarshal(b, &m.Regex); err == nil {
@@ -123,6 +125,10 @@ type IntList []int
 
 // UnmarshalJSON accepts an int, a list of ints or null.
 func (l *IntList) UnmarshalJSON(b []byte) error {
+	if isNull(b) {
+		*l = nil
+		return nil
+	}
 	var one int
 	if err := json.Unmarshal(b, &one); err == nil {
 		*l = IntList{one}
@@ -141,6 +147,10 @@ type StringList []string
 
 // UnmarshalJSON accepts a string, a list of strings or null.
 func (l *StringList) UnmarshalJSON(b []byte) error {
+	if isNull(b) {
+		*l = nil
+		return nil
+	}
 	var one string
 	if err := json.Unmarshal(b, &one); err == nil {
 		*l = StringList{one}
@@ -171,3 +181,5 @@ func PatternKey(keys []string, name string) (string, bool) {
 	}
 	return "", false
 }
+
+func isNull(b []byte) bool { return bytes.Equal(bytes.TrimSpace(b), []byte("null")) }

@@ -3,11 +3,15 @@ package main
 import (
 	"fmt"
 	"io"
+	"path/filepath"
+	"sort"
 	"text/tabwriter"
 
 	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/nn"
+	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/tensor"
 )
 
@@ -65,4 +69,34 @@ func ropeStyleName(m *llama.Model) string {
 		return "interleaved pairs (llama2.c)"
 	}
 	return "rotate-half (Hugging Face)"
+}
+
+// writeAdapterInspect prints an adapter's method, config and tensors.
+func writeAdapterInspect(w io.Writer, dir string) error {
+	method, err := peft.ReadMethod(dir)
+	if err != nil {
+		return err
+	}
+	ts, _, err := format.ReadSafetensors(filepath.Join(dir, peft.WeightsFile))
+	if err != nil {
+		return err
+	}
+	cfg, err := peft.MarshalConfig(method.Config())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "adapter %s (%s)\n%s\n", dir, method.Config().Base().PeftType, cfg)
+	names := make([]string, 0, len(ts))
+	total := 0
+	for n, t := range ts {
+		names = append(names, n)
+		total += t.Numel()
+	}
+	sort.Strings(names)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, n := range names {
+		fmt.Fprintf(tw, "%s\t%s\t%v\n", n, ts[n].DType, ts[n].Shape)
+	}
+	fmt.Fprintf(tw, "%d tensors\t\t%d parameters\n", len(ts), total)
+	return tw.Flush()
 }

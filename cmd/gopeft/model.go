@@ -11,17 +11,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/peft"
+	_ "github.com/gopeft/gopeft/peft/lora" // registers LORA adapters
 	"github.com/gopeft/gopeft/tokenizer"
 )
 
 func addModelCommands(root *cobra.Command) {
-	root.AddCommand(newGenerateCmd(), newInspectCmd(), newConvertCmd())
+	root.AddCommand(newGenerateCmd(), newInspectCmd(), newConvertCmd(), newMergeCmd())
 }
 
 // modelFlags are the flags every command that loads a model shares.
 type modelFlags struct {
-	model, tokenizer string
-	bf16             bool
+	model, tokenizer, adapter string
+	bf16                      bool
 }
 
 func (f *modelFlags) register(cmd *cobra.Command) {
@@ -31,8 +33,22 @@ func (f *modelFlags) register(cmd *cobra.Command) {
 	_ = cmd.MarkFlagRequired("model")
 }
 
+// registerAdapter adds --adapter for commands that can apply one.
+func (f *modelFlags) registerAdapter(cmd *cobra.Command, usage string) {
+	cmd.Flags().StringVar(&f.adapter, "adapter", "", usage)
+}
+
+// load reads the model and, with --adapter, attaches the adapter (active).
 func (f *modelFlags) load() (*llama.Model, error) {
-	return llama.Load(f.model, llama.LoadOptions{BF16: f.bf16})
+	m, err := llama.Load(f.model, llama.LoadOptions{BF16: f.bf16})
+	if err != nil || f.adapter == "" {
+		return m, err
+	}
+	pm := peft.Wrap(m)
+	if _, err := pm.LoadAdapter(f.adapter, peft.DefaultAdapter); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // loadTokenizer opens --tokenizer, or looks beside the model for
@@ -96,6 +112,7 @@ func newGenerateCmd() *cobra.Command {
 		},
 	}
 	mf.register(cmd)
+	mf.registerAdapter(cmd, "PEFT adapter directory to apply")
 	fl := cmd.Flags()
 	fl.StringVar(&prompt, "prompt", "", "text to continue (default: start from BOS alone)")
 	fl.IntVarP(&opt.MaxNewTokens, "max-new-tokens", "n", 256, "most tokens to generate")
@@ -110,17 +127,41 @@ func newInspectCmd() *cobra.Command {
 	var mf modelFlags
 	cmd := &cobra.Command{
 		Use:   "inspect",
-		Short: "Show a model's configuration, parameter count and memory by dtype",
-		Args:  cobra.NoArgs,
+		Short: "Show a model's configuration, parameter count and memory by dtype, or an adapter's",
+		Long: `inspect --model PATH shows the model; inspect --adapter DIR shows a PEFT adapter's
+config and tensors; with both, it also prints PEFT's trainable-parameter line.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := mf.load()
+			out := cmd.OutOrStdout()
+			if mf.model == "" && mf.adapter == "" {
+				return fmt.Errorf("give --model, --adapter or both")
+			}
+			if mf.adapter != "" {
+				if err := writeAdapterInspect(out, mf.adapter); err != nil {
+					return err
+				}
+			}
+			if mf.model == "" {
+				return nil
+			}
+			m, err := llama.Load(mf.model, llama.LoadOptions{BF16: mf.bf16})
 			if err != nil {
 				return err
 			}
-			return writeInspect(cmd.OutOrStdout(), mf.model, m)
+			if mf.adapter == "" {
+				return writeInspect(out, mf.model, m)
+			}
+			pm := peft.Wrap(m)
+			if _, err := pm.LoadAdapter(mf.adapter, peft.DefaultAdapter); err != nil {
+				return err
+			}
+			fmt.Fprintln(out, pm.ParamLine())
+			return nil
 		},
 	}
-	mf.register(cmd)
+	cmd.Flags().StringVar(&mf.model, "model", "", "checkpoint: llama2.c .bin, Hugging Face directory, or .gguf")
+	cmd.Flags().BoolVar(&mf.bf16, "bf16", false, "hold the frozen weight matrices in bfloat16")
+	mf.registerAdapter(cmd, "PEFT adapter directory")
 	return cmd
 }
 
@@ -144,6 +185,41 @@ func newConvertCmd() *cobra.Command {
 		},
 	}
 	mf.register(cmd)
+	cmd.Flags().StringVar(&output, "output", "", "output directory")
+	_ = cmd.MarkFlagRequired("output")
+	return cmd
+}
+
+func newMergeCmd() *cobra.Command {
+	var mf modelFlags
+	var output string
+	cmd := &cobra.Command{
+		Use:   "merge",
+		Short: "Merge an adapter into its base model and write a Hugging Face directory",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			base, err := llama.Load(mf.model, llama.LoadOptions{BF16: mf.bf16})
+			if err != nil {
+				return err
+			}
+			pm := peft.Wrap(base)
+			if _, err := pm.LoadAdapter(mf.adapter, peft.DefaultAdapter); err != nil {
+				return err
+			}
+			merged, err := pm.MergeAndUnload()
+			if err != nil {
+				return err
+			}
+			if err := llama.SaveHF(merged, output); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "merged %s into %s: wrote %s\n", mf.adapter, mf.model, output)
+			return nil
+		},
+	}
+	mf.register(cmd)
+	mf.registerAdapter(cmd, "PEFT adapter directory to merge")
+	_ = cmd.MarkFlagRequired("adapter")
 	cmd.Flags().StringVar(&output, "output", "", "output directory")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd

@@ -1,0 +1,358 @@
+package lora
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/internal/shared"
+	"github.com/gopeft/gopeft/model/format"
+	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/peft"
+)
+
+func loadGoldenModel(t *testing.T) *peft.Model {
+	t.Helper()
+	base, err := llama.Load(shared.Path(t, "golden/stories260K/hf"), llama.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return peft.Wrap(base)
+}
+
+type expected struct {
+	Tokens [][]int `json:"tokens"`
+	Loss   float64 `json:"loss"`
+}
+
+func batchOf(seqs [][]int) llama.Input {
+	in := llama.Input{Batch: len(seqs), T: len(seqs[0])}
+	for _, s := range seqs {
+		in.IDs = append(in.IDs, s...)
+	}
+	return in
+}
+
+// TestGoldenLossAndGradients checks the loss and every LoRA gradient of the
+// golden adapter against PyTorch's.
+func TestGoldenLossAndGradients(t *testing.T) {
+	pm := loadGoldenModel(t)
+	a, err := pm.LoadAdapter(shared.Path(t, "golden/stories260K/lora"), peft.DefaultAdapter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exp expected
+	b, err := os.ReadFile(shared.Path(t, "golden/stories260K/lora_expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &exp); err != nil {
+		t.Fatal(err)
+	}
+	in := batchOf(exp.Tokens)
+	tp := autograd.NewTape()
+	loss, err := pm.Base.Loss(tp, in, llama.NextTokenTargets(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := math.Abs(float64(loss.Value.Data[0]) - exp.Loss); d > 1e-4 {
+		t.Errorf("loss %v, golden %v (|diff| %g > 1e-4)", loss.Value.Data[0], exp.Loss, d)
+	}
+	tp.Backward(loss)
+	grads, _, err := format.ReadSafetensors(shared.Path(t, "golden/stories260K/lora_grads.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(grads) != len(a.Params) {
+		t.Errorf("golden has %d gradients, the adapter %d tensors", len(grads), len(a.Params))
+	}
+	for _, p := range a.Params {
+		g, ok := grads[p.Name]
+		if !ok {
+			t.Errorf("no golden gradient for %s", p.Name)
+			continue
+		}
+		want, err := g.Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Var.Grad == nil {
+			t.Errorf("%s has no gradient", p.Name)
+			continue
+		}
+		var scale, diff float64
+		for i, w := range want {
+			scale = math.Max(scale, math.Abs(float64(w)))
+			diff = math.Max(diff, math.Abs(float64(w-p.Var.Grad.Data[i])))
+		}
+		if diff > 1e-3*scale {
+			t.Errorf("%s: max |grad - golden| %g > 1e-3 × %g", p.Name, diff, scale)
+		}
+	}
+	// The base stays frozen: no gradient was even allocated for it.
+	for _, p := range pm.Base.Params() {
+		if p.Var.Grad != nil {
+			t.Errorf("frozen base tensor %s got a gradient", p.Name)
+		}
+	}
+}
+
+func logits(t *testing.T, m *llama.Model, ids []int) []float32 {
+	t.Helper()
+	h, err := m.Forward(nil, llama.Input{IDs: ids, Batch: 1, T: len(ids)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Logits(nil, h).Value.Data
+}
+
+func maxAbsDiff(a, b []float32) float64 {
+	var d float64
+	for i := range a {
+		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+	}
+	return d
+}
+
+func TestMergeUnmergeAndUnload(t *testing.T) {
+	pm := loadGoldenModel(t)
+	ids := []int{1, 328, 384, 353, 219, 207, 297, 389}
+	base := logits(t, pm.Base, ids)
+	if _, err := pm.LoadAdapter(shared.Path(t, "golden/stories260K/lora"), peft.DefaultAdapter); err != nil {
+		t.Fatal(err)
+	}
+	adapted := logits(t, pm.Base, ids)
+	if maxAbsDiff(base, adapted) < 1e-3 {
+		t.Fatal("the golden adapter does not change the logits; the test would prove nothing")
+	}
+	if err := pm.Merge(); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxAbsDiff(adapted, logits(t, pm.Base, ids)); d > 1e-4 {
+		t.Errorf("merged logits differ from unmerged by %g", d)
+	}
+	if err := pm.Unmerge(); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxAbsDiff(adapted, logits(t, pm.Base, ids)); d > 1e-4 {
+		t.Errorf("unmerged logits differ by %g", d)
+	}
+	pm.DisableAdapters()
+	if d := maxAbsDiff(base, logits(t, pm.Base, ids)); d > 1e-4 {
+		t.Errorf("disabled adapters: logits differ from the base by %g", d)
+	}
+	pm.EnableAdapters()
+	merged, err := pm.MergeAndUnload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range merged.Linears() {
+		if len(l.Deltas) != 0 {
+			t.Fatalf("%s still has %d deltas after unload", l.Name, len(l.Deltas))
+		}
+	}
+	if d := maxAbsDiff(adapted, logits(t, merged, ids)); d > 1e-4 {
+		t.Errorf("merge_and_unload logits differ by %g", d)
+	}
+}
+
+func TestSaveLoadMatchesPEFTLayout(t *testing.T) {
+	golden := shared.Path(t, "golden/stories260K/lora")
+	pm := loadGoldenModel(t)
+	a, err := pm.LoadAdapter(golden, peft.DefaultAdapter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := pm.SaveAdapter(dir, peft.DefaultAdapter); err != nil {
+		t.Fatal(err)
+	}
+	// Same tensor names, shapes and values as the golden file.
+	want, meta0, err := format.ReadSafetensors(filepath.Join(golden, peft.WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, meta, err := format.ReadSafetensors(filepath.Join(dir, peft.WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta["format"] != "pt" {
+		t.Errorf("metadata %v, want format=pt (golden has %v)", meta, meta0)
+	}
+	if !reflect.DeepEqual(sortedNames(want), sortedNames(got)) {
+		t.Fatalf("tensor names differ:\n got %v\nwant %v", sortedNames(got), sortedNames(want))
+	}
+	for name, w := range want {
+		if !reflect.DeepEqual(w.Shape, got[name].Shape) || string(w.Data) != string(got[name].Data) {
+			t.Errorf("%s differs after save (shape %v vs %v)", name, got[name].Shape, w.Shape)
+		}
+	}
+	// Every key of the golden config is written, with the same value where
+	// it describes the computation.
+	var gcfg, ocfg map[string]any
+	readJSON(t, filepath.Join(golden, peft.ConfigFile), &gcfg)
+	readJSON(t, filepath.Join(dir, peft.ConfigFile), &ocfg)
+	for k, v := range gcfg {
+		ov, ok := ocfg[k]
+		if !ok {
+			t.Errorf("saved config lacks key %q", k)
+			continue
+		}
+		if k != "inference_mode" && !reflect.DeepEqual(v, ov) {
+			t.Errorf("key %q: saved %v, golden %v", k, ov, v)
+		}
+	}
+	// Loading what was saved gives identical tensors.
+	pm2 := loadGoldenModel(t)
+	b, err := pm2.LoadAdapter(dir, "again")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range a.Params {
+		q := b.Params[i]
+		if p.Name != q.Name || !reflect.DeepEqual(p.Var.Value.Data, q.Var.Value.Data) {
+			t.Errorf("%s not identical after save → load", p.Name)
+		}
+	}
+}
+
+func sortedNames(m map[string]*format.Tensor) []string {
+	var ns []string
+	for n := range m {
+		ns = append(ns, n)
+	}
+	sort.Strings(ns)
+	return ns
+}
+
+func readJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func smallModel(t *testing.T) *peft.Model {
+	t.Helper()
+	cfg := llama.Config{HiddenSize: 16, IntermediateSize: 24, NumHiddenLayers: 3, NumAttentionHeads: 4, NumKeyValueHeads: 2,
+		VocabSize: 11, MaxPositionEmbeddings: 32, RMSNormEps: 1e-5, RopeTheta: 10000, BOSTokenID: 1, EOSTokenID: 2}
+	m, err := llama.NewRandom(cfg, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return peft.Wrap(m)
+}
+
+func TestTargetingRules(t *testing.T) {
+	cases := []struct {
+		json string
+		want int // targeted modules
+	}{
+		{`{"target_modules": ["q_proj", "v_proj"]}`, 6},
+		{`{"target_modules": "all-linear"}`, 21},
+		{`{"target_modules": ".*\\.(q|k)_proj"}`, 6},
+		{`{"target_modules": "q_proj"}`, 0}, // a string must match the whole name
+		{`{"target_modules": ["self_attn.o_proj"], "layers_to_transform": [0, 2]}`, 2},
+		{`{"target_modules": ["q_proj", "v_proj"], "layers_to_transform": 1}`, 2},
+		{`{"target_modules": "all-linear", "exclude_modules": ["down_proj", "up_proj"]}`, 15},
+		{`{"target_modules": ["model.layers.1.mlp.up_proj"]}`, 1},
+	}
+	for _, c := range cases {
+		cfg := NewConfig()
+		if err := peft.UnmarshalConfig([]byte(c.json), cfg, "test.json"); err != nil {
+			t.Fatal(err)
+		}
+		pm := smallModel(t)
+		a, err := pm.AddAdapter(peft.DefaultAdapter, New(cfg))
+		if c.want == 0 {
+			if err == nil || !strings.Contains(err.Error(), "q_proj") {
+				t.Errorf("%s: want an error listing the modules, got %v", c.json, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", c.json, err)
+			continue
+		}
+		if got := len(a.Params) / 2; got != c.want {
+			t.Errorf("%s: %d modules targeted, want %d", c.json, got, c.want)
+		}
+	}
+}
+
+func TestRankAlphaPatternsAndRSLoRA(t *testing.T) {
+	cfg := NewConfig()
+	cfg.R, cfg.LoraAlpha = 4, 8
+	cfg.RankPattern = map[string]int{"v_proj": 2}
+	cfg.AlphaPattern = map[string]float64{"model.layers.0.self_attn.q_proj": 3}
+	cfg.UseRSLoRA = true
+	m := New(cfg)
+	pm := smallModel(t)
+	if _, err := pm.AddAdapter(peft.DefaultAdapter, m); err != nil {
+		t.Fatal(err)
+	}
+	for _, ly := range m.layers {
+		r, alpha := 4, 8.0
+		if strings.HasSuffix(ly.linear.Name, "v_proj") {
+			r = 2
+		}
+		if ly.linear.Name == "model.layers.0.self_attn.q_proj" {
+			alpha = 3
+		}
+		if ly.A.Value.Shape[0] != r || ly.B.Value.Shape[1] != r {
+			t.Errorf("%s: rank %d, want %d", ly.linear.Name, ly.A.Value.Shape[0], r)
+		}
+		if want := float32(alpha / math.Sqrt(float64(r))); ly.scale != want {
+			t.Errorf("%s: scale %v, want alpha/√r = %v", ly.linear.Name, ly.scale, want)
+		}
+	}
+}
+
+func TestDefaultInitIsIdentityAndPEFTLine(t *testing.T) {
+	pm := smallModel(t)
+	ids := []int{1, 3, 5, 7, 9}
+	before := logits(t, pm.Base, ids)
+	cfg := NewConfig()
+	if _, err := pm.AddAdapter(peft.DefaultAdapter, New(cfg)); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxAbsDiff(before, logits(t, pm.Base, ids)); d != 0 {
+		t.Errorf("a fresh LoRA (B = 0) changed the logits by %g", d)
+	}
+	// 3 layers × (q: 8·(16+16) + v: 8·(16+8)) = 3 × (256 + 192) = 1344.
+	all, _ := pm.Base.Params().Count()
+	line := pm.ParamLine()
+	want := "trainable params: 1,344 || all params: "
+	if !strings.HasPrefix(line, want) || !strings.Contains(line, "trainable%: ") {
+		t.Errorf("param line %q, want prefix %q", line, want)
+	}
+	if all <= 0 {
+		t.Fatal("no base parameters")
+	}
+}
+
+func TestLoadRejectsAdapterForAnotherBase(t *testing.T) {
+	pm := smallModel(t)
+	_, err := pm.LoadAdapter(shared.Path(t, "golden/stories260K/lora"), peft.DefaultAdapter)
+	if err == nil || !strings.Contains(err.Error(), "shape") {
+		t.Fatalf("loading stories260K's adapter on another shape: %v", err)
+	}
+	if len(pm.Adapters()) != 0 {
+		t.Errorf("a failed load left adapters %v", pm.Adapters())
+	}
+	for _, l := range pm.Base.Linears() {
+		if len(l.Deltas) != 0 {
+			t.Fatalf("a failed load left deltas on %s", l.Name)
+		}
+	}
+}
