@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gopeft/gopeft/internal/shared"
+)
+
+// run executes the CLI with args and returns what it printed.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+// TestGenerateGreedyGolden is the issue's check: the CLI prints exactly the
+// llama2.c reference runner's greedy text.
+func TestGenerateGreedyGolden(t *testing.T) {
+	var g struct {
+		Text string `json:"text"`
+	}
+	b, err := os.ReadFile(shared.Path(t, "golden/stories260K/greedy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &g); err != nil {
+		t.Fatal(err)
+	}
+	dir := shared.Path(t, "data/models/stories260K")
+	out, err := run(t, "generate", "--model", filepath.Join(dir, "stories260K.bin"), "--tokenizer", filepath.Join(dir, "tok512.bin"),
+		"--temperature", "0", "-n", "120")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSuffix(out, "\n") != g.Text {
+		t.Errorf("generate printed\n%q\nwant\n%q", out, g.Text)
+	}
+}
+
+func TestGenerateSeededSamplingRepeats(t *testing.T) {
+	dir := shared.Path(t, "data/models/stories260K")
+	args := []string{"generate", "--model", filepath.Join(dir, "stories260K.bin"), "--prompt", "The cat", "-n", "40", "--temperature", "0.9", "--top-p", "0.9", "--seed", "7"}
+	a, err := run(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := run(t, args...)
+	if a != b || len(a) < 20 {
+		t.Errorf("same seed gave different or empty output:\n%q\n%q", a, b)
+	}
+	args[len(args)-1] = "8"
+	c, _ := run(t, args...)
+	if c == a {
+		t.Errorf("seeds 7 and 8 gave the same 40 tokens: %q", a)
+	}
+}
+
+func TestConvertAndInspect(t *testing.T) {
+	bin := shared.Path(t, "data/models/stories260K/stories260K.bin")
+	outDir := filepath.Join(t.TempDir(), "hf")
+	if _, err := run(t, "convert", "--model", bin, "--output", outDir); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "inspect", "--model", outDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"num_key_value_heads      4", "rotate-half", "all params: 260,032", "memory f32"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestMergeWritesLoadableModel(t *testing.T) {
+	hf := shared.Path(t, "golden/stories260K/hf")
+	ad := shared.Path(t, "golden/stories260K/lora")
+	tok := shared.Path(t, "data/models/stories260K/tok512.bin")
+	outDir := filepath.Join(t.TempDir(), "merged")
+	if _, err := run(t, "merge", "--model", hf, "--adapter", ad, "--output", outDir); err != nil {
+		t.Fatal(err)
+	}
+	merged, err := run(t, "generate", "--model", outDir, "--tokenizer", tok, "--temperature", "0", "-n", "40")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adapted, err := run(t, "generate", "--model", hf, "--adapter", ad, "--tokenizer", tok, "--temperature", "0", "-n", "40")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if merged != adapted {
+		t.Errorf("merged model and base+adapter generate differently:\n%q\n%q", merged, adapted)
+	}
+}
+
+func TestBadInputErrors(t *testing.T) {
+	dir := t.TempDir()
+	trunc := filepath.Join(dir, "trunc.bin")
+	if err := os.WriteFile(trunc, []byte{1, 2, 3}, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := [][]string{
+		{"generate", "--model", filepath.Join(dir, "missing.bin")},
+		{"generate", "--model", trunc},
+		{"inspect"},
+		{"bench", "generate", "--preset", "nope"},
+	}
+	for _, args := range cases {
+		if _, err := run(t, args...); err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
+	_, err := run(t, "generate", "--model", trunc)
+	if err == nil || !strings.Contains(err.Error(), "trunc.bin") {
+		t.Errorf("a truncated checkpoint's error should name the file: %v", err)
+	}
+}
