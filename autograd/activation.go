@@ -6,6 +6,7 @@ import (
 
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/tensor/fused"
+	"github.com/gopeft/gopeft/tensor/parallel"
 )
 
 // SiLU returns x·σ(x) elementwise.
@@ -83,15 +84,18 @@ func DropoutKeep(seed uint64, i int, p float32) bool {
 
 // dropoutApply writes (or adds) src⊙mask·scale into dst.
 func dropoutApply(dst, src []float32, p, scale float32, seed uint64, acc bool) {
-	for i, v := range src {
-		var y float32
-		if DropoutKeep(seed, i, p) {
-			y = v * scale
+	n := len(src)
+	parallel.For(n, parallel.Grain(n, 1<<14), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			var y float32
+			if DropoutKeep(seed, i, p) {
+				y = src[i] * scale
+			}
+			if acc {
+				dst[i] += y
+			} else {
+				dst[i] = y
+			}
 		}
-		if acc {
-			dst[i] += y
-		} else {
-			dst[i] = y
-		}
-	}
+	})
 }

@@ -59,6 +59,9 @@ func (tp *Tape) Attention(q, k, v, prefixK, prefixV *Var, s AttnShape, keyMask [
 	if keyMask != nil && len(keyMask) != s.Batch*d.Keys() {
 		panic(fmt.Sprintf("autograd.Attention: key mask has %d entries, want batch %d × (prefix %d + T %d)", len(keyMask), s.Batch, d.Prefix, s.T))
 	}
+	if keyMask != nil { // the backward reads it later; the caller may reuse it
+		keyMask = append([]bool(nil), keyMask...)
+	}
 	out := tensor.New(rows, qd)
 	lse := make([]float32, s.Batch*s.Heads*s.T)
 	qv, kv, vv := q.Value.F32(), k.Value.F32(), v.Value.F32()

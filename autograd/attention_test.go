@@ -31,6 +31,8 @@ var attnCases = []attnCase{
 	{s: AttnShape{Batch: 2, T: 4, Heads: 2, KVHeads: 1, HeadDim: 6}, padLeft: []int{0, 2}},
 	{s: AttnShape{Batch: 2, T: 3, Heads: 4, KVHeads: 4, HeadDim: 4}, prefix: 2, padLeft: []int{1, 0}, padPrefix: true},
 	{s: AttnShape{Batch: 2, T: 2, Heads: 4, KVHeads: 1, HeadDim: 6, PrefixPerBatch: true}, prefix: 3, padLeft: []int{0, 1}, padPrefix: true},
+	// Longer than one tile of query rows (32), ragged last tile.
+	{s: AttnShape{Batch: 2, T: 70, Heads: 2, KVHeads: 1, HeadDim: 4}, prefix: 3, padLeft: []int{0, 40}},
 }
 
 // inputs makes q, k, v and (when prefix > 0) prefix keys/values, all

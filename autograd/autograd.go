@@ -9,6 +9,14 @@
 //
 // Every operation is deterministic: results do not depend on the number of
 // threads (see tensor/parallel).
+//
+// Tensors are seen as matrices [rows, cols] with leading dimensions
+// flattened; a batch of B sequences of T tokens is B·T rows, row b·T+t. The
+// ops: Linear and MatMul (matmul.go); Add, Mul, Scale, Sum, Mean, Reshape
+// (arith.go); RMSNorm and RoPE (norm.go); SiLU, SwiGLU, Softmax, Dropout
+// (activation.go); Attention (attention.go); Embedding, GatherRows,
+// ConcatSeq (rows.go); CrossEntropy and LMHeadCrossEntropy (loss.go). The
+// loops behind them live in tensor/fused.
 package autograd
 
 import (

@@ -13,11 +13,11 @@ import (
 // uses, sized so that parallel.For really splits the work (600 rows of 64).
 type tinyModel struct {
 	emb, norm1, wq, wk, wv, wo, norm2, gate, up, down, normF, head *Var
-	ids, targets                                                 []int
-	pos                                                          []int
-	mask                                                         []bool
-	rope                                                         *RoPE
-	s                                                            AttnShape
+	ids, targets                                                   []int
+	pos                                                            []int
+	mask                                                           []bool
+	rope                                                           *RoPE
+	s                                                              AttnShape
 }
 
 func newTinyModel() *tinyModel {

@@ -26,7 +26,7 @@ func weightedSum(out, r *tensor.Tensor) float64 {
 // Gradient-check tolerances. The ops compute in float32; the loss Σ out⊙r
 // is summed in float64. A central difference (L(x+h) − L(x−h))/2h with
 // h = 1e-2 then carries float32 rounding of the outputs, about
-// 6e-8·Σ|out⊙r|/h, and truncation h²/6·f''', both ≈ 1e-5 for these small
+// 6e-8·Σ|out⊙r|/h, and truncation h²/6·f⁽³⁾, both ≈ 1e-5 for these small
 // O(1) inputs. A check passes when |numeric − analytic| ≤ atol +
 // rtol·max|analytic| over the input, with atol = 1e-4 and rtol = 5e-4: the
 // worst case observed over every test here is under 0.1 of that (run -v to

@@ -2,6 +2,7 @@ package autograd
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/tensor/fused"
@@ -50,10 +51,12 @@ func (tp *Tape) CrossEntropy(logits *Var, targets []int) *Var {
 // LMHeadCrossEntropy fuses the LM head with CrossEntropy: logits = h·wᵀ for
 // h [rows, d] and w [V, d] (float32, or bf16 when frozen), and the mean
 // cross-entropy against targets. Only rows whose target is not IgnoreIndex
-// are computed, chunkRows of them at a time, so no more than chunkRows×V
-// logits exist at once. The backward recomputes each chunk's logits, turns
-// them into softmax − onehot in place and accumulates dh, and dw only when w
-// is trainable.
+// are computed, and no more than chunkRows×V logits (chunkRows ≤ 0 means 64)
+// exist at once: they are formed in tiles of up to lmTileRows(...) rows by a
+// block of the vocabulary, with a running log-sum-exp across blocks, so that
+// w is streamed (and packed for the GEMM) as few times as possible. The
+// backward recomputes each tile's logits, turns them into softmax − onehot
+// in place and accumulates dh, and dw only when w is trainable.
 func (tp *Tape) LMHeadCrossEntropy(h, w *Var, targets []int, chunkRows int) *Var {
 	if len(w.Value.Shape) != 2 || h.Value.Cols() != w.Value.Shape[1] {
 		panicShapes("LMHeadCrossEntropy", h.Value.Shape, w.Value.Shape)
@@ -75,54 +78,91 @@ func (tp *Tape) LMHeadCrossEntropy(h, w *Var, targets []int, chunkRows int) *Var
 		}
 	}
 	n := len(idx)
-	chunkRows = min(chunkRows, max(n, 1))
+	tileRows, block := lmTile(n, vocab, chunkRows)
 	hv := h.Value.F32()
-	hc := make([]float32, chunkRows*dim)
-	logits := make([]float32, chunkRows*vocab)
-	// chunk gathers counted rows [lo, hi) of h into hc and computes their
-	// logits; it returns both as tensors.
-	chunk := func(lo, hi int) (*tensor.Tensor, *tensor.Tensor) {
-		c := hi - lo
-		for i, r := range idx[lo:hi] {
+	hc := make([]float32, tileRows*dim)
+	logits := make([]float32, tileRows*block)
+	// gather copies counted rows [r0, r0+c) of h into hc.
+	gather := func(r0, c int) *tensor.Tensor {
+		for i, r := range idx[r0 : r0+c] {
 			copy(hc[i*dim:(i+1)*dim], hv[r*dim:(r+1)*dim])
 		}
-		ht := tensor.FromData(hc[:c*dim], c, dim)
-		lt := tensor.FromData(logits[:c*vocab], c, vocab)
-		gemm(false, true, c, vocab, dim, ht, w.Value, lt.Data, false)
-		return ht, lt
+		return tensor.FromData(hc[:c*dim], c, dim)
 	}
-	losses, lse := make([]float32, n), make([]float32, n)
-	for lo := 0; lo < n; lo += chunkRows {
-		hi := min(lo+chunkRows, n)
-		_, lt := chunk(lo, hi)
-		fused.CrossEntropyForward(losses[lo:hi], lse[lo:hi], lt.Data, tgt[lo:hi], hi-lo, vocab)
+	// tile computes the logits of the gathered rows against vocabulary
+	// entries [v0, v0+vb).
+	tile := func(ht *tensor.Tensor, v0, vb int) *tensor.Tensor {
+		c := ht.Shape[0]
+		lt := tensor.FromData(logits[:c*vb], c, vb)
+		gemm(false, true, c, vb, dim, ht, w.Value.RowsView(v0, v0+vb), lt.Data, false)
+		return lt
 	}
-	out := tensor.FromData([]float32{meanLoss(losses, n)}, 1)
-	return tp.Result(out, func(o *Var) {
+	lse := make([]float32, n)
+	var total float64
+	m, s, tl := make([]float32, tileRows), make([]float64, tileRows), make([]float32, tileRows)
+	for r0 := 0; r0 < n; r0 += tileRows {
+		c := min(tileRows, n-r0)
+		ht := gather(r0, c)
+		for i := range c {
+			m[i], s[i] = float32(math.Inf(-1)), 0
+		}
+		for v0 := 0; v0 < vocab; v0 += block {
+			vb := min(block, vocab-v0)
+			lt := tile(ht, v0, vb)
+			fused.LogSumExpBlock(m, s, tl, lt.Data, tgt[r0:r0+c], c, vb, v0)
+		}
+		for i := range c {
+			lse[r0+i] = m[i] + float32(math.Log(s[i]))
+			total += float64(lse[r0+i] - tl[i])
+		}
+	}
+	var loss float32
+	if n > 0 {
+		loss = float32(total / float64(n))
+	}
+	return tp.Result(tensor.FromData([]float32{loss}, 1), func(o *Var) {
 		if n == 0 {
 			return
 		}
 		scale := o.Grad.Data[0] / float32(n)
-		var dhc []float32
+		var dhc *tensor.Tensor
 		if h.requiresGrad {
-			dhc = make([]float32, chunkRows*dim)
+			dhc = tensor.New(tileRows, dim)
 		}
-		for lo := 0; lo < n; lo += chunkRows {
-			hi := min(lo+chunkRows, n)
-			c := hi - lo
-			ht, lt := chunk(lo, hi)
-			fused.CrossEntropyBackward(lt.Data, lt.Data, lse[lo:hi], tgt[lo:hi], c, vocab, scale, false)
-			if h.requiresGrad { // dh rows = dlogits·w, scattered back
-				gemm(false, false, c, dim, vocab, lt, w.Value, dhc[:c*dim], false)
-				dh := h.GradBuf().Data
-				for i, r := range idx[lo:hi] {
-					fused.Axpy(dh[r*dim:(r+1)*dim], 1, dhc[i*dim:(i+1)*dim], dim)
+		for r0 := 0; r0 < n; r0 += tileRows {
+			c := min(tileRows, n-r0)
+			ht := gather(r0, c)
+			for v0 := 0; v0 < vocab; v0 += block {
+				vb := min(block, vocab-v0)
+				lt := tile(ht, v0, vb)
+				fused.CrossEntropyBlockGrad(lt.Data, lse[r0:r0+c], tgt[r0:r0+c], c, vb, v0, scale)
+				if dhc != nil { // dh rows += dlogits·w_block
+					gemm(false, false, c, dim, vb, lt, w.Value.RowsView(v0, v0+vb), dhc.Data[:c*dim], v0 > 0)
+				}
+				if w.requiresGrad { // dw_block += dlogitsᵀ·h
+					weightGradGEMMs.Add(1)
+					gemm(true, false, vb, dim, c, lt, ht, w.GradBuf().Data[v0*dim:(v0+vb)*dim], true)
 				}
 			}
-			if w.requiresGrad { // dw += dlogitsᵀ·h
-				weightGradGEMMs.Add(1)
-				gemm(true, false, vocab, dim, c, lt, ht, w.GradBuf().Data, true)
+			if dhc != nil {
+				dh := h.GradBuf().Data
+				for i, r := range idx[r0 : r0+c] {
+					fused.Axpy(dh[r*dim:(r+1)*dim], 1, dhc.Data[i*dim:(i+1)*dim], dim)
+				}
 			}
 		}
 	}, h, w)
+}
+
+// lmTile chooses LMHeadCrossEntropy's tile: rows × vocabulary block, at most
+// chunkRows×vocab logits. Each tile's GEMM packs its rows of h and its block
+// of w, so streaming w costs rows/tileRows passes and h vocab/block passes;
+// with a fixed area that is least for a square tile, but all rows at once
+// when they fit (w, far larger than h, is then read once).
+func lmTile(rows, vocab, chunkRows int) (tileRows, block int) {
+	budget := chunkRows * vocab
+	side := int(math.Sqrt(float64(budget)))
+	tileRows = max(1, min(rows, max(chunkRows, side)))
+	block = max(1, min(vocab, budget/tileRows))
+	return tileRows, block
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/gopeft/gopeft/tensor/kernels"
 	"github.com/gopeft/gopeft/tensor/parallel"
 )
 
@@ -45,107 +46,171 @@ func (d AttnDims) check(op string, q, k, v, pk, pv []float32, keyMask []bool) {
 	}
 }
 
-// attnSeq locates the keys and values one (sequence, kv head) pair reads.
+// attnTile is the number of query rows processed together: their scores
+// against every key they may see, attnTile×(Prefix+T) values, are the only
+// score storage (one buffer per worker), and each tile's products run as
+// GEMMs.
+const attnTile = 32
+
+// attnSeq holds the operands one (sequence, kv head) pair reads, each
+// starting at its first row and column and read with the row strides qd (q,
+// out and their gradients) or kd (keys, values and theirs).
 type attnSeq struct {
-	d            AttnDims
-	b, kvh, kd   int
-	k, v, pk, pv []float32
-	mask         []bool // this sequence's Keys() entries, or nil
-	prefixRow0   int    // first prefix row of this sequence
+	d             AttnDims
+	qd, kd        int
+	k, v, pk, pv  []float32 // new and prefix keys/values of this kv head
+	mask          []bool    // this sequence's Keys() entries, or nil
+	scale, negInf float32
+	scores        []float32 // per-worker tile buffer
 }
 
-func newAttnSeq(d AttnDims, b, kvh int, k, v, pk, pv []float32, keyMask []bool) attnSeq {
-	s := attnSeq{d: d, b: b, kvh: kvh, kd: d.KVHeads * d.HeadDim, k: k, v: v, pk: pk, pv: pv}
-	if keyMask != nil {
-		s.mask = keyMask[b*d.Keys() : (b+1)*d.Keys()]
-	}
-	if d.PrefixPerBatch {
-		s.prefixRow0 = b * d.Prefix
-	}
+func newAttnSeq(d AttnDims) *attnSeq {
+	s := &attnSeq{d: d, qd: d.Heads * d.HeadDim, kd: d.KVHeads * d.HeadDim,
+		scale: float32(1 / math.Sqrt(float64(d.HeadDim))), negInf: float32(math.Inf(-1))}
+	s.scores = make([]float32, min(attnTile, d.T)*d.Keys())
 	return s
 }
 
-// offset is where key j (prefix keys first) of this sequence and kv head
-// starts, and whether it lives in the prefix tensors.
-func (s *attnSeq) offset(j int) (int, bool) {
-	if j < s.d.Prefix {
-		return (s.prefixRow0+j)*s.kd + s.kvh*s.d.HeadDim, true
+// kvOffsets returns where sequence b's new and prefix rows of kv head kvh
+// start in k/v and in the prefix tensors.
+func (s *attnSeq) kvOffsets(b, kvh int) (newOff, preOff int) {
+	d := s.d
+	newOff = b*d.T*s.kd + kvh*d.HeadDim
+	preOff = kvh * d.HeadDim
+	if d.PrefixPerBatch {
+		preOff += b * d.Prefix * s.kd
 	}
-	return (s.b*s.d.T+j-s.d.Prefix)*s.kd + s.kvh*s.d.HeadDim, false
+	return
 }
 
-func (s *attnSeq) key(j int) []float32 {
-	o, pre := s.offset(j)
-	if pre {
-		return s.pk[o : o+s.d.HeadDim]
+// bind points s at sequence b and kv head kvh.
+func (s *attnSeq) bind(b, kvh int, k, v, pk, pv []float32, keyMask []bool) {
+	newOff, preOff := s.kvOffsets(b, kvh)
+	s.k, s.v = k[newOff:], v[newOff:]
+	if s.d.Prefix > 0 {
+		s.pk, s.pv = pk[preOff:], pv[preOff:]
 	}
-	return s.k[o : o+s.d.HeadDim]
+	s.mask = nil
+	if keyMask != nil {
+		s.mask = keyMask[b*s.d.Keys() : (b+1)*s.d.Keys()]
+	}
 }
 
-func (s *attnSeq) value(j int) []float32 {
-	o, pre := s.offset(j)
-	if pre {
-		return s.pv[o : o+s.d.HeadDim]
+// rowsTimesKeys computes dst[r, j] = a_r·key_j for the n query rows a
+// (stride qd) and every key j < nk the tile sees (prefix keys, then new
+// keys), where keys are taken from pre/cur (the prefix and new rows of
+// either K or V); dst has row stride nk.
+func (s *attnSeq) rowsTimesKeys(dst []float32, n, nk int, a, pre, cur []float32) {
+	P, hd := s.d.Prefix, s.d.HeadDim
+	if P > 0 {
+		kernels.Gemm(false, true, n, P, hd, a, s.qd, pre, s.kd, dst, nk, false)
 	}
-	return s.v[o : o+s.d.HeadDim]
+	kernels.Gemm(false, true, n, nk-P, hd, a, s.qd, cur, s.kd, dst[P:], nk, false)
 }
 
-func (s *attnSeq) visible(j int) bool { return s.mask == nil || s.mask[j] }
+// probsTimesKeys does dst (n rows, stride qd) += p·keys (p [n, nk], stride
+// nk), or = when !acc.
+func (s *attnSeq) probsTimesKeys(dst []float32, n, nk int, p, pre, cur []float32, acc bool) {
+	P, hd := s.d.Prefix, s.d.HeadDim
+	if P > 0 {
+		kernels.Gemm(false, false, n, hd, P, p, nk, pre, s.kd, dst, s.qd, acc)
+		acc = true
+	}
+	kernels.Gemm(false, false, n, hd, nk-P, p[P:], nk, cur, s.kd, dst, s.qd, acc)
+}
+
+// keysGrad does gpre/gcur (the prefix and new rows of a key or value
+// gradient, stride kd) += pᵀ·a for p [n, nk] and n rows a (stride qd). A nil
+// destination is skipped.
+func (s *attnSeq) keysGrad(gpre, gcur []float32, n, nk int, p, a []float32) {
+	P, hd := s.d.Prefix, s.d.HeadDim
+	if P > 0 && gpre != nil {
+		kernels.Gemm(true, false, P, hd, n, p, nk, a, s.qd, gpre, s.kd, true)
+	}
+	if gcur != nil {
+		kernels.Gemm(true, false, nk-P, hd, n, p[P:], nk, a, s.qd, gcur, s.kd, true)
+	}
+}
+
+// probs turns the raw scores of query row t (row[j] = q·k_j for j < nk)
+// into probabilities exp(scale·q·k_j − lse) in place, 0 where the key is
+// masked or in the future. With lse unknown (forward) it computes and
+// returns it; a row that may see no key is all 0 with lse −Inf.
+func (s *attnSeq) probs(row []float32, t int, lse float32, forward bool) float32 {
+	// Keys from limit on are in the future; below it, the mask decides.
+	limit := min(len(row), s.d.Prefix+t+1)
+	clear(row[limit:])
+	row = row[:limit]
+	mask := s.mask
+	if mask != nil {
+		mask = mask[:limit]
+		for j, ok := range mask {
+			if !ok {
+				row[j] = s.negInf // as if the score were −Inf: exp gives 0
+			}
+		}
+	}
+	if forward {
+		m := s.negInf
+		for j := range row {
+			row[j] *= s.scale
+			m = max(m, row[j])
+		}
+		if m == s.negInf {
+			clear(row)
+			return s.negInf
+		}
+		var sum float64
+		for j, v := range row {
+			e := Exp(v - m)
+			row[j] = e
+			sum += float64(e)
+		}
+		inv := float32(1 / sum)
+		for j := range row {
+			row[j] *= inv
+		}
+		return m + float32(math.Log(sum))
+	}
+	if lse == s.negInf {
+		clear(row)
+		return lse
+	}
+	for j, v := range row {
+		row[j] = Exp(v*s.scale - lse)
+	}
+	return lse
+}
 
 // AttentionForward computes out = softmax(q·kᵀ/√hd + causal/padding mask)·v
 // and lse [Batch·Heads·T] (index (b·Heads+h)·T+t), the log-sum-exp of each
-// query row's scores, which the backward uses to recompute probabilities.
-// Work is split over (sequence, head) pairs and each query row is handled on
-// its own with one scores buffer of Prefix+T values, so no T×(Prefix+T)
-// matrix is ever formed. A query that may see no key gets a zero output and
-// lse = −Inf.
+// query row's scaled scores, which the backward uses to recompute
+// probabilities. Work is split over (sequence, head) pairs; within one,
+// query rows go in tiles of attnTile whose scores against the keys they may
+// see are formed by GEMM, softmaxed row by row and multiplied into the
+// values, so no T×(Prefix+T) matrix is ever formed. A query that may see no
+// key gets a zero output and lse = −Inf.
 func AttentionForward(out, lse, q, k, v, pk, pv []float32, keyMask []bool, d AttnDims) {
 	d.check("AttentionForward", q, k, v, pk, pv, keyMask)
 	hd, qd := d.HeadDim, d.Heads*d.HeadDim
 	need("AttentionForward", "out", out, d.Batch*d.T*qd)
 	need("AttentionForward", "lse", lse, d.Batch*d.Heads*d.T)
 	group := d.Heads / d.KVHeads
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	negInf := float32(math.Inf(-1))
-	parallel.For(d.Batch*d.Heads, 1, func(lo, hi int) {
-		scores := make([]float32, d.Keys())
+	parallel.For(d.Batch*d.Heads, parallel.Grain(d.Batch*d.Heads, 1), func(lo, hi int) {
+		s := newAttnSeq(d)
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/d.Heads, bh%d.Heads
-			seq := newAttnSeq(d, b, h/group, k, v, pk, pv, keyMask)
-			for t := 0; t < d.T; t++ {
-				row := (b*d.T+t)*qd + h*hd
-				qr, or := q[row:row+hd], out[row:row+hd]
-				nk := d.Prefix + t + 1
-				m := negInf
-				for j := 0; j < nk; j++ {
-					if !seq.visible(j) {
-						scores[j] = negInf
-						continue
-					}
-					s := dot(qr, seq.key(j)) * scale
-					scores[j] = s
-					m = max(m, s)
+			s.bind(b, h/group, k, v, pk, pv, keyMask)
+			for i0 := 0; i0 < d.T; i0 += attnTile {
+				i1 := min(i0+attnTile, d.T)
+				n, nk := i1-i0, d.Prefix+i1
+				sc := s.scores[:n*nk]
+				off := (b*d.T+i0)*qd + h*hd
+				s.rowsTimesKeys(sc, n, nk, q[off:], s.pk, s.k)
+				for r := 0; r < n; r++ {
+					lse[bh*d.T+i0+r] = s.probs(sc[r*nk:(r+1)*nk], i0+r, 0, true)
 				}
-				clear(or)
-				li := bh*d.T + t
-				if m == negInf {
-					lse[li] = negInf
-					continue
-				}
-				var sum float64
-				for j := 0; j < nk; j++ {
-					if scores[j] == negInf {
-						continue
-					}
-					p := exp32(scores[j] - m)
-					sum += float64(p)
-					axpy(or, p, seq.value(j))
-				}
-				inv := float32(1 / sum)
-				for i := range or {
-					or[i] *= inv
-				}
-				lse[li] = m + float32(math.Log(sum))
+				s.probsTimesKeys(out[off:], n, nk, sc, s.pv, s.v, false)
 			}
 		}
 	})
@@ -153,8 +218,9 @@ func AttentionForward(out, lse, q, k, v, pk, pv []float32, keyMask []bool, d Att
 
 // AttentionBackward accumulates the gradients of AttentionForward into dq,
 // dk, dv, dpk and dpv (each may be nil), given the forward's out and lse.
-// Per query row, probabilities are recomputed from lse and
-// ds = p ⊙ (dout·vⱼ − dout·out). Work is split over (sequence, kv head)
+// Per query tile, probabilities P are recomputed from lse, dP = dout·vᵀ,
+// dS = P ⊙ (dP − rowsum(dout⊙out))/√hd, and dq += dS·k, dk += dSᵀ·q,
+// dv += Pᵀ·dout, all as GEMMs. Work is split over (sequence, kv head)
 // pairs, which own disjoint rows of every gradient except a prefix shared by
 // all sequences; that one is summed per sequence and then over sequences in
 // order, so results do not depend on the thread count.
@@ -198,68 +264,48 @@ func AttentionBackward(dq, dk, dv, dpk, dpv, dout, out, lse, q, k, v, pk, pv []f
 			*g.part = make([]float32, d.Batch*d.Prefix*kd)
 		}
 	}
+	// from returns g from offset o, or nil for a gradient not wanted.
+	from := func(g []float32, o int) []float32 {
+		if g == nil {
+			return nil
+		}
+		return g[o:]
+	}
 	group := d.Heads / d.KVHeads
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	negInf := float32(math.Inf(-1))
-	parallel.For(d.Batch*d.KVHeads, 1, func(lo, hi int) {
+	parallel.For(d.Batch*d.KVHeads, parallel.Grain(d.Batch*d.KVHeads, 1), func(lo, hi int) {
+		s := newAttnSeq(d)
+		dsc := make([]float32, min(attnTile, d.T)*d.Keys())
 		for bk := lo; bk < hi; bk++ {
 			b, kvh := bk/d.KVHeads, bk%d.KVHeads
-			seq := newAttnSeq(d, b, kvh, k, v, pk, pv, keyMask)
-			// Gradient slices in the layout of the keys this sequence reads (a
-			// per-sequence partial of a shared prefix has the prefix's layout).
-			gpk, gpv := dpk, dpv
-			if sharedParts {
-				gpk, gpv = nil, nil
-				if partK != nil {
-					gpk = partK[b*d.Prefix*kd : (b+1)*d.Prefix*kd]
-				}
-				if partV != nil {
-					gpv = partV[b*d.Prefix*kd : (b+1)*d.Prefix*kd]
-				}
-			}
-			gradAt := func(j int, newG, preG []float32) []float32 {
-				o, pre := seq.offset(j)
-				if pre {
-					if preG == nil {
-						return nil
-					}
-					return preG[o : o+hd]
-				}
-				if newG == nil {
-					return nil
-				}
-				return newG[o : o+hd]
+			s.bind(b, kvh, k, v, pk, pv, keyMask)
+			newOff, preOff := s.kvOffsets(b, kvh)
+			gk, gv := from(dk, newOff), from(dv, newOff)
+			gpk, gpv := from(dpk, preOff), from(dpv, preOff)
+			if sharedParts { // this sequence's partial, laid out as the prefix
+				gpk, gpv = from(partK, b*d.Prefix*kd+preOff), from(partV, b*d.Prefix*kd+preOff)
 			}
 			for h := kvh * group; h < (kvh+1)*group; h++ {
-				for t := 0; t < d.T; t++ {
-					L := lse[(b*d.Heads+h)*d.T+t]
-					if L == negInf {
-						continue
+				for i0 := 0; i0 < d.T; i0 += attnTile {
+					i1 := min(i0+attnTile, d.T)
+					n, nk := i1-i0, d.Prefix+i1
+					off := (b*d.T+i0)*qd + h*hd
+					p, ds := s.scores[:n*nk], dsc[:n*nk]
+					s.rowsTimesKeys(p, n, nk, q[off:], s.pk, s.k)
+					s.rowsTimesKeys(ds, n, nk, dout[off:], s.pv, s.v)
+					for r := 0; r < n; r++ {
+						pr, dr := p[r*nk:(r+1)*nk], ds[r*nk:(r+1)*nk]
+						s.probs(pr, i0+r, lse[(b*d.Heads+h)*d.T+i0+r], false)
+						ro := off + r*qd
+						D := dot(dout[ro:ro+hd], out[ro:ro+hd])
+						for j, pj := range pr {
+							dr[j] = pj * (dr[j] - D) * s.scale
+						}
 					}
-					row := (b*d.T+t)*qd + h*hd
-					qr, dor := q[row:row+hd], dout[row:row+hd]
-					var dqr []float32
 					if dq != nil {
-						dqr = dq[row : row+hd]
+						s.probsTimesKeys(dq[off:], n, nk, ds, s.pk, s.k, true)
 					}
-					D := dot(dor, out[row:row+hd])
-					for j := 0; j < d.Prefix+t+1; j++ {
-						if !seq.visible(j) {
-							continue
-						}
-						kj, vj := seq.key(j), seq.value(j)
-						p := exp32(dot(qr, kj)*scale - L)
-						ds := p * (dot(dor, vj) - D) * scale
-						if dqr != nil {
-							axpy(dqr, ds, kj)
-						}
-						if g := gradAt(j, dk, gpk); g != nil {
-							axpy(g, ds, qr)
-						}
-						if g := gradAt(j, dv, gpv); g != nil {
-							axpy(g, p, dor)
-						}
-					}
+					s.keysGrad(gpk, gk, n, nk, ds, q[off:])
+					s.keysGrad(gpv, gv, n, nk, p, dout[off:])
 				}
 			}
 		}

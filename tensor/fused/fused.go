@@ -1,8 +1,11 @@
 // Package fused holds the plain loops behind gopeft's fused model ops:
-// RMSNorm, rotary embeddings, SiLU/SwiGLU, softmax, cross-entropy and
-// causal attention, each as a forward and a backward function over []float32
-// slices in the style of llm.c (X_forward(out, ..., inp) and
-// X_backward(dinp, dweight, ..., dout)).
+// RMSNorm, rotary embeddings, SiLU/SwiGLU, softmax, cross-entropy (whole or
+// by vocabulary block) and causal grouped-query attention (tiled, its
+// products on kernels.Gemm), each as a forward and a backward function over
+// []float32 slices in the style of llm.c (X_forward(out, ..., inp) and
+// X_backward(dinp, dweight, ..., dout)); plus the elementwise arithmetic
+// and fixed-order reductions the autograd tape needs, and a fast float32
+// Exp.
 //
 // Tensors are matrices [rows, cols] in row-major order. Backward functions
 // accumulate (+=) into their gradient slices, so a caller can sum
@@ -16,7 +19,6 @@ package fused
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/gopeft/gopeft/tensor/parallel"
 )
@@ -97,9 +99,5 @@ func axpy(y []float32, a float32, x []float32) {
 	}
 }
 
-// exp32 is e^x for float32 arguments, through float64 so that it is correctly
-// rounded for the ranges softmax uses; exp32(-Inf) = 0.
-func exp32(x float32) float32 { return float32(math.Exp(float64(x))) }
-
-// sigmoid is 1/(1+e^-x) evaluated in float64 and rounded.
-func sigmoid(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)))) }
+// sigmoid is 1/(1+e^-x); for large |x| it saturates to exactly 0 or 1.
+func sigmoid(x float32) float32 { return 1 / (1 + Exp(-x)) }

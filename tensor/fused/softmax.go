@@ -31,7 +31,7 @@ func LogSumExp(x []float32) float32 {
 	}
 	var s float64
 	for _, v := range x {
-		s += math.Exp(float64(v - m))
+		s += float64(Exp(v - m))
 	}
 	return m + float32(math.Log(s))
 }
@@ -47,7 +47,7 @@ func SoftmaxForward(out, x []float32, rows, cols int) {
 			m := rowMax(xr)
 			var s float64
 			for j, v := range xr {
-				e := exp32(v - m)
+				e := Exp(v - m)
 				or[j] = e
 				s += float64(e)
 			}
@@ -118,12 +118,24 @@ func CrossEntropyForward(loss, lse, logits []float32, targets []int, rows, class
 // written over it (ignored rows then become 0). Without accumulate, dlogits
 // may alias logits, which then becomes the gradient.
 func CrossEntropyBackward(dlogits, logits, lse []float32, targets []int, rows, classes int, scale float32, accumulate bool) {
-	need("CrossEntropyBackward", "logits", logits, rows*classes)
-	need("CrossEntropyBackward", "dlogits", dlogits, rows*classes)
-	need("CrossEntropyBackward", "lse", lse, rows)
-	parallel.For(rows, rowGrain(rows, 4*classes), func(lo, hi int) {
+	xentGrad("CrossEntropyBackward", dlogits, logits, lse, targets, rows, classes, 0, scale, accumulate)
+}
+
+// CrossEntropyBlockGrad is CrossEntropyBackward (without accumulate) for a
+// block of columns [col0, col0+cols) of the classes, given each row's full
+// log-sum-exp: logits [rows, cols] becomes scale·(exp(logits − lse) −
+// onehot) in place, the onehot term only where the target lies in the block.
+func CrossEntropyBlockGrad(logits, lse []float32, targets []int, rows, cols, col0 int, scale float32) {
+	xentGrad("CrossEntropyBlockGrad", logits, logits, lse, targets, rows, cols, col0, scale, false)
+}
+
+func xentGrad(op string, dlogits, logits, lse []float32, targets []int, rows, cols, col0 int, scale float32, accumulate bool) {
+	need(op, "logits", logits, rows*cols)
+	need(op, "dlogits", dlogits, rows*cols)
+	need(op, "lse", lse, rows)
+	parallel.For(rows, rowGrain(rows, 4*cols), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
-			lr, dr := logits[r*classes:(r+1)*classes], dlogits[r*classes:(r+1)*classes]
+			lr, dr := logits[r*cols:(r+1)*cols], dlogits[r*cols:(r+1)*cols]
 			t := targets[r]
 			if t == IgnoreIndex {
 				if !accumulate {
@@ -134,14 +146,46 @@ func CrossEntropyBackward(dlogits, logits, lse []float32, targets []int, rows, c
 			m := lse[r]
 			if accumulate {
 				for j, v := range lr {
-					dr[j] += scale * exp32(v-m)
+					dr[j] += scale * Exp(v-m)
 				}
 			} else {
 				for j, v := range lr {
-					dr[j] = scale * exp32(v-m)
+					dr[j] = scale * Exp(v-m)
 				}
 			}
-			dr[t] -= scale
+			if t -= col0; t >= 0 && t < cols {
+				dr[t] -= scale
+			}
+		}
+	})
+}
+
+// LogSumExpBlock folds a block of columns [col0, col0+cols) of each row's
+// logits x [rows, cols] into a running log-sum-exp: m[r] is the largest
+// logit so far and s[r] = Σ exp(logit − m[r]) over the columns seen. Where
+// targets[r] lies in the block, target[r] receives that logit. Start with
+// m = −Inf and s = 0; after the last block, lse = m + log(s). The result
+// depends only on the blocks, not on the thread count.
+func LogSumExpBlock(m []float32, s []float64, target []float32, x []float32, targets []int, rows, cols, col0 int) {
+	need("LogSumExpBlock", "x", x, rows*cols)
+	need("LogSumExpBlock", "m", m, rows)
+	need("LogSumExpBlock", "target", target, rows)
+	parallel.For(rows, rowGrain(rows, 4*cols), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr := x[r*cols : (r+1)*cols]
+			if bm := rowMax(xr); bm > m[r] {
+				s[r] *= math.Exp(float64(m[r] - bm))
+				m[r] = bm
+			}
+			mr := m[r]
+			var sum float64
+			for _, v := range xr {
+				sum += float64(Exp(v - mr))
+			}
+			s[r] += sum
+			if t := targets[r] - col0; t >= 0 && t < cols {
+				target[r] = xr[t]
+			}
 		}
 	})
 }
