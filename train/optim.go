@@ -1,0 +1,183 @@
+package train
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/gopeft/gopeft/nn"
+	"github.com/gopeft/gopeft/tensor"
+)
+
+// Optimizer updates trainable parameters from their accumulated gradients.
+type Optimizer interface {
+	// Step applies one update with learning rate lr. Parameters whose
+	// gradient is nil (no Backward reached them) are skipped, as PyTorch
+	// skips parameters whose .grad is None.
+	Step(lr float64)
+	// ZeroGrad clears every parameter's gradient (keeping the buffers).
+	ZeroGrad()
+	// State returns the optimizer's state. Its tensors are the live buffers,
+	// not copies: save them before the next Step.
+	State() *OptimizerState
+	// LoadState copies st into the optimizer. It fails, naming the
+	// parameter or buffer, when st belongs to another kind of optimizer or
+	// does not match the parameters' names and shapes.
+	LoadState(st *OptimizerState) error
+}
+
+// OptimizerState is an optimizer's resumable state, keyed by parameter name.
+type OptimizerState struct {
+	Kind   string             // "adamw" or "sgd"
+	Hyper  map[string]float64 // hyperparameters when saved (informational; LoadState keeps the optimizer's own)
+	Params map[string]*ParamState
+}
+
+// ParamState is one parameter's optimizer state: how many updates it has
+// had and its buffers (AdamW: exp_avg, exp_avg_sq; SGD with momentum:
+// momentum_buffer, PyTorch's names). Buffers is empty before the first
+// update.
+type ParamState struct {
+	Step    int64
+	Buffers map[string]*tensor.Tensor
+}
+
+// stateful is what AdamW and SGD share: the trainable parameters, their
+// segmentation for parallel loops, per-parameter step counts and named
+// buffers allocated on the first update.
+type stateful struct {
+	kind     string
+	params   nn.Params
+	segs     []segment
+	steps    []int64
+	bufNames []string
+	bufs     [][]*tensor.Tensor // bufs[param][buffer]; nil until the first update
+	active   []bool             // scratch: which parameters this Step updates
+}
+
+func newStateful(kind string, ps nn.Params, bufNames ...string) stateful {
+	ps = Trainable(ps)
+	sizes := make([]int, len(ps))
+	for i, p := range ps {
+		sizes[i] = p.Var.Value.Numel()
+	}
+	return stateful{
+		kind:     kind,
+		params:   ps,
+		segs:     segments(sizes),
+		steps:    make([]int64, len(ps)),
+		bufNames: bufNames,
+		bufs:     make([][]*tensor.Tensor, len(ps)),
+		active:   make([]bool, len(ps)),
+	}
+}
+
+// Params returns the parameters the optimizer updates.
+func (o *stateful) Params() nn.Params { return o.params }
+
+// ZeroGrad clears every parameter's gradient.
+func (o *stateful) ZeroGrad() {
+	for _, p := range o.params {
+		p.Var.ZeroGrad()
+	}
+}
+
+// begin marks the parameters that have a gradient, advances their step
+// counts and allocates their buffers on first use.
+func (o *stateful) begin() {
+	for i, p := range o.params {
+		o.active[i] = p.Var.Grad != nil
+		if !o.active[i] {
+			continue
+		}
+		o.steps[i]++
+		if o.bufs[i] == nil && len(o.bufNames) > 0 {
+			o.bufs[i] = make([]*tensor.Tensor, len(o.bufNames))
+			for b := range o.bufNames {
+				o.bufs[i][b] = tensor.New(p.Var.Value.Shape...)
+			}
+		}
+	}
+}
+
+func (o *stateful) state(hyper map[string]float64) *OptimizerState {
+	st := &OptimizerState{Kind: o.kind, Hyper: hyper, Params: make(map[string]*ParamState, len(o.params))}
+	for i, p := range o.params {
+		ps := &ParamState{Step: o.steps[i], Buffers: map[string]*tensor.Tensor{}}
+		for b, t := range o.bufs[i] {
+			ps.Buffers[o.bufNames[b]] = t
+		}
+		st.Params[p.Name] = ps
+	}
+	return st
+}
+
+func (o *stateful) loadState(st *OptimizerState) error {
+	if st == nil {
+		return fmt.Errorf("train: load %s optimizer state: no state", o.kind)
+	}
+	if st.Kind != o.kind {
+		return fmt.Errorf("train: cannot load %q optimizer state into a %s optimizer", st.Kind, o.kind)
+	}
+	// Validate everything before changing anything.
+	known := map[string]bool{}
+	for _, p := range o.params {
+		known[p.Name] = true
+		ps, ok := st.Params[p.Name]
+		if !ok || ps == nil {
+			return fmt.Errorf("train: %s optimizer state has no entry for parameter %q", o.kind, p.Name)
+		}
+		if ps.Step < 0 {
+			return fmt.Errorf("train: %s optimizer state for %q: negative step %d", o.kind, p.Name, ps.Step)
+		}
+		if ps.Step > 0 && len(ps.Buffers) == 0 && len(o.bufNames) > 0 {
+			return fmt.Errorf("train: %s optimizer state for %q: %d steps taken but no buffers", o.kind, p.Name, ps.Step)
+		}
+		for name, t := range ps.Buffers {
+			if !slices.Contains(o.bufNames, name) {
+				return fmt.Errorf("train: %s optimizer state for %q: unknown buffer %q (want %v)", o.kind, p.Name, name, o.bufNames)
+			}
+			if t == nil || t.DType() != tensor.F32 || !tensor.SameShape(t.Shape, p.Var.Value.Shape) || len(t.Data) != p.Var.Value.Numel() {
+				return fmt.Errorf("train: %s optimizer state %q.%s: want float32 %v, got %s", o.kind, p.Name, name, p.Var.Value.Shape, describe(t))
+			}
+		}
+		if len(ps.Buffers) > 0 {
+			for _, name := range o.bufNames {
+				if ps.Buffers[name] == nil {
+					return fmt.Errorf("train: %s optimizer state for %q: missing buffer %q", o.kind, p.Name, name)
+				}
+			}
+		}
+	}
+	var extra []string
+	for name := range st.Params {
+		if !known[name] {
+			extra = append(extra, name)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return fmt.Errorf("train: %s optimizer state has entries for parameters the optimizer does not train: %q", o.kind, extra)
+	}
+	for i, p := range o.params {
+		ps := st.Params[p.Name]
+		o.steps[i] = ps.Step
+		if len(ps.Buffers) == 0 {
+			o.bufs[i] = nil
+			continue
+		}
+		o.bufs[i] = make([]*tensor.Tensor, len(o.bufNames))
+		for b, name := range o.bufNames {
+			o.bufs[i][b] = ps.Buffers[name].Clone()
+		}
+	}
+	return nil
+}
+
+// describe names a tensor's type and shape for error messages.
+func describe(t *tensor.Tensor) string {
+	if t == nil {
+		return "nothing"
+	}
+	return fmt.Sprintf("%s %v", t.DType(), t.Shape)
+}
