@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gopeft/gopeft/eval"
+	"github.com/gopeft/gopeft/eval/modellm"
+)
+
+func newEvalCmd() *cobra.Command {
+	var mf modelFlags
+	var tasks, output, samples string
+	var opt eval.Options
+	cmd := &cobra.Command{
+		Use:   "eval",
+		Short: "Evaluate a model (with an optional adapter) on benchmark tasks",
+		Long: "Tasks: " + strings.Join(eval.Tasks(), ", ") + `.
+Zero- or k-shot log-likelihood scoring as lm-evaluation-harness does it; prints a markdown
+table and, with --output, writes the results as JSON.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := mf.load()
+			if err != nil {
+				return err
+			}
+			tok, err := mf.loadTokenizer()
+			if err != nil {
+				return err
+			}
+			names := strings.Split(tasks, ",")
+			if samples != "" {
+				if len(names) > 1 {
+					return fmt.Errorf("--samples takes one task at a time; got %d", len(names))
+				}
+				f, err := os.Create(samples)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				opt.Samples = f
+			}
+			opt.Progress = cmd.ErrOrStderr()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			defer stop()
+			lm := &modellm.LM{Model: m}
+			var results []eval.Result
+			for _, task := range names {
+				r, err := eval.Evaluate(ctx, lm, tok, strings.TrimSpace(task), opt)
+				if err != nil {
+					return err
+				}
+				results = append(results, r)
+			}
+			if err := eval.WriteMarkdown(cmd.OutOrStdout(), results); err != nil {
+				return err
+			}
+			if output != "" {
+				return eval.WriteJSONFile(output, results)
+			}
+			return nil
+		},
+	}
+	mf.register(cmd)
+	mf.registerAdapter(cmd, "PEFT adapter directory to apply")
+	fl := cmd.Flags()
+	fl.StringVar(&tasks, "task", "", "task name or comma-separated names")
+	_ = cmd.MarkFlagRequired("task")
+	fl.StringVar(&opt.DataDir, "data-dir", "", "folder the task files are found in (default ../shared/data when it exists)")
+	fl.StringVar(&opt.Data, "data", "", "evaluation file to use instead of the task's default")
+	fl.IntVar(&opt.Shots, "shots", 0, "few-shot examples before each item")
+	fl.IntVar(&opt.Limit, "limit", 0, "evaluate only the first N items (0: all)")
+	fl.Uint64Var(&opt.Seed, "seed", 1234, "seed for few-shot sampling")
+	fl.StringVar(&output, "output", "", "write results as JSON to this file")
+	fl.StringVar(&samples, "samples", "", "write one JSON line per item to this file")
+	return cmd
+}
