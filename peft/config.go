@@ -26,7 +26,10 @@ type BaseConfig struct {
 	LayersPattern       StringList `json:"layers_pattern"`
 	ModulesToSave       []string   `json:"modules_to_save"`
 	AutoMapping         any        `json:"auto_mapping"`
-	extra               map[string]json.RawMessage
+	// Seed makes a method\'s initialisation reproducible. Not a PEFT key:
+	// PEFT draws from torch\'s global generator.
+	Seed  uint64 `json:"-"`
+	extra map[string]json.RawMessage
 }
 
 // Base returns the shared part; methods embed BaseConfig to satisfy Config.

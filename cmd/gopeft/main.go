@@ -26,7 +26,7 @@ them with parameter-efficient methods, evaluates them and generates text, on the
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newDemoCmd(), newBenchCmd(), newEvalCmd())
+	root.AddCommand(newVersionCmd(), newDemoCmd(), newBenchCmd(), newEvalCmd(), newTrainCmd())
 	addModelCommands(root)
 	return root
 }

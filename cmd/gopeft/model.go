@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -223,4 +224,15 @@ func newMergeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&output, "output", "", "output directory")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd
+}
+
+// splitList splits a comma-separated flag value, dropping empty entries.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -30,9 +30,6 @@ type Config struct {
 	RankPattern     map[string]int     `json:"rank_pattern"`
 	AlphaPattern    map[string]float64 `json:"alpha_pattern"`
 	LoraBias        bool               `json:"lora_bias"`
-	// Seed makes the initialisation reproducible (not a PEFT key: PEFT uses
-	// torch's global generator).
-	Seed uint64 `json:"-"`
 }
 
 // Init is init_lora_weights: true (Kaiming-uniform A, zero B), "gaussian"

@@ -39,7 +39,7 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := tensor.NewRNG(m.Cfg.Seed)
+	g := tensor.NewRNG(m.Cfg.BaseConfig.Seed)
 	var ps nn.Params
 	for i, l := range targets {
 		r, alpha := m.Cfg.rankAlpha(l.Name)

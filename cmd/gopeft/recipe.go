@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/gopeft/gopeft/train"
+)
+
+// Recipe is a training job as a YAML file: everything `gopeft train` takes
+// as flags. It is saved beside the result as recipe.yaml.
+type Recipe struct {
+	Model     string `yaml:"model"`
+	Tokenizer string `yaml:"tokenizer,omitempty"`
+	BF16      bool   `yaml:"bf16,omitempty"`
+	// Method is the peft_type (LORA, FULL, ...); Peft holds its
+	// adapter_config.json keys (r, lora_alpha, target_modules, ...).
+	Method string         `yaml:"method"`
+	Peft   map[string]any `yaml:"peft,omitempty"`
+	Data   DataRecipe     `yaml:"data"`
+	Train  train.Config   `yaml:"train"`
+	Output string         `yaml:"output"`
+}
+
+// DataRecipe says where the data is and how to turn it into sequences.
+type DataRecipe struct {
+	Path          string  `yaml:"path"`
+	Format        string  `yaml:"format,omitempty"`   // auto, text, alpaca, sharegpt, prompt_completion
+	Template      string  `yaml:"template,omitempty"` // alpaca, llama2, chatml, plain
+	EvalPath      string  `yaml:"eval_path,omitempty"`
+	EvalFraction  float64 `yaml:"eval_fraction,omitempty"` // held out from the end of Path
+	SeqLen        int     `yaml:"seq_len,omitempty"`       // text: window length
+	MaxLen        int     `yaml:"max_len,omitempty"`       // instructions: truncation length
+	TrainOnPrompt bool    `yaml:"train_on_prompt,omitempty"`
+	SkipInvalid   bool    `yaml:"skip_invalid,omitempty"`
+	Limit         int     `yaml:"limit,omitempty"` // use the first N training examples
+	EvalLimit     int     `yaml:"eval_limit,omitempty"`
+}
+
+// readRecipe parses a recipe, refusing unknown keys (a typo would
+// otherwise silently train something else).
+func readRecipe(path string) (*Recipe, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var r Recipe
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
+}
+
+// peftJSON renders the peft block as adapter_config.json keys.
+func (r *Recipe) peftJSON() ([]byte, error) {
+	if r.Peft == nil {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(r.Peft)
+}
+
+func (r *Recipe) yaml() ([]byte, error) { return yaml.Marshal(r) }

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gopeft/gopeft/data"
+	"github.com/gopeft/gopeft/internal/atomicfile"
+	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/peft"
+	_ "github.com/gopeft/gopeft/peft/full" // registers FULL
+	"github.com/gopeft/gopeft/peft/lora"
+	"github.com/gopeft/gopeft/tokenizer"
+	"github.com/gopeft/gopeft/train"
+)
+
+func newTrainCmd() *cobra.Command {
+	var recipePath string
+	var resume bool
+	r := &Recipe{Method: lora.PeftType, Data: DataRecipe{Format: data.FormatAuto}}
+	var rank int
+	var alpha, dropout float64
+	var targets string
+	cmd := &cobra.Command{
+		Use:   "train",
+		Short: "Fine-tune a model with a PEFT method (or fully) on a dataset",
+		Long: `train fine-tunes from flags or from a YAML recipe (--config); flags given on the
+command line override the recipe. The result (a PEFT adapter, or a Hugging Face model for
+--method FULL), recipe.yaml, metrics.jsonl, loss.png and checkpoints go to --output.
+An interrupted run continues with --resume.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if recipePath != "" {
+				file, err := readRecipe(recipePath)
+				if err != nil {
+					return err
+				}
+				mergeFlags(cmd, file, r)
+				r = file
+			}
+			if r.Method == lora.PeftType {
+				if r.Peft == nil {
+					r.Peft = map[string]any{}
+				}
+				fl := cmd.Flags()
+				setIf := func(flag, key string, v any) {
+					if _, ok := r.Peft[key]; !ok || fl.Changed(flag) {
+						r.Peft[key] = v
+					}
+				}
+				setIf("rank", "r", rank)
+				setIf("alpha", "lora_alpha", alpha)
+				setIf("dropout", "lora_dropout", dropout)
+				if targets == "all-linear" {
+					setIf("targets", "target_modules", targets)
+				} else {
+					setIf("targets", "target_modules", splitList(targets))
+				}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			defer stop()
+			_, err := runTrain(ctx, r, resume, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return err
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&recipePath, "config", "", "YAML recipe (flags override its values)")
+	fl.StringVar(&r.Model, "model", "", "base checkpoint")
+	fl.StringVar(&r.Tokenizer, "tokenizer", "", "tokenizer (default: found beside the model)")
+	fl.BoolVar(&r.BF16, "bf16", false, "hold the frozen base in bfloat16")
+	fl.StringVar(&r.Method, "method", r.Method, "peft_type: LORA or FULL")
+	fl.IntVar(&rank, "rank", 8, "LoRA rank r")
+	fl.Float64Var(&alpha, "alpha", 16, "LoRA alpha")
+	fl.Float64Var(&dropout, "dropout", 0, "LoRA dropout")
+	fl.StringVar(&targets, "targets", "q_proj,v_proj", "target modules: comma list, or all-linear")
+	fl.StringVar(&r.Data.Path, "data", "", "training data file")
+	fl.StringVar(&r.Data.Format, "format", r.Data.Format, "data format: auto, text, alpaca, sharegpt, prompt_completion")
+	fl.StringVar(&r.Data.Template, "template", "", "chat template: alpaca, llama2, chatml, plain (default per format)")
+	fl.StringVar(&r.Data.EvalPath, "eval-data", "", "held-out data file")
+	fl.Float64Var(&r.Data.EvalFraction, "eval-fraction", 0, "hold out this fraction of the end of --data")
+	fl.IntVar(&r.Data.SeqLen, "seq-len", 128, "plain text: tokens per window")
+	fl.IntVar(&r.Data.MaxLen, "max-len", 512, "instruction data: truncate to this many tokens")
+	fl.BoolVar(&r.Data.TrainOnPrompt, "train-on-prompt", false, "count the prompt's tokens in the loss too")
+	fl.BoolVar(&r.Data.SkipInvalid, "skip-invalid", false, "skip and count malformed rows instead of stopping")
+	fl.IntVar(&r.Data.Limit, "limit", 0, "use only the first N training examples")
+	fl.IntVar(&r.Data.EvalLimit, "eval-limit", 0, "use only the first N eval examples")
+	fl.IntVar(&r.Train.Steps, "steps", 100, "optimizer updates")
+	fl.IntVar(&r.Train.BatchSize, "batch", 8, "sequences per micro-batch")
+	fl.IntVar(&r.Train.GradAccum, "grad-accum", 1, "micro-batches per update")
+	fl.Float64Var(&r.Train.LR, "lr", 2e-3, "peak learning rate")
+	fl.StringVar(&r.Train.Schedule, "schedule", "cosine", "constant, linear or cosine")
+	fl.IntVar(&r.Train.Warmup, "warmup", 10, "warm-up steps")
+	fl.StringVar(&r.Train.Optimizer, "optimizer", "adamw", "adamw or sgd")
+	fl.Float64Var(&r.Train.WeightDecay, "weight-decay", 0, "weight decay")
+	fl.Float64Var(&r.Train.MaxGradNorm, "max-grad-norm", 1, "clip gradients to this global norm (0: off)")
+	fl.Uint64Var(&r.Train.Seed, "seed", 42, "seed for initialisation, data order and dropout")
+	fl.IntVar(&r.Train.EvalEvery, "eval-every", 0, "evaluate every N steps (0: before and after only)")
+	fl.IntVar(&r.Train.SaveEvery, "save-every", 0, "checkpoint every N steps (0: at the end)")
+	fl.IntVar(&r.Train.LogEvery, "log-every", 1, "metrics line every N steps")
+	fl.StringVar(&r.Output, "output", "", "output directory")
+	fl.BoolVar(&resume, "resume", false, "continue from the latest checkpoint in --output")
+	return cmd
+}
+
+// mergeFlags copies the flags given on the command line over a recipe read
+// from a file.
+func mergeFlags(cmd *cobra.Command, file, flags *Recipe) {
+	fl := cmd.Flags()
+	str := func(name string, dst *string, v string) {
+		if fl.Changed(name) {
+			*dst = v
+		}
+	}
+	str("model", &file.Model, flags.Model)
+	str("tokenizer", &file.Tokenizer, flags.Tokenizer)
+	str("method", &file.Method, flags.Method)
+	str("data", &file.Data.Path, flags.Data.Path)
+	str("format", &file.Data.Format, flags.Data.Format)
+	str("template", &file.Data.Template, flags.Data.Template)
+	str("eval-data", &file.Data.EvalPath, flags.Data.EvalPath)
+	str("output", &file.Output, flags.Output)
+	str("schedule", &file.Train.Schedule, flags.Train.Schedule)
+	str("optimizer", &file.Train.Optimizer, flags.Train.Optimizer)
+	num := func(name string, dst *int, v int) {
+		if fl.Changed(name) {
+			*dst = v
+		}
+	}
+	num("seq-len", &file.Data.SeqLen, flags.Data.SeqLen)
+	num("max-len", &file.Data.MaxLen, flags.Data.MaxLen)
+	num("limit", &file.Data.Limit, flags.Data.Limit)
+	num("eval-limit", &file.Data.EvalLimit, flags.Data.EvalLimit)
+	num("steps", &file.Train.Steps, flags.Train.Steps)
+	num("batch", &file.Train.BatchSize, flags.Train.BatchSize)
+	num("grad-accum", &file.Train.GradAccum, flags.Train.GradAccum)
+	num("warmup", &file.Train.Warmup, flags.Train.Warmup)
+	num("eval-every", &file.Train.EvalEvery, flags.Train.EvalEvery)
+	num("save-every", &file.Train.SaveEvery, flags.Train.SaveEvery)
+	num("log-every", &file.Train.LogEvery, flags.Train.LogEvery)
+	flt := func(name string, dst *float64, v float64) {
+		if fl.Changed(name) {
+			*dst = v
+		}
+	}
+	flt("lr", &file.Train.LR, flags.Train.LR)
+	flt("weight-decay", &file.Train.WeightDecay, flags.Train.WeightDecay)
+	flt("max-grad-norm", &file.Train.MaxGradNorm, flags.Train.MaxGradNorm)
+	flt("eval-fraction", &file.Data.EvalFraction, flags.Data.EvalFraction)
+	if fl.Changed("seed") {
+		file.Train.Seed = flags.Train.Seed
+	}
+	if fl.Changed("bf16") {
+		file.BF16 = flags.BF16
+	}
+	if fl.Changed("train-on-prompt") {
+		file.Data.TrainOnPrompt = flags.Data.TrainOnPrompt
+	}
+	if fl.Changed("skip-invalid") {
+		file.Data.SkipInvalid = flags.Data.SkipInvalid
+	}
+}
+
+// runTrain carries out a recipe: load, attach the method, train, save.
+func runTrain(ctx context.Context, r *Recipe, resume bool, out, progress io.Writer) (train.Summary, error) {
+	if r.Model == "" || r.Data.Path == "" || r.Output == "" {
+		return train.Summary{}, fmt.Errorf("train needs a model, data and an output directory (--model, --data, --output or a recipe)")
+	}
+	base, err := llama.Load(r.Model, llama.LoadOptions{BF16: r.BF16})
+	if err != nil {
+		return train.Summary{}, err
+	}
+	mf := modelFlags{model: r.Model, tokenizer: r.Tokenizer}
+	tok, err := mf.loadTokenizer()
+	if err != nil {
+		return train.Summary{}, err
+	}
+	trainSet, evalSet, err := loadData(r, tok)
+	if err != nil {
+		return train.Summary{}, err
+	}
+	fmt.Fprintf(out, "data: %d training and %d eval sequences from %s\n", len(trainSet), len(evalSet), r.Data.Path)
+	return trainModel(ctx, base, r, trainSet, evalSet, resume, out, progress)
+}
+
+// trainModel attaches the recipe's method to base and trains it.
+func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, evalSet []data.Example, resume bool, out, progress io.Writer) (train.Summary, error) {
+	method, err := peft.NewMethod(r.Method)
+	if err != nil {
+		return train.Summary{}, err
+	}
+	pj, err := r.peftJSON()
+	if err != nil {
+		return train.Summary{}, err
+	}
+	if err := peft.UnmarshalConfig(pj, method.Config(), "recipe peft block"); err != nil {
+		return train.Summary{}, err
+	}
+	bc := method.Config().Base()
+	bc.Seed = r.Train.Seed
+	bc.BaseModelNameOrPath = r.Model
+	pm := peft.Wrap(base)
+	if _, err := pm.AddAdapter(peft.DefaultAdapter, method); err != nil {
+		return train.Summary{}, err
+	}
+	fmt.Fprintln(out, pm.ParamLine())
+	fp, err := train.Fingerprint(struct {
+		Model, Method string
+		Peft          map[string]any
+		Data          DataRecipe
+		Train         train.Config
+	}{r.Model, r.Method, r.Peft, r.Data, r.Train})
+	if err != nil {
+		return train.Summary{}, err
+	}
+	recipe, err := r.yaml()
+	if err != nil {
+		return train.Summary{}, err
+	}
+	run := &train.Run{Model: pm, Train: trainSet, Eval: evalSet, Config: r.Train, OutputDir: filepath.Join(r.Output, "checkpoints"),
+		Fingerprint: fp, Resume: resume, Progress: progress, Meta: nil}
+	if err := os.MkdirAll(r.Output, 0o755); err != nil {
+		return train.Summary{}, err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(r.Output, "recipe.yaml"), recipe); err != nil {
+		return train.Summary{}, err
+	}
+	sum, err := run.Execute(ctx)
+	if err != nil {
+		return sum, err
+	}
+	if r.Method == "FULL" {
+		err = llama.SaveHF(base, r.Output)
+	} else {
+		err = pm.SaveAdapter(r.Output, peft.DefaultAdapter)
+	}
+	if err != nil {
+		return sum, err
+	}
+	// The metrics and plot sit beside the result.
+	for _, f := range []string{sum.MetricsPath, sum.PlotPath} {
+		if _, err := os.Stat(f); err == nil {
+			if err := os.Rename(f, filepath.Join(r.Output, filepath.Base(f))); err != nil {
+				return sum, err
+			}
+		}
+	}
+	sum.MetricsPath = filepath.Join(r.Output, filepath.Base(sum.MetricsPath))
+	sum.PlotPath = filepath.Join(r.Output, filepath.Base(sum.PlotPath))
+	if !math.IsNaN(sum.FirstEval) {
+		fmt.Fprintf(out, "eval loss %.4f → %.4f (perplexity %.2f → %.2f)\n", sum.FirstEval, sum.LastEval, math.Exp(sum.FirstEval), math.Exp(sum.LastEval))
+	}
+	fmt.Fprintf(out, "train loss %.4f → %.4f over %d steps, %.0f tokens/s; wrote %s\n", sum.FirstLoss, sum.LastLoss, sum.Steps, sum.TokensPerSec, r.Output)
+	return sum, nil
+}
+
+// loadData reads the training set and the eval set (a separate file, or the
+// held-out tail of the training file).
+func loadData(r *Recipe, tok tokenizer.Tokenizer) (trainSet, evalSet []data.Example, err error) {
+	o := data.Options{Template: r.Data.Template, MaxLen: r.Data.MaxLen, SeqLen: r.Data.SeqLen, TrainOnPrompt: r.Data.TrainOnPrompt,
+		SkipInvalid: r.Data.SkipInvalid}
+	if r.Data.EvalFraction > 0 && r.Data.EvalPath == "" {
+		o.EvalFraction, o.Split = r.Data.EvalFraction, "train"
+	}
+	ds, err := data.Load(r.Data.Path, r.Data.Format, tok, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ds.Stats.Invalid > 0 || ds.Stats.Truncated > 0 || ds.Stats.Dropped > 0 {
+		fmt.Fprintf(os.Stderr, "data: %s\n", ds.Stats)
+	}
+	trainSet = limit(ds.Examples, r.Data.Limit)
+	if len(trainSet) == 0 {
+		return nil, nil, fmt.Errorf("%s: no training examples", r.Data.Path)
+	}
+	switch {
+	case r.Data.EvalPath != "":
+		o.EvalFraction, o.Split = 0, ""
+		ev, err := data.Load(r.Data.EvalPath, r.Data.Format, tok, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		evalSet = ev.Examples
+	case r.Data.EvalFraction > 0:
+		o.Split = "eval"
+		ev, err := data.Load(r.Data.Path, r.Data.Format, tok, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		evalSet = ev.Examples
+	}
+	return trainSet, limit(evalSet, r.Data.EvalLimit), nil
+}
+
+func limit(ex []data.Example, n int) []data.Example {
+	if n > 0 && n < len(ex) {
+		return ex[:n]
+	}
+	return ex
+}

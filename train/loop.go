@@ -1,0 +1,349 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/data"
+	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/nn"
+	"github.com/gopeft/gopeft/peft"
+)
+
+// Config is a training run's hyper-parameters. Zero values take the
+// defaults documented per field.
+type Config struct {
+	Steps       int     `json:"steps" yaml:"steps"`               // optimizer updates (required)
+	BatchSize   int     `json:"batch_size" yaml:"batch_size"`     // sequences per micro-batch (default 4)
+	GradAccum   int     `json:"grad_accum" yaml:"grad_accum"`     // micro-batches per update (default 1)
+	LR          float64 `json:"lr" yaml:"lr"`                     // peak learning rate (default 1e-3)
+	Schedule    string  `json:"schedule" yaml:"schedule"`         // constant, linear or cosine (default cosine)
+	Warmup      int     `json:"warmup_steps" yaml:"warmup_steps"` // linear warm-up steps
+	MinLRRatio  float64 `json:"min_lr_ratio" yaml:"min_lr_ratio"` // cosine floor as a fraction of LR
+	Optimizer   string  `json:"optimizer" yaml:"optimizer"`       // adamw (default) or sgd
+	WeightDecay float64 `json:"weight_decay" yaml:"weight_decay"` // decoupled for AdamW, L2 for SGD
+	Momentum    float64 `json:"momentum" yaml:"momentum"`         // SGD only
+	MaxGradNorm float64 `json:"max_grad_norm" yaml:"max_grad_norm"`
+	Seed        uint64  `json:"seed" yaml:"seed"` // data order and dropout masks
+
+	EvalEvery int `json:"-" yaml:"eval_every"` // steps between evaluations (0: start and end only)
+	SaveEvery int `json:"-" yaml:"save_every"` // steps between checkpoints (0: end only)
+	Keep      int `json:"-" yaml:"keep_checkpoints"`
+	LogEvery  int `json:"-" yaml:"log_every"` // steps between metric lines (default 1)
+}
+
+func (c *Config) withDefaults() Config {
+	d := *c
+	if d.BatchSize <= 0 {
+		d.BatchSize = 4
+	}
+	if d.GradAccum <= 0 {
+		d.GradAccum = 1
+	}
+	if d.LR == 0 {
+		d.LR = 1e-3
+	}
+	if d.Schedule == "" {
+		d.Schedule = "cosine"
+	}
+	if d.Optimizer == "" {
+		d.Optimizer = "adamw"
+	}
+	if d.LogEvery <= 0 {
+		d.LogEvery = 1
+	}
+	if d.Keep <= 0 {
+		d.Keep = 2
+	}
+	return d
+}
+
+// Run is one training job: a PEFT model (its active adapter, or full
+// fine-tuning, is what trains), the data, and where results go.
+type Run struct {
+	Model  *peft.Model
+	Train  []data.Example
+	Eval   []data.Example
+	Config Config
+	// OutputDir receives checkpoints, metrics.jsonl and loss.png.
+	OutputDir string
+	// Fingerprint identifies the run for resuming: everything that makes
+	// it the same run (model, method, data, hyper-parameters).
+	Fingerprint string
+	// Resume continues from the latest checkpoint in OutputDir.
+	Resume bool
+	// Progress receives the progress line (nil: none).
+	Progress io.Writer
+	// Meta is stored in every checkpoint (the recipe).
+	Meta []byte
+	// AfterStep, when set, is called after each update with its record
+	// (tests use it to compare runs step by step).
+	AfterStep func(Record)
+}
+
+// Summary reports a finished run.
+type Summary struct {
+	Steps                 int
+	FirstEval, LastEval   float64 // mean eval loss before and after (NaN without eval data)
+	FirstLoss, LastLoss   float64 // training loss of the first and last step run here
+	Tokens                int     // trained target tokens
+	Elapsed               time.Duration
+	TokensPerSec          float64
+	LastCheckpoint        string
+	MetricsPath, PlotPath string
+}
+
+// ErrNonFinite reports a NaN or infinite loss or gradient.
+var ErrNonFinite = errors.New("non-finite loss or gradient")
+
+// Execute trains until Config.Steps updates are done or ctx ends (then it
+// saves a checkpoint and returns ctx's error).
+func (r *Run) Execute(ctx context.Context) (Summary, error) {
+	cfg := r.Config.withDefaults()
+	if cfg.Steps <= 0 {
+		return Summary{}, fmt.Errorf("train: steps must be positive, got %d", cfg.Steps)
+	}
+	if len(r.Train) == 0 {
+		return Summary{}, fmt.Errorf("train: the training set is empty")
+	}
+	params := Trainable(r.Model.TrainableParams())
+	if len(params) == 0 {
+		return Summary{}, fmt.Errorf("train: nothing is trainable (no active adapter)")
+	}
+	opt, err := r.newOptimizer(cfg)
+	if err != nil {
+		return Summary{}, err
+	}
+	sched, err := NewSchedule(cfg.Schedule, cfg.LR, cfg.Warmup, cfg.Steps, cfg.MinLRRatio)
+	if err != nil {
+		return Summary{}, err
+	}
+	if err := os.MkdirAll(r.OutputDir, 0o755); err != nil {
+		return Summary{}, err
+	}
+	sum := Summary{FirstEval: math.NaN(), LastEval: math.NaN(), MetricsPath: filepath.Join(r.OutputDir, "metrics.jsonl"), PlotPath: filepath.Join(r.OutputDir, "loss.png")}
+
+	step, pos := 0, int64(0)
+	var log *MetricsLog
+	if r.Resume {
+		dir, ok, err := LatestCheckpoint(r.OutputDir)
+		if err != nil {
+			return sum, err
+		}
+		if !ok {
+			return sum, fmt.Errorf("train: --resume given but %s holds no checkpoint", r.OutputDir)
+		}
+		ck, err := LoadCheckpoint(dir)
+		if err != nil {
+			return sum, err
+		}
+		if err := ck.Restore(r.Fingerprint, params, opt); err != nil {
+			return sum, fmt.Errorf("%s: %w", dir, err)
+		}
+		step, pos = ck.Step, ck.DataPos
+		if log, err = ResumeMetricsLog(sum.MetricsPath, step); err != nil {
+			return sum, err
+		}
+	} else if log, err = CreateMetricsLog(sum.MetricsPath); err != nil {
+		return sum, err
+	}
+	defer log.Close()
+
+	if len(r.Eval) > 0 {
+		if sum.FirstEval, err = r.evalLoss(cfg); err != nil {
+			return sum, err
+		}
+	}
+	prog := NewProgress(orDiscard(r.Progress), step, cfg.Steps)
+	start := time.Now()
+	first := true
+	var order []int
+	orderEpoch := -1
+	for step < cfg.Steps {
+		if err := ctx.Err(); err != nil {
+			if _, serr := r.save(cfg, step, pos, params, opt); serr != nil {
+				return sum, serr
+			}
+			return sum, err
+		}
+		r.Model.Step = uint64(step)
+		var lossSum float64
+		tokens := 0
+		t0 := time.Now()
+		for micro := 0; micro < cfg.GradAccum; micro++ {
+			batch := make([]data.Example, cfg.BatchSize)
+			for i := range batch {
+				n := int64(len(r.Train))
+				epoch := int(pos / n)
+				if epoch != orderEpoch {
+					order, orderEpoch = data.Order(len(r.Train), cfg.Seed, epoch), epoch
+				}
+				batch[i] = r.Train[order[pos%n]]
+				pos++
+			}
+			tp := autograd.NewTape()
+			loss, n, err := r.batchLoss(tp, batch)
+			if err != nil {
+				return sum, err
+			}
+			if n == 0 {
+				continue
+			}
+			lossSum += float64(loss.Value.Data[0])
+			tokens += n
+			tp.Backward(tp.Scale(loss, 1/float32(cfg.GradAccum)))
+		}
+		lossVal := lossSum / float64(cfg.GradAccum)
+		var norm float64
+		if cfg.MaxGradNorm > 0 {
+			norm = ClipGradNorm(params, cfg.MaxGradNorm)
+		} else {
+			norm = GradNorm(params)
+		}
+		if !IsFinite(lossVal) || !IsFinite(norm) {
+			last, _, _ := LatestCheckpoint(r.OutputDir)
+			return sum, fmt.Errorf("%w at step %d (loss %v, gradient norm %v); stopped without updating; last good checkpoint: %q",
+				ErrNonFinite, step+1, lossVal, norm, last)
+		}
+		lr := sched.At(step)
+		opt.Step(lr)
+		opt.ZeroGrad()
+		step++
+		dt := time.Since(t0).Seconds()
+		sum.Tokens += tokens
+		tps := float64(tokens) / dt
+		if first {
+			sum.FirstLoss, first = lossVal, false
+		}
+		sum.LastLoss = lossVal
+		rec := Record{Step: step, Epoch: float64(pos) / float64(len(r.Train)), Loss: lossVal, LR: lr, GradNorm: norm,
+			TokensPerSec: tps, Elapsed: time.Since(start).Seconds()}
+		if len(r.Eval) > 0 && (step == cfg.Steps || (cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0)) {
+			ev, err := r.evalLoss(cfg)
+			if err != nil {
+				return sum, err
+			}
+			rec.EvalLoss = &ev
+			sum.LastEval = ev
+			prog.Printf("step %d: eval loss %.4f (perplexity %.2f)", step, ev, math.Exp(ev))
+		}
+		if step%cfg.LogEvery == 0 || rec.EvalLoss != nil || step == cfg.Steps {
+			if err := log.Write(rec); err != nil {
+				return sum, err
+			}
+		}
+		prog.Update(step, lossVal, tps)
+		if r.AfterStep != nil {
+			r.AfterStep(rec)
+		}
+		if (cfg.SaveEvery > 0 && step%cfg.SaveEvery == 0) || step == cfg.Steps {
+			if sum.LastCheckpoint, err = r.save(cfg, step, pos, params, opt); err != nil {
+				return sum, err
+			}
+		}
+	}
+	prog.Done()
+	sum.Steps = step
+	sum.Elapsed = time.Since(start)
+	sum.TokensPerSec = float64(sum.Tokens) / sum.Elapsed.Seconds()
+	if err := log.Close(); err != nil {
+		return sum, err
+	}
+	if recs, err := ReadMetricsFile(sum.MetricsPath); err == nil && len(recs) > 0 {
+		if err := PlotLoss(sum.PlotPath, recs, "gopeft training loss"); err != nil {
+			return sum, err
+		}
+	}
+	return sum, nil
+}
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+func (r *Run) newOptimizer(cfg Config) (Optimizer, error) {
+	ps := r.Model.TrainableParams()
+	switch cfg.Optimizer {
+	case "adamw":
+		c := DefaultAdamW()
+		c.WeightDecay = cfg.WeightDecay
+		return NewAdamW(ps, c)
+	case "sgd":
+		return NewSGD(ps, SGDConfig{Momentum: cfg.Momentum, WeightDecay: cfg.WeightDecay})
+	}
+	return nil, fmt.Errorf("train: unknown optimizer %q (adamw, sgd)", cfg.Optimizer)
+}
+
+func (r *Run) save(cfg Config, step int, pos int64, params nn.Params, opt Optimizer) (string, error) {
+	ck := &Checkpoint{Step: step, DataPos: pos, Epoch: int(pos / int64(len(r.Train))), Fingerprint: r.Fingerprint, Meta: r.Meta}
+	ck.Capture(params, opt)
+	return SaveRotating(r.OutputDir, ck, cfg.Keep)
+}
+
+// batchLoss is the mean next-token loss of a batch, and how many targets it
+// has.
+func (r *Run) batchLoss(tp *autograd.Tape, batch []data.Example) (*autograd.Var, int, error) {
+	ids, labels, mask, T := data.Batch(batch, 0)
+	in := llama.Input{IDs: ids, Batch: len(batch), T: T, Mask: mask}
+	targets := ShiftLabels(labels, len(batch), T)
+	n := 0
+	for _, t := range targets {
+		if t != autograd.IgnoreIndex {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil, 0, nil
+	}
+	loss, err := r.Model.Base.Loss(tp, in, targets)
+	return loss, n, err
+}
+
+// ShiftLabels turns Hugging Face labels (aligned with the ids) into
+// per-row targets: row t predicts labels[t+1]; the last row of each
+// sequence predicts nothing.
+func ShiftLabels(labels []int, batch, T int) []int {
+	tg := make([]int, len(labels))
+	for b := 0; b < batch; b++ {
+		for t := 0; t < T; t++ {
+			i := b*T + t
+			tg[i] = autograd.IgnoreIndex
+			if t+1 < T {
+				tg[i] = labels[i+1]
+			}
+		}
+	}
+	return tg
+}
+
+// evalLoss is the token-weighted mean loss over the eval set, without a
+// tape (dropout off).
+func (r *Run) evalLoss(cfg Config) (float64, error) {
+	var total float64
+	var count int
+	for i := 0; i < len(r.Eval); i += cfg.BatchSize {
+		batch := r.Eval[i:min(i+cfg.BatchSize, len(r.Eval))]
+		loss, n, err := r.batchLoss(nil, batch)
+		if err != nil {
+			return 0, err
+		}
+		if n > 0 {
+			total += float64(loss.Value.Data[0]) * float64(n)
+			count += n
+		}
+	}
+	if count == 0 {
+		return math.NaN(), nil
+	}
+	return total / float64(count), nil
+}
