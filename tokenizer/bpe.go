@@ -362,7 +362,9 @@ func (t *BPE) finish() {
 			t.fallback[b] = id
 		}
 	}
-	if !t.byteLevel && canSplitBefore("▁", t.pieces) {
+	// "▁" must be a piece itself, or runs of unknown characters could be
+	// fused into one <unk> across a cut.
+	if _, ok := t.vocab["▁"]; ok && !t.byteLevel && canSplitBefore("▁", t.pieces) {
 		t.splitMark = "▁"
 	}
 	t.cache.reset()

@@ -293,3 +293,87 @@ func TestSplitBeforeIsExact(t *testing.T) {
 		t.Errorf("splitBefore = %q", chunks)
 	}
 }
+
+// TestGPT2AsTokenizerJSON writes the GPT-2 files as a tokenizer.json (a
+// ByteLevel pre-tokenizer with its built-in regex) and checks the golden
+// ids, and that add_prefix_space adds the space.
+func TestGPT2AsTokenizerJSON(t *testing.T) {
+	dir := filepath.Dir(sharedFile(t, gpt2Dir+"/encoder.json"))
+	encData, err := os.ReadFile(filepath.Join(dir, "encoder.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bpeData, err := os.ReadFile(filepath.Join(dir, "vocab.bpe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vocab map[string]int
+	if err := json.Unmarshal(encData, &vocab); err != nil {
+		t.Fatal(err)
+	}
+	var merges []string
+	for _, l := range strings.Split(string(bpeData), "\n")[1:] {
+		if l != "" {
+			merges = append(merges, l)
+		}
+	}
+	write := func(prefix bool) Tokenizer {
+		f := map[string]any{
+			"added_tokens":  []any{map[string]any{"id": 50256, "content": "<|endoftext|>", "special": true}},
+			"pre_tokenizer": map[string]any{"type": "ByteLevel", "add_prefix_space": prefix, "trim_offsets": true, "use_regex": true},
+			"decoder":       map[string]any{"type": "ByteLevel"},
+			"model":         map[string]any{"type": "BPE", "vocab": vocab, "merges": merges},
+		}
+		data, err := json.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := ParseHF(data, "gpt2-tokenizer.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	tok := write(false)
+	for _, c := range loadGolden(t, "tokenizer_gpt2.json") {
+		if got := tok.Encode(c.Text); !slices.Equal(got, c.IDs) {
+			t.Errorf("Encode(%q) = %v, want %v", c.Text, got, c.IDs)
+		}
+	}
+	if tok.BOS() != 50256 || tok.EOS() != 50256 {
+		t.Errorf("BOS, EOS = %d, %d", tok.BOS(), tok.EOS())
+	}
+	if got := tok.Encode("a<|endoftext|>b"); len(got) != 3 || got[1] != 50256 {
+		t.Errorf("added token not split out: %v", got)
+	}
+	pre := write(true)
+	if got, want := pre.Encode("Hello world"), tok.Encode(" Hello world"); !slices.Equal(got, want) {
+		t.Errorf("add_prefix_space: %v, want %v", got, want)
+	}
+}
+
+func TestTokenizerConfig(t *testing.T) {
+	p := rewriteJSON(t, spbpePath, func(map[string]any) {})
+	cfg := filepath.Join(filepath.Dir(p), "tokenizer_config.json")
+	write := func(s string) {
+		if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"bos_token": {"content": "</s>"}, "eos_token": null}`)
+	tok, err := Load(filepath.Dir(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eos, _ := tok.TokenID("</s>"); tok.BOS() != eos || tok.EOS() != -1 {
+		t.Errorf("BOS, EOS = %d, %d; want %d, -1", tok.BOS(), tok.EOS(), eos)
+	}
+	write(`{"bos_token": "<nope>"}`)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), cfg) || !strings.Contains(err.Error(), "bos_token") {
+		t.Errorf("unknown bos_token: err = %v", err)
+	}
+	write(`{"bos_token": `)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), cfg) {
+		t.Errorf("truncated config: err = %v", err)
+	}
+}

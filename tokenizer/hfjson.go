@@ -112,7 +112,11 @@ func (t *BPE) applyConfig(data []byte, name string) error {
 	if err := json.Unmarshal(data, &cfg); err != nil {
 		return fmt.Errorf("tokenizer: %s: %w", name, err)
 	}
-	for key, dst := range map[string]*int{"bos_token": &t.bos, "eos_token": &t.eos} {
+	for _, f := range []struct {
+		key string
+		dst *int
+	}{{"bos_token", &t.bos}, {"eos_token", &t.eos}} {
+		key, dst := f.key, f.dst
 		raw, ok := cfg[key]
 		if !ok {
 			continue

@@ -161,26 +161,38 @@ func (t *Llama2c) Encode(text string) []int {
 	if text == "" {
 		return []int{}
 	}
-	// The dummy prefix is looked up like any other codepoint, so it is the
-	// same as encoding " " + text.
+	// The dummy prefix is looked up like any other codepoint, so this is
+	// encoding " " + text, except that llama2.c never groups continuation
+	// bytes at the start of text with the prefix: that first chunk is
+	// encoded with a forced group boundary and not cached.
 	text = " " + text
+	glued := text[1]&0xC0 == 0x80
 	if !t.splitSpace {
-		return t.encodeChunk(text)
+		return t.encodeChunk(text, glued)
 	}
 	ids := make([]int, 0, len(text)/3)
 	splitBefore(text, " ", func(chunk string) {
-		ids = t.cache.encode(chunk, ids, t.encodeChunk)
+		if glued {
+			ids = append(ids, t.encodeChunk(chunk, true)...)
+			glued = false
+			return
+		}
+		ids = t.cache.encode(chunk, ids, t.encodeCached)
 	})
 	return ids
 }
 
-func (t *Llama2c) encodeChunk(text string) []int {
+func (t *Llama2c) encodeCached(text string) []int { return t.encodeChunk(text, false) }
+
+// encodeChunk encodes text; cut1 forces a codepoint-group boundary after
+// the first byte (the dummy prefix).
+func (t *Llama2c) encodeChunk(text string, cut1 bool) []int {
 	ids := make([]int, 0, len(text))
 	// Group bytes as llama2.c does: a new group starts at every byte that is
 	// not a continuation byte (10xxxxxx), and holds at most 4 bytes.
 	for i := 0; i < len(text); {
 		j := i + 1
-		for j < len(text) && text[j]&0xC0 == 0x80 && j-i < 4 {
+		for j < len(text) && text[j]&0xC0 == 0x80 && j-i < 4 && !(cut1 && j == 1) {
 			j++
 		}
 		if id, ok := t.lookup(text[i:j]); ok {

@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"fmt"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -43,9 +42,18 @@ func parseBehavior(s string) (splitBehavior, bool) {
 // matcher finds non-overlapping matches as byte ranges of s.
 type matcher func(s string) [][2]int
 
-// regexMatcher wraps a regexp2 pattern (which supports the lookahead the
-// GPT-2 and LLaMA-3 patterns use; Go's regexp does not).
+// regexMatcher matches a pattern with lookahead, as the GPT-2 and LLaMA-3
+// ones have (Go's regexp has none): a hand-written scanner for those two,
+// regexp2 for others.
 func regexMatcher(pattern string) (matcher, error) {
+	if m := fastMatcher(pattern); m != nil {
+		return m, nil
+	}
+	return regexp2Matcher(pattern)
+}
+
+// regexp2Matcher always uses regexp2.
+func regexp2Matcher(pattern string) (matcher, error) {
 	re, err := regexp2.Compile(pattern, regexp2.None)
 	if err != nil {
 		return nil, err
@@ -187,8 +195,4 @@ func metaspaceStep(repl string, prepend string, split bool) preStep {
 		}
 		return out
 	}
-}
-
-func errKey(file, key, format string, args ...any) error {
-	return fmt.Errorf("tokenizer: %s: %s: %s", file, key, fmt.Sprintf(format, args...))
 }

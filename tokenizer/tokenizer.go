@@ -118,3 +118,8 @@ func hexVal(c byte) (byte, bool) {
 	}
 	return 0, false
 }
+
+// errKey is the error for a bad or unsupported value at key of file.
+func errKey(file, key, format string, args ...any) error {
+	return fmt.Errorf("tokenizer: %s: %s: %s", file, key, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopeft/gopeft/internal/shared"
+	"github.com/gopeft/gopeft/train"
+)
+
+// TestMain lets a test run the real binary as a child process (to kill it).
+func TestMain(m *testing.M) {
+	if args := os.Getenv("GOPEFT_TEST_ARGS"); args != "" {
+		root := newRootCmd()
+		root.SetArgs(strings.Split(args, "\x1f"))
+		if err := root.Execute(); err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func trainArgs(t *testing.T, out string, steps int) []string {
+	model := shared.Path(t, "data/models/stories260K/stories260K.bin")
+	text := shared.Path(t, "data/text/tinyshakespeare.txt")
+	return []string{"train", "--model", model, "--data", text, "--format", "text", "--seq-len", "32", "--limit", "64",
+		"--steps", itoa(steps), "--batch", "4", "--lr", "3e-3", "--dropout", "0.1", "--targets", "all-linear",
+		"--save-every", "3", "--output", out}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func losses(t *testing.T, path string) map[int]float64 {
+	t.Helper()
+	recs, err := train.ReadMetricsFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]float64{}
+	for _, r := range recs {
+		out[r.Step] = r.Loss
+	}
+	return out
+}
+
+// TestResumeAfterSIGKILL kills a training process mid-run, resumes it from
+// its last checkpoint, and requires every later step's loss to equal the
+// uninterrupted run's exactly.
+func TestResumeAfterSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains three times")
+	}
+	const steps = 12
+	dir := t.TempDir()
+	ref := filepath.Join(dir, "ref")
+	if _, err := run(t, trainArgs(t, ref, steps)...); err != nil {
+		t.Fatal(err)
+	}
+	want := losses(t, filepath.Join(ref, "metrics.jsonl"))
+	if len(want) != steps {
+		t.Fatalf("reference run logged %d steps", len(want))
+	}
+
+	out := filepath.Join(dir, "killed")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command(exe)
+	child.Env = append(os.Environ(), "GOPEFT_TEST_ARGS="+strings.Join(trainArgs(t, out, steps), "\x1f"))
+	child.Stdout, child.Stderr = io.Discard, io.Discard
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Kill it with SIGKILL once it has logged step 7 (a checkpoint exists
+	// at step 6; steps 7.. must be redone identically).
+	metrics := filepath.Join(out, "checkpoints", "metrics.jsonl")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for {
+		if recs, err := train.ReadMetricsFile(metrics); err == nil && len(recs) >= 7 {
+			break
+		}
+		if ctx.Err() != nil {
+			child.Process.Kill()
+			t.Fatal("the child never reached step 7")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := child.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	child.Wait()
+	if _, err := os.Stat(filepath.Join(out, "adapter_model.safetensors")); err == nil {
+		t.Fatal("the child finished before it was killed; the test proves nothing")
+	}
+	args := append(trainArgs(t, out, steps), "--resume")
+	if _, err := run(t, args...); err != nil {
+		t.Fatal(err)
+	}
+	got := losses(t, filepath.Join(out, "metrics.jsonl"))
+	for s := 1; s <= steps; s++ {
+		if got[s] != want[s] {
+			t.Errorf("step %d: resumed loss %v, uninterrupted %v", s, got[s], want[s])
+		}
+	}
+	// A resume with other hyper-parameters is refused.
+	bad := append(trainArgs(t, out, steps), "--resume", "--lr", "1e-2")
+	if _, err := run(t, bad...); err == nil || !strings.Contains(err.Error(), "different run") {
+		t.Errorf("resuming with another learning rate: %v", err)
+	}
+}
+
+func TestTrainRecipeAndErrors(t *testing.T) {
+	model := shared.Path(t, "data/models/stories260K/stories260K.bin")
+	alpaca := shared.Path(t, "data/instruct/alpaca_en_demo.json")
+	dir := t.TempDir()
+	recipe := filepath.Join(dir, "r.yaml")
+	os.WriteFile(recipe, []byte(`model: `+model+`
+method: LORA
+peft:
+  r: 4
+  lora_alpha: 8
+  target_modules: [q_proj, v_proj]
+data:
+  path: `+alpaca+`
+  format: alpaca
+  max_len: 384
+  limit: 16
+train:
+  steps: 3
+  batch_size: 4
+output: `+filepath.Join(dir, "out")+`
+`), 0o644)
+	if _, err := run(t, "train", "--config", recipe); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"adapter_config.json", "adapter_model.safetensors", "recipe.yaml", "metrics.jsonl", "loss.png"} {
+		if _, err := os.Stat(filepath.Join(dir, "out", f)); err != nil {
+			t.Errorf("missing %s: %v", f, err)
+		}
+	}
+	// The adapter is LoRA r=4 on q and v, as the recipe says.
+	out, err := run(t, "inspect", "--adapter", filepath.Join(dir, "out"))
+	if err != nil || !strings.Contains(out, `"r": 4`) || !strings.Contains(out, "layers.4.self_attn.v_proj.lora_B.weight") {
+		t.Errorf("inspect: %v\n%s", err, out)
+	}
+	// An unknown recipe key is an error naming it.
+	os.WriteFile(recipe, []byte("model: x\nlearning_rate: 3\n"), 0o644)
+	if _, err := run(t, "train", "--config", recipe); err == nil || !strings.Contains(err.Error(), "learning_rate") {
+		t.Errorf("unknown key: %v", err)
+	}
+	// target_modules matching nothing lists what exists.
+	_, err = run(t, "train", "--model", model, "--data", alpaca, "--targets", "qproj", "--steps", "1", "--limit", "4", "--output", filepath.Join(dir, "x"))
+	if err == nil || !strings.Contains(err.Error(), "q_proj") {
+		t.Errorf("bad targets: %v", err)
+	}
+}
