@@ -125,3 +125,26 @@ func TestBadInputErrors(t *testing.T) {
 		t.Errorf("a truncated checkpoint's error should name the file: %v", err)
 	}
 }
+
+func TestDemoQuickLeavesItsFiles(t *testing.T) {
+	dir := t.TempDir()
+	out, err := run(t, "demo", "--quick", "--output", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"stage 1", "stage 2", "eval loss", "before:", "after:", "exact answers"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, f := range []string{"stage1-pretrain/model.safetensors", "stage1-pretrain/config.json", "stage2-lora/adapter_config.json",
+		"stage2-lora/adapter_model.safetensors", "stage2-lora/metrics.jsonl", "stage2-lora/loss.png"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("demo left no %s: %v", f, err)
+		}
+	}
+	// What the demo saved loads back: the stage-1 model with the adapter.
+	if _, err := run(t, "inspect", "--model", filepath.Join(dir, "stage1-pretrain"), "--adapter", filepath.Join(dir, "stage2-lora")); err != nil {
+		t.Error(err)
+	}
+}
