@@ -7,33 +7,14 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/gopeft/gopeft/internal/shared"
+
 	"github.com/gopeft/gopeft/tokenizer"
 )
 
 // sharedFile returns ../shared/<rel> beside the module root, skipping the
 // test when it is missing.
-func sharedFile(t testing.TB, rel string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared data not available: %v", err)
-	}
-	return p
-}
+func sharedFile(t testing.TB, rel string) string { return shared.Path(t, rel) }
 
 var (
 	tok512Once sync.Once

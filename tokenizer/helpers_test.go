@@ -6,32 +6,13 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/gopeft/gopeft/internal/shared"
 )
 
 // sharedDir returns ../shared beside the module root, skipping the test if
 // it is missing.
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
-	shared := filepath.Join(dir, "..", "shared")
-	if _, err := os.Stat(shared); err != nil {
-		t.Skipf("shared data not available: %v", err)
-	}
-	return shared
-}
+func sharedDir(t testing.TB) string { return shared.Path(t, ".") }
 
 func sharedFile(t testing.TB, rel string) string {
 	t.Helper()

@@ -5,36 +5,15 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gopeft/gopeft/internal/shared"
 )
 
-// sharedPath returns ../shared/<rel> relative to the module root (the
-// directory holding go.mod), skipping the test when it is absent.
-func sharedPath(t testing.TB, rel string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("module root not found")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared data missing: %v", err)
-	}
-	return p
-}
+// sharedPath returns ../shared/<rel> beside the module root, skipping the
+// test when it is absent.
+func sharedPath(t testing.TB, rel string) string { return shared.Path(t, rel) }
 
 const (
 	stories260KBin    = "data/models/stories260K/stories260K.bin"
