@@ -1,0 +1,132 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/tensor"
+	"github.com/gopeft/gopeft/train"
+)
+
+type trainBench struct {
+	Preset       string  `json:"preset"`
+	Method       string  `json:"method"`
+	Rank         int     `json:"rank,omitempty"`
+	Targets      string  `json:"targets,omitempty"`
+	Batch        int     `json:"batch"`
+	Seq          int     `json:"seq"`
+	Steps        int     `json:"steps"`
+	BF16         bool    `json:"bf16"`
+	Trainable    int     `json:"trainable_params"`
+	TokensPerSec float64 `json:"tokens_per_s"`
+	StepSeconds  float64 `json:"step_seconds"`
+	PeakRSSBytes int64   `json:"peak_rss_bytes"`
+}
+
+// newBenchTrainCmd measures training steps (forward, backward, optimizer)
+// on a preset with random weights and random tokens.
+func newBenchTrainCmd() *cobra.Command {
+	var b trainBench
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "train",
+		Short: "Training tokens/s and peak memory of a preset with a method",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			base, err := llama.NewPreset(b.Preset, 1)
+			if err != nil {
+				return err
+			}
+			if b.BF16 {
+				for _, p := range base.Params() {
+					if len(p.Var.Value.Shape) == 2 && p.Name != llama.NameEmbed {
+						p.Var.Value = p.Var.Value.ToBF16()
+					}
+				}
+			}
+			method, err := peft.NewMethod(b.Method)
+			if err != nil {
+				return err
+			}
+			cfg := map[string]any{}
+			if b.Method == "LORA" {
+				cfg = map[string]any{"r": b.Rank, "lora_alpha": 2 * b.Rank, "target_modules": splitList(b.Targets)}
+				if b.Targets == "all-linear" {
+					cfg["target_modules"] = b.Targets
+				}
+			}
+			pj, _ := json.Marshal(cfg)
+			if err := peft.UnmarshalConfig(pj, method.Config(), "bench"); err != nil {
+				return err
+			}
+			pm := peft.Wrap(base)
+			if _, err := pm.AddAdapter(peft.DefaultAdapter, method); err != nil {
+				return err
+			}
+			params := train.Trainable(pm.TrainableParams())
+			for _, p := range params {
+				b.Trainable += p.Var.Value.Numel()
+			}
+			opt, err := train.NewAdamW(params, train.DefaultAdamW())
+			if err != nil {
+				return err
+			}
+			g := tensor.NewRNG(3)
+			in := llama.Input{Batch: b.Batch, T: b.Seq, IDs: make([]int, b.Batch*b.Seq)}
+			for i := range in.IDs {
+				in.IDs[i] = 3 + g.IntN(base.Config.VocabSize-3)
+			}
+			targets := llama.NextTokenTargets(in)
+			step := func() error {
+				tp := autograd.NewTape()
+				loss, err := base.Loss(tp, in, targets)
+				if err != nil {
+					return err
+				}
+				tp.Backward(loss)
+				opt.Step(1e-4)
+				opt.ZeroGrad()
+				return nil
+			}
+			if err := step(); err != nil { // warm-up: buffers, page faults
+				return err
+			}
+			start := time.Now()
+			for i := 0; i < b.Steps; i++ {
+				if err := step(); err != nil {
+					return err
+				}
+			}
+			el := time.Since(start).Seconds()
+			b.StepSeconds = el / float64(b.Steps)
+			b.TokensPerSec = float64(b.Batch*b.Seq*b.Steps) / el
+			b.PeakRSSBytes = peakRSSBytes()
+			out := cmd.OutOrStdout()
+			if asJSON {
+				j, _ := json.MarshalIndent(b, "", "  ")
+				fmt.Fprintln(out, string(j))
+				return nil
+			}
+			fmt.Fprintf(out, "%s %s: %d trainable, batch %d × %d tokens: %.1f tokens/s (%.2f s a step); peak RSS %.0f MiB\n",
+				b.Preset, b.Method, b.Trainable, b.Batch, b.Seq, b.TokensPerSec, b.StepSeconds, float64(b.PeakRSSBytes)/(1<<20))
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&b.Preset, "preset", "stories15M", fmt.Sprintf("model shape: one of %v", llama.PresetNames()))
+	fl.StringVar(&b.Method, "method", "LORA", "peft_type: LORA or FULL")
+	fl.IntVar(&b.Rank, "rank", 8, "LoRA rank")
+	fl.StringVar(&b.Targets, "targets", "q_proj,v_proj", "LoRA target modules (comma list or all-linear)")
+	fl.IntVar(&b.Batch, "batch", 4, "sequences a step")
+	fl.IntVar(&b.Seq, "seq", 256, "tokens a sequence")
+	fl.IntVar(&b.Steps, "steps", 5, "measured steps (after one warm-up step)")
+	fl.BoolVar(&b.BF16, "bf16", false, "hold the frozen base in bfloat16")
+	fl.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
