@@ -12,9 +12,13 @@ import (
 // PrefixPerBatch, prefix keys/values are [Batch·P, KVHeads·HeadDim] (a KV
 // cache: P = rows/Batch); otherwise they are [P, KVHeads·HeadDim], shared by
 // every sequence (prefix tuning).
+//
+// PrefixLen, with PrefixPerBatch, makes each sequence use only the first
+// PrefixLen of its P rows: a KV cache of capacity P read in place.
 type AttnShape struct {
 	Batch, T, Heads, KVHeads, HeadDim int
 	PrefixPerBatch                    bool
+	PrefixLen                         int
 }
 
 // Attention computes causal softmax(q·kᵀ/√hd)·v with grouped-query heads
@@ -31,8 +35,9 @@ type AttnShape struct {
 // log-sum-exp, and the backward recomputes probabilities from it.
 func (tp *Tape) Attention(q, k, v, prefixK, prefixV *Var, s AttnShape, keyMask []bool) *Var {
 	d := fused.AttnDims{Batch: s.Batch, T: s.T, Heads: s.Heads, KVHeads: s.KVHeads, HeadDim: s.HeadDim, PrefixPerBatch: s.PrefixPerBatch}
-	if s.Batch <= 0 || s.T <= 0 || s.Heads <= 0 || s.KVHeads <= 0 || s.HeadDim <= 0 || s.Heads%s.KVHeads != 0 {
-		panic(fmt.Sprintf("autograd.Attention: bad shape %+v (heads must be a positive multiple of kv heads)", s))
+	if s.Batch <= 0 || s.T <= 0 || s.Heads <= 0 || s.KVHeads <= 0 || s.HeadDim <= 0 || s.Heads%s.KVHeads != 0 ||
+		s.PrefixLen < 0 || (s.PrefixLen > 0 && !s.PrefixPerBatch) {
+		panic(fmt.Sprintf("autograd.Attention: bad shape %+v (heads must be a positive multiple of kv heads; PrefixLen needs PrefixPerBatch)", s))
 	}
 	rows, qd, kd := s.Batch*s.T, s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
 	checkMatrix("Attention", "q", q, rows, qd)
@@ -53,6 +58,12 @@ func (tp *Tape) Attention(q, k, v, prefixK, prefixV *Var, s AttnShape, keyMask [
 		d.Prefix = pr
 		if s.PrefixPerBatch {
 			d.Prefix = pr / s.Batch
+			if s.PrefixLen > 0 {
+				if s.PrefixLen > d.Prefix {
+					panic(fmt.Sprintf("autograd.Attention: prefix length %d beyond the %d rows per sequence of prefix shape %v", s.PrefixLen, d.Prefix, prefixK.Value.Shape))
+				}
+				d.Prefix, d.PrefixStride = s.PrefixLen, d.Prefix
+			}
 		}
 		pk, pv = prefixK.Value.F32(), prefixV.Value.F32()
 	}

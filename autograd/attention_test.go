@@ -186,3 +186,62 @@ func TestAttentionKVCacheConsistent(t *testing.T) {
 		}
 	}
 }
+
+// A KV cache is read in place: prefix rows [Batch·capacity, kd] of which
+// each sequence uses its first PrefixLen must give exactly what the gathered
+// [Batch·PrefixLen, kd] prefix gives, forward and backward, and leave the
+// unused rows' gradients zero.
+func TestAttentionPrefixLenReadsInPlace(t *testing.T) {
+	const P, capacity = 3, 5
+	for _, padded := range []bool{false, true} {
+		c := attnCase{s: AttnShape{Batch: 3, T: 2, Heads: 4, KVHeads: 2, HeadDim: 6, PrefixPerBatch: true}, prefix: P}
+		if padded {
+			c.padLeft, c.padPrefix = []int{0, 1, 0}, true
+		}
+		g := tensor.NewRNG(21)
+		q, k, v, pk, pv, mask := c.inputs(g)
+		kd := c.s.KVHeads * c.s.HeadDim
+		spread := func(p *Var) *Var {
+			buf := tensor.New(c.s.Batch*capacity, kd).Normal(g, 0, 100) // junk beyond each prefix
+			for b := 0; b < c.s.Batch; b++ {
+				copy(buf.Data[b*capacity*kd:(b*capacity+P)*kd], p.Value.Data[b*P*kd:(b+1)*P*kd])
+			}
+			return Param("spread", buf, true)
+		}
+		sk, sv := spread(pk), spread(pv)
+		dout := tensor.New(c.s.Batch*c.s.T, c.s.Heads*c.s.HeadDim).Normal(g, 0, 1)
+
+		tp := NewTape()
+		want := tp.Attention(q, k, v, pk, pv, c.s, mask)
+		tp.BackwardFrom(want, dout)
+		grads := [][]float32{q.Grad.Data, k.Grad.Data, v.Grad.Data}
+		for _, x := range []*Var{q, k, v} {
+			x.Grad = nil
+		}
+		s := c.s
+		s.PrefixLen = P
+		got := tp.Attention(q, k, v, sk, sv, s, mask)
+		tp.BackwardFrom(got, dout)
+		same := func(what string, a, b []float32) {
+			for i := range a {
+				if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+					t.Fatalf("padded=%v: %s[%d] = %v in place, %v gathered", padded, what, i, b[i], a[i])
+				}
+			}
+		}
+		same("out", want.Value.Data, got.Value.Data)
+		for i, x := range []*Var{q, k, v} {
+			same("grad", grads[i], x.Grad.Data)
+		}
+		for _, p := range [][2]*Var{{pk, sk}, {pv, sv}} {
+			for b := 0; b < c.s.Batch; b++ {
+				same("prefix grad", p[0].Grad.Data[b*P*kd:(b+1)*P*kd], p[1].Grad.Data[b*capacity*kd:(b*capacity+P)*kd])
+				for _, x := range p[1].Grad.Data[(b*capacity+P)*kd : (b+1)*capacity*kd] {
+					if x != 0 {
+						t.Fatalf("padded=%v: gradient %v reached an unused cache row", padded, x)
+					}
+				}
+			}
+		}
+	}
+}

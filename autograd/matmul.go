@@ -5,6 +5,7 @@ import (
 
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/tensor/kernels"
+	"github.com/gopeft/gopeft/tensor/parallel"
 )
 
 // weightGradGEMMs counts weight-gradient products; see WeightGradGEMMs.
@@ -29,6 +30,36 @@ func gemm(transA, transB bool, m, n, k int, a *tensor.Tensor, b *tensor.Tensor, 
 	kernels.Gemm(transA, transB, m, n, k, a.F32(), lda, b.Data, ldb, c, n, accumulate)
 }
 
+// Few-row products (decoding) read every weight once and are memory-bound;
+// the kernels run the smaller ones on a single thread. linearForward splits
+// such a product's outputs (the weight's rows) over the threads so every
+// core streams its share. Each output is the same dot product either way
+// (the kernels' results do not depend on how columns are grouped), so the
+// split changes no bits.
+const (
+	splitMaxRows    = 16      // at most this many input rows
+	splitMinWeights = 1 << 15 // at least this many weights in the matrix
+	splitAlign      = 16      // chunks of whole cache lines of outputs
+)
+
+// linearForward sets y [rows, out] = x·wᵀ for w [out, in].
+func linearForward(rows, out, in int, x, w *tensor.Tensor, y []float32) {
+	th := parallel.Threads()
+	if rows > splitMaxRows || out*in < splitMinWeights || th == 1 || out < 2*splitAlign {
+		gemm(false, true, rows, out, in, x, w, y, false)
+		return
+	}
+	chunk := ((out+th-1)/th + splitAlign - 1) / splitAlign * splitAlign
+	xs := x.F32()
+	parallel.For(out, chunk, func(lo, hi int) {
+		if w.DType() == tensor.BF16 {
+			kernels.GemmBF16(true, rows, hi-lo, in, xs, in, w.Half[lo*in:hi*in], in, y[lo:], out, false)
+		} else {
+			kernels.Gemm(false, true, rows, hi-lo, in, xs, in, w.Data[lo*in:hi*in], in, y[lo:], out, false)
+		}
+	})
+}
+
 // Linear computes x·wᵀ for x [..., in] and w [out, in] (PyTorch's layout),
 // giving [..., out]. Backward: dx += dy·w, and dw += dyᵀ·x only when w is
 // trainable. w may be bf16 when frozen.
@@ -40,7 +71,7 @@ func (tp *Tape) Linear(x, w *Var) *Var {
 	rows := x.Value.Rows()
 	shape := append(append([]int(nil), x.Value.Shape[:len(x.Value.Shape)-1]...), out)
 	y := tensor.New(shape...)
-	gemm(false, true, rows, out, in, x.Value, w.Value, y.Data, false)
+	linearForward(rows, out, in, x.Value, w.Value, y.Data)
 	return tp.Result(y, func(y *Var) {
 		if x.requiresGrad {
 			gemm(false, false, rows, in, out, y.Grad, w.Value, x.GradBuf().Data, true)

@@ -60,21 +60,46 @@ func RoPEInvFreq(headDim int, theta float64) []float64 {
 	return f
 }
 
-// RoPE rotates each of the heads heads of x [rows, heads·hd] (hd =
-// 2·len(r.InvFreq)) by the angles pos[row]·InvFreq[i]. The angle is formed in
+// RoPEAngles are the cos/sin tables of one set of positions under one RoPE:
+// made once per forward pass and shared by every layer's rotations.
+type RoPEAngles struct {
+	rope     *RoPE
+	cos, sin []float32 // [rows, hd/2]
+	rows     int
+}
+
+// Angles tabulates cos and sin of pos[row]·InvFreq[i]: the angle is formed in
 // float64 and cos/sin rounded to float32.
+func (r *RoPE) Angles(pos []int) *RoPEAngles {
+	half := len(r.InvFreq)
+	a := &RoPEAngles{rope: r, rows: len(pos), cos: make([]float32, len(pos)*half), sin: make([]float32, len(pos)*half)}
+	fused.RoPETables(a.cos, a.sin, pos, r.InvFreq)
+	return a
+}
+
+// RoPE rotates each of the heads heads of x [rows, heads·hd] (hd =
+// 2·len(r.InvFreq)) by the angles pos[row]·InvFreq[i]. See [RoPE.Angles].
 func (tp *Tape) RoPE(x *Var, heads int, pos []int, r *RoPE) *Var {
+	if len(pos) != x.Value.Rows() {
+		panic(fmt.Sprintf("autograd.RoPE: %d positions for x of shape %v", len(pos), x.Value.Shape))
+	}
+	return tp.RoPEAt(x, heads, r.Angles(pos))
+}
+
+// RoPEAt is RoPE with the angles tabulated beforehand (one row per row of
+// x), so that layers sharing positions share the tables.
+func (tp *Tape) RoPEAt(x *Var, heads int, a *RoPEAngles) *Var {
+	r := a.rope
 	hd := 2 * len(r.InvFreq)
 	rows, cols := x.Value.Rows(), x.Value.Cols()
 	if heads <= 0 || hd == 0 || cols != heads*hd {
 		panicShapes("RoPE", x.Value.Shape, []int{heads, hd})
 	}
-	if len(pos) != rows {
-		panic(fmt.Sprintf("autograd.RoPE: %d positions for x of shape %v", len(pos), x.Value.Shape))
+	if a.rows != rows {
+		panic(fmt.Sprintf("autograd.RoPE: angles for %d positions, x has shape %v", a.rows, x.Value.Shape))
 	}
 	half := r.Style == RoPEHalf
-	cos, sin := make([]float32, rows*hd/2), make([]float32, rows*hd/2)
-	fused.RoPETables(cos, sin, pos, r.InvFreq)
+	cos, sin := a.cos, a.sin
 	out := tensor.New(x.Value.Shape...)
 	fused.RoPEForward(out.Data, x.Value.F32(), cos, sin, rows, heads, hd, half)
 	return tp.Result(out, func(o *Var) {

@@ -65,8 +65,9 @@ func (m *Model) Forward(tp *autograd.Tape, in Input) (*autograd.Var, error) {
 	pos, keyMask := m.positions(in)
 	x := tp.Embedding(m.Embed, ids)
 	shape := autograd.AttnShape{Batch: in.Batch, T: in.T, Heads: cfg.NumAttentionHeads, KVHeads: cfg.NumKeyValueHeads, HeadDim: cfg.HeadSize()}
+	angles := m.rope.Angles(pos) // every layer rotates the same positions
 	for _, b := range m.Layers {
-		x = m.block(tp, b, x, pos, shape, keyMask, in.Cache)
+		x = m.block(tp, b, x, angles, shape, keyMask, in.Cache)
 	}
 	if in.Cache != nil {
 		in.Cache.commit(in.T, in.Mask)
@@ -111,17 +112,17 @@ func (m *Model) positions(in Input) ([]int, []bool) {
 	return pos, keyMask
 }
 
-func (m *Model) block(tp *autograd.Tape, b *Block, x *autograd.Var, pos []int, shape autograd.AttnShape, keyMask []bool, cache *KVCache) *autograd.Var {
+func (m *Model) block(tp *autograd.Tape, b *Block, x *autograd.Var, angles *autograd.RoPEAngles, shape autograd.AttnShape, keyMask []bool, cache *KVCache) *autograd.Var {
 	eps := float32(m.Config.RMSNormEps)
 	h := tp.RMSNorm(x, b.InputNorm, eps)
-	q := tp.RoPE(b.Q.Forward(tp, h), shape.Heads, pos, m.rope)
-	k := tp.RoPE(b.K.Forward(tp, h), shape.KVHeads, pos, m.rope)
+	q := tp.RoPEAt(b.Q.Forward(tp, h), shape.Heads, angles)
+	k := tp.RoPEAt(b.K.Forward(tp, h), shape.KVHeads, angles)
 	v := b.V.Forward(tp, h)
 	var pk, pv *autograd.Var
 	switch {
 	case cache != nil:
 		pk, pv = cache.prefix(b.Index)
-		shape.PrefixPerBatch = true
+		shape.PrefixPerBatch, shape.PrefixLen = true, cache.length
 		cache.append(b.Index, k.Value, v.Value)
 	case b.PrefixKV != nil:
 		pk, pv = b.PrefixKV(tp, shape.Batch)
@@ -206,22 +207,14 @@ func (m *Model) NewKVCache(batch, capacity int) *KVCache {
 // Len is the number of positions cached.
 func (c *KVCache) Len() int { return c.length }
 
-// prefix returns layer l's cached keys and values as [batch·Len, kvDim].
+// prefix returns layer l's cache buffers as [batch·capacity, kvDim], read
+// in place: each sequence's first Len rows are filled.
 func (c *KVCache) prefix(l int) (k, v *autograd.Var) {
 	if c.length == 0 {
 		return nil, nil
 	}
 	view := func(buf []float32) *autograd.Var {
-		n := c.length * c.kvDim
-		if c.batch == 1 {
-			return autograd.Const(tensor.FromData(buf[:n], c.length, c.kvDim))
-		}
-		out := make([]float32, 0, c.batch*n)
-		for b := 0; b < c.batch; b++ {
-			off := b * c.capacity * c.kvDim
-			out = append(out, buf[off:off+n]...)
-		}
-		return autograd.Const(tensor.FromData(out, c.batch*c.length, c.kvDim))
+		return autograd.Const(tensor.FromData(buf, c.batch*c.capacity, c.kvDim))
 	}
 	return view(c.k[l]), view(c.v[l])
 }
@@ -252,4 +245,15 @@ func (c *KVCache) commit(t int, mask []bool) {
 		}
 	}
 	c.length += t
+}
+
+// Reset empties the cache so that it can hold new sequences, keeping its
+// buffers.
+func (c *KVCache) Reset() {
+	c.length = 0
+	clear(c.real)
+	for _, m := range c.mask {
+		clear(m)
+	}
+	c.padded = false
 }

@@ -71,3 +71,44 @@ func toFormat(name string, t *tensor.Tensor) *format.Tensor {
 	}
 	return format.TensorFromF32(name, t.Shape, t.Data)
 }
+
+// SaveLlama2c writes the model as a llama2.c version-0 checkpoint (float32,
+// seqLen positions in the header), the format llama2.c's run.c reads.
+// Models that rotate halves (Hugging Face) get their q_proj/k_proj rows
+// permuted back to llama2.c's adjacent pairs, so the file computes the same
+// function. llama2.c fixes what a config may say: head size hidden/heads,
+// RoPE θ = 10000 without scaling, RMSNorm ε = 1e-5; other configs are an
+// error.
+func SaveLlama2c(m *Model, path string, seqLen int) error {
+	cfg := m.Config
+	hd := cfg.HeadSize()
+	plain := autograd.RoPEInvFreq(hd, 10000)
+	inv := cfg.InvFreq()
+	same := len(inv) == len(plain)
+	for i := 0; same && i < len(inv); i++ {
+		same = inv[i] == plain[i]
+	}
+	switch {
+	case hd*cfg.NumAttentionHeads != cfg.HiddenSize:
+		return fmt.Errorf("%s: llama2.c needs head size hidden/heads, the config has %d × %d for hidden %d", path, hd, cfg.NumAttentionHeads, cfg.HiddenSize)
+	case !same:
+		return fmt.Errorf("%s: llama2.c rotates with θ = 10000 and no scaling; the config's RoPE differs (rope_theta %v)", path, cfg.RopeTheta)
+	case cfg.RMSNormEps != 1e-5:
+		return fmt.Errorf("%s: llama2.c normalises with ε = 1e-5, the config has %v", path, cfg.RMSNormEps)
+	case seqLen <= 0:
+		return fmt.Errorf("%s: sequence length %d must be positive", path, seqLen)
+	}
+	h := format.Llama2cHeader{Dim: cfg.HiddenSize, HiddenDim: cfg.IntermediateSize, NLayers: cfg.NumHiddenLayers,
+		NHeads: cfg.NumAttentionHeads, NKVHeads: cfg.NumKeyValueHeads, VocabSize: cfg.VocabSize, SeqLen: seqLen,
+		SharedClassifier: cfg.TieWordEmbeddings}
+	out := map[string]*format.Tensor{}
+	for name, t := range m.Tensors() {
+		out[name] = toFormat(name, t)
+	}
+	if cfg.RoPE == autograd.RoPEHalf {
+		if err := format.ConvertQKFromHF(out, cfg.NumHiddenLayers, cfg.NumAttentionHeads, cfg.NumKeyValueHeads); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return format.WriteLlama2c(path, h, out)
+}

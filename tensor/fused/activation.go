@@ -12,16 +12,27 @@ func SiLUForward(out, x []float32, n int) {
 	need("SiLUForward", "out", out, n)
 	need("SiLUForward", "x", x, n)
 	elementwise(n, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			out[i] = x[i] * sigmoid(x[i])
-		}
+		sigmoidBlocks(x, lo, hi, func(b int, s []float32) {
+			for j, sj := range s {
+				out[b+j] = x[b+j] * sj
+			}
+		})
 	})
 }
 
-// siluGrad is d silu/dx = σ(x)·(1 + x·(1−σ(x))).
-func siluGrad(x float32) float32 {
-	s := sigmoid(x)
-	return s * (1 + x*(1-s))
+// sigmoidBlock is how many sigmoids sigmoidBlocks forms at once (on the
+// stack) before handing them out.
+const sigmoidBlock = 256
+
+// sigmoidBlocks walks [lo, hi) in blocks, calling use(b, s) with s[j] =
+// σ(x[b+j]) = 1/(1+Exp(-x[b+j])), sixteen at a time where the CPU allows.
+func sigmoidBlocks(x []float32, lo, hi int, use func(b int, s []float32)) {
+	var buf [sigmoidBlock]float32
+	for b := lo; b < hi; b += sigmoidBlock {
+		e := buf[:min(sigmoidBlock, hi-b)]
+		sigmoidTo(e, x[b:b+len(e)])
+		use(b, e)
+	}
 }
 
 // SiLUBackward accumulates dx += dout · silu'(x).
@@ -30,9 +41,12 @@ func SiLUBackward(dx, dout, x []float32, n int) {
 	need("SiLUBackward", "dout", dout, n)
 	need("SiLUBackward", "x", x, n)
 	elementwise(n, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			dx[i] += dout[i] * siluGrad(x[i])
-		}
+		sigmoidBlocks(x, lo, hi, func(b int, s []float32) {
+			for j, sj := range s {
+				i := b + j
+				dx[i] += dout[i] * (sj * (1 + x[i]*(1-sj)))
+			}
+		})
 	})
 }
 
@@ -42,10 +56,11 @@ func SwiGLUForward(out, gate, up []float32, n int) {
 	need("SwiGLUForward", "gate", gate, n)
 	need("SwiGLUForward", "up", up, n)
 	elementwise(n, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			g := gate[i]
-			out[i] = g * sigmoid(g) * up[i]
-		}
+		sigmoidBlocks(gate, lo, hi, func(b int, s []float32) {
+			for j, sj := range s {
+				out[b+j] = gate[b+j] * sj * up[b+j]
+			}
+		})
 	})
 }
 
@@ -62,15 +77,16 @@ func SwiGLUBackward(dgate, dup, dout, gate, up []float32, n int) {
 		need("SwiGLUBackward", "dup", dup, n)
 	}
 	elementwise(n, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			g := gate[i]
-			s := sigmoid(g)
-			if dgate != nil {
-				dgate[i] += dout[i] * up[i] * s * (1 + g*(1-s))
+		sigmoidBlocks(gate, lo, hi, func(b int, s []float32) {
+			for j, sj := range s {
+				i, g := b+j, gate[b+j]
+				if dgate != nil {
+					dgate[i] += dout[i] * up[i] * sj * (1 + g*(1-sj))
+				}
+				if dup != nil {
+					dup[i] += dout[i] * g * sj
+				}
 			}
-			if dup != nil {
-				dup[i] += dout[i] * g * s
-			}
-		}
+		})
 	})
 }

@@ -16,17 +16,31 @@ import (
 // when PrefixPerBatch, else [Prefix, KVHeads·HeadDim] shared by every
 // sequence. Query t of a sequence sees all its prefix keys and new keys
 // 0..t, except those a key mask marks as padding.
+//
+// PrefixStride, when PrefixPerBatch and non-zero, is the number of rows from
+// one sequence's prefix to the next (at least Prefix): a KV cache of fixed
+// capacity is then read in place, without gathering its filled rows.
 type AttnDims struct {
 	Batch, T, Heads, KVHeads, HeadDim int
 	Prefix                            int
 	PrefixPerBatch                    bool
+	PrefixStride                      int
+}
+
+// prefixStride is the row distance between sequences' prefixes.
+func (d AttnDims) prefixStride() int {
+	if d.PrefixStride > 0 {
+		return d.PrefixStride
+	}
+	return d.Prefix
 }
 
 // Keys is the number of keys a sequence has: Prefix + T.
 func (d AttnDims) Keys() int { return d.Prefix + d.T }
 
 func (d AttnDims) check(op string, q, k, v, pk, pv []float32, keyMask []bool) {
-	if d.Batch < 0 || d.T < 0 || d.Prefix < 0 || d.Heads <= 0 || d.KVHeads <= 0 || d.HeadDim <= 0 || d.Heads%d.KVHeads != 0 {
+	if d.Batch < 0 || d.T < 0 || d.Prefix < 0 || d.Heads <= 0 || d.KVHeads <= 0 || d.HeadDim <= 0 || d.Heads%d.KVHeads != 0 ||
+		(d.PrefixStride != 0 && (!d.PrefixPerBatch || d.PrefixStride < d.Prefix)) {
 		panic(fmt.Sprintf("fused.%s: bad attention dims %+v (heads must be a multiple of kv heads)", op, d))
 	}
 	rows, qd, kd := d.Batch*d.T, d.Heads*d.HeadDim, d.KVHeads*d.HeadDim
@@ -35,8 +49,8 @@ func (d AttnDims) check(op string, q, k, v, pk, pv []float32, keyMask []bool) {
 	need(op, "v", v, rows*kd)
 	if d.Prefix > 0 {
 		pr := d.Prefix
-		if d.PrefixPerBatch {
-			pr *= d.Batch
+		if d.PrefixPerBatch && d.Batch > 0 {
+			pr = (d.Batch-1)*d.prefixStride() + d.Prefix
 		}
 		need(op, "prefix k", pk, pr*kd)
 		need(op, "prefix v", pv, pr*kd)
@@ -78,7 +92,7 @@ func (s *attnSeq) kvOffsets(b, kvh int) (newOff, preOff int) {
 	newOff = b*d.T*s.kd + kvh*d.HeadDim
 	preOff = kvh * d.HeadDim
 	if d.PrefixPerBatch {
-		preOff += b * d.Prefix * s.kd
+		preOff += b * d.prefixStride() * s.kd
 	}
 	return
 }
@@ -151,24 +165,10 @@ func (s *attnSeq) probs(row []float32, t int, lse float32, forward bool) float32
 		}
 	}
 	if forward {
-		m := s.negInf
-		for j := range row {
-			row[j] *= s.scale
-			m = max(m, row[j])
-		}
+		m, sum := softmaxRow(row, s.scale)
 		if m == s.negInf {
 			clear(row)
 			return s.negInf
-		}
-		var sum float64
-		for j, v := range row {
-			e := Exp(v - m)
-			row[j] = e
-			sum += float64(e)
-		}
-		inv := float32(1 / sum)
-		for j := range row {
-			row[j] *= inv
 		}
 		return m + float32(math.Log(sum))
 	}
@@ -177,8 +177,9 @@ func (s *attnSeq) probs(row []float32, t int, lse float32, forward bool) float32
 		return lse
 	}
 	for j, v := range row {
-		row[j] = Exp(v*s.scale - lse)
+		row[j] = v*s.scale - lse
 	}
+	ExpTo(row, row)
 	return lse
 }
 
@@ -247,8 +248,8 @@ func AttentionBackward(dq, dk, dv, dpk, dpv, dout, out, lse, q, k, v, pk, pv []f
 	// A shared prefix gets one partial gradient per sequence.
 	sharedParts := !d.PrefixPerBatch && d.Batch > 1
 	prefixRows := d.Prefix
-	if d.PrefixPerBatch {
-		prefixRows *= d.Batch
+	if d.PrefixPerBatch && d.Batch > 0 {
+		prefixRows = (d.Batch-1)*d.prefixStride() + d.Prefix
 	}
 	var partK, partV []float32
 	for _, g := range []struct {

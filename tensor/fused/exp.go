@@ -44,3 +44,53 @@ func Exp(x float32) float32 {
 	}
 	return p * math.Float32frombits(uint32(ni+127)<<23)
 }
+
+func expGo(dst, src []float32) {
+	for i, x := range src {
+		dst[i] = Exp(x)
+	}
+}
+
+func sigmoidGo(dst, src []float32) {
+	for i, x := range src {
+		dst[i] = 1 / (1 + Exp(-x))
+	}
+}
+
+// softmaxRowGo turns the raw scores of one attention row into
+// probabilities in place: v = row·scale, m = max v, e = Exp(v − m),
+// row = e·float32(1/sum) with sum = Σ e in float64, and returns m and sum.
+// If m is −Inf (no key visible) it stops after scaling and returns sum 0.
+// The sum goes by sixteen lanes (element j into lane j mod 16), folded in a
+// fixed order, exactly as the AVX-512 version adds them.
+func softmaxRowGo(row []float32, scale float32) (m float32, sum float64) {
+	m = float32(math.Inf(-1))
+	for j, v := range row {
+		v *= scale
+		row[j] = v
+		if v > m { // a NaN score is not the max, but makes its row NaN below
+			m = v
+		}
+	}
+	if math.IsInf(float64(m), -1) {
+		return m, 0
+	}
+	for j := range row {
+		row[j] -= m
+	}
+	ExpTo(row, row)
+	var lane [16]float64
+	for j, e := range row {
+		lane[j%16] += float64(e)
+	}
+	var u [8]float64
+	for i := range u {
+		u[i] = lane[i] + lane[i+8]
+	}
+	sum = ((u[0] + u[4]) + (u[2] + u[6])) + ((u[1] + u[5]) + (u[3] + u[7]))
+	inv := float32(1 / sum)
+	for j := range row {
+		row[j] *= inv
+	}
+	return m, sum
+}

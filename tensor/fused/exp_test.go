@@ -2,6 +2,7 @@ package fused
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -58,4 +59,114 @@ func BenchmarkMathExp(b *testing.B) {
 		}
 	}
 	_ = s
+}
+
+// ExpTo must give Exp's bits lane for lane, whatever the length (the last
+// block runs masked), so that chunking never changes results.
+func TestExpToMatchesExp(t *testing.T) {
+	specials := []float32{0, float32(math.Copysign(0, -1)), 1, -1, 88.72283, 88.7228, 88.72284, 88.5, 89, -87.33654, -87.3365, -87.33655,
+		-100, 100, float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 1e-30, -1e-30, 0.34657359, -0.34657359, 44.3614, -44.3614}
+	var xs []float32
+	xs = append(xs, specials...)
+	for x := float32(-90); x < 90; x += 0.00731 {
+		xs = append(xs, x)
+	}
+	same := func(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) || (a != a && b != b) }
+	for n := 0; n <= 40; n++ { // every tail length, with specials in every lane
+		src := make([]float32, n)
+		for i := range src {
+			src[i] = specials[(i+n)%len(specials)]
+		}
+		dst := make([]float32, n+1)
+		dst[n] = 7
+		ExpTo(dst[:n], src)
+		for i, x := range src {
+			if !same(dst[i], Exp(x)) {
+				t.Fatalf("n=%d: ExpTo(%v) = %v, Exp gives %v", n, x, dst[i], Exp(x))
+			}
+		}
+		if dst[n] != 7 {
+			t.Fatalf("n=%d: ExpTo wrote past the end", n)
+		}
+	}
+	got := append([]float32(nil), xs...)
+	ExpTo(got, got) // in place
+	for i, x := range xs {
+		if !same(got[i], Exp(x)) {
+			t.Fatalf("ExpTo(%v) = %v (%#x), Exp gives %v (%#x)", x, got[i], math.Float32bits(got[i]), Exp(x), math.Float32bits(Exp(x)))
+		}
+	}
+}
+
+func BenchmarkExpTo(b *testing.B) {
+	x := make([]float32, 4096)
+	for i := range x {
+		x[i] = -float32(i) / 256
+	}
+	y := make([]float32, len(x))
+	for range b.N {
+		ExpTo(y, x)
+	}
+}
+
+// sigmoidTo gives 1/(1+Exp(-x))'s bits whatever the length.
+func TestSigmoidToMatchesScalar(t *testing.T) {
+	xs := []float32{0, 1, -1, 20, -20, 87.4, -87.4, 88.8, -88.8, 100, -100, float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 1e-20, 3.3, -7.7}
+	for x := float32(-95); x < 95; x += 0.0173 {
+		xs = append(xs, x)
+	}
+	for _, n := range []int{0, 1, 5, 15, 16, 17, 33, len(xs)} {
+		got := make([]float32, n)
+		sigmoidTo(got, xs[:n])
+		for i, x := range xs[:n] {
+			want := 1 / (1 + Exp(-x))
+			if math.Float32bits(got[i]) != math.Float32bits(want) && !(got[i] != got[i] && want != want) {
+				t.Fatalf("n=%d: sigmoid(%v) = %v, scalar %v", n, x, got[i], want)
+			}
+		}
+	}
+}
+
+// softmaxRow (AVX-512 where present) must give softmaxRowGo's bits: the
+// same max, the same lane-wise float64 sum folded in the same order, the same
+// probabilities, for every length and with masked (−Inf) scores.
+func TestSoftmaxRowMatchesGo(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	negInf := float32(math.Inf(-1))
+	for n := 1; n <= 300; n += 1 + n/8 {
+		for trial := 0; trial < 4; trial++ {
+			row := make([]float32, n)
+			for j := range row {
+				row[j] = float32(r.NormFloat64() * 30)
+				if trial == 1 && j%3 == 0 {
+					row[j] = negInf
+				}
+				if trial == 2 {
+					row[j] = negInf
+				}
+			}
+			a, b := append([]float32(nil), row...), append([]float32(nil), row...)
+			ma, sa := softmaxRow(a, 0.144)
+			mb, sb := softmaxRowGo(b, 0.144)
+			if math.Float32bits(ma) != math.Float32bits(mb) || math.Float64bits(sa) != math.Float64bits(sb) {
+				t.Fatalf("n=%d trial %d: max/sum %v/%v, Go gives %v/%v", n, trial, ma, sa, mb, sb)
+			}
+			if trial == 2 || (trial == 1 && n == 1) { // every score masked
+				if sa != 0 || !math.IsInf(float64(ma), -1) {
+					t.Fatalf("all masked: max %v sum %v", ma, sa)
+				}
+				continue
+			}
+			var total float64
+			for j := range a {
+				if math.Float32bits(a[j]) != math.Float32bits(b[j]) {
+					t.Fatalf("n=%d trial %d: p[%d] = %v, Go gives %v", n, trial, j, a[j], b[j])
+				}
+				total += float64(a[j])
+			}
+			if math.Abs(total-1) > 1e-5 {
+				t.Fatalf("n=%d trial %d: probabilities sum to %v", n, trial, total)
+			}
+		}
+	}
 }

@@ -5,7 +5,10 @@
 // []float32 slices in the style of llm.c (X_forward(out, ..., inp) and
 // X_backward(dinp, dweight, ..., dout)); plus the elementwise arithmetic
 // and fixed-order reductions the autograd tape needs, and a fast float32
-// Exp.
+// Exp. ExpTo applies Exp to a whole slice, sixteen lanes at a time on
+// AVX-512 (exp_amd64.s) with exactly Exp's arithmetic, so a value's bits do
+// not depend on where it falls in a slice; softmax, cross-entropy, attention
+// and the SiLU/SwiGLU sigmoid form their exponentials through it.
 //
 // Tensors are matrices [rows, cols] in row-major order. Backward functions
 // accumulate (+=) into their gradient slices, so a caller can sum
@@ -98,6 +101,3 @@ func axpy(y []float32, a float32, x []float32) {
 		y[i] += a * x[i]
 	}
 }
-
-// sigmoid is 1/(1+e^-x); for large |x| it saturates to exactly 0 or 1.
-func sigmoid(x float32) float32 { return 1 / (1 + Exp(-x)) }

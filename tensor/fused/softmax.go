@@ -29,11 +29,29 @@ func LogSumExp(x []float32) float32 {
 	if math.IsInf(float64(m), -1) {
 		return m
 	}
+	return m + float32(math.Log(expSum(x, m)))
+}
+
+// expBlock is how many exponentials the helpers below form at once (on the
+// stack) with ExpTo.
+const expBlock = 256
+
+// expSum returns Σ Exp(v − m) over x, summed in float64 in index order
+// (the same bits as the plain loop), the exponentials formed by ExpTo.
+func expSum(x []float32, m float32) float64 {
+	var buf [expBlock]float32
 	var s float64
-	for _, v := range x {
-		s += float64(Exp(v - m))
+	for b := 0; b < len(x); b += expBlock {
+		e := buf[:min(expBlock, len(x)-b)]
+		for j := range e {
+			e[j] = x[b+j] - m
+		}
+		ExpTo(e, e)
+		for _, v := range e {
+			s += float64(v)
+		}
 	}
-	return m + float32(math.Log(s))
+	return s
 }
 
 // SoftmaxForward sets each row of out [rows, cols] to softmax of the same
@@ -45,10 +63,12 @@ func SoftmaxForward(out, x []float32, rows, cols int) {
 		for r := lo; r < hi; r++ {
 			xr, or := x[r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
 			m := rowMax(xr)
-			var s float64
 			for j, v := range xr {
-				e := Exp(v - m)
-				or[j] = e
+				or[j] = v - m
+			}
+			ExpTo(or, or)
+			var s float64
+			for _, e := range or {
 				s += float64(e)
 			}
 			inv := float32(1 / s)
@@ -145,12 +165,24 @@ func xentGrad(op string, dlogits, logits, lse []float32, targets []int, rows, co
 			}
 			m := lse[r]
 			if accumulate {
-				for j, v := range lr {
-					dr[j] += scale * Exp(v-m)
+				var buf [expBlock]float32
+				for b := 0; b < cols; b += expBlock {
+					e := buf[:min(expBlock, cols-b)]
+					for j := range e {
+						e[j] = lr[b+j] - m
+					}
+					ExpTo(e, e)
+					for j, v := range e {
+						dr[b+j] += scale * v
+					}
 				}
-			} else {
+			} else { // dr may alias lr: each element is read before it is written
 				for j, v := range lr {
-					dr[j] = scale * Exp(v-m)
+					dr[j] = v - m
+				}
+				ExpTo(dr, dr)
+				for j := range dr {
+					dr[j] *= scale
 				}
 			}
 			if t -= col0; t >= 0 && t < cols {
@@ -177,12 +209,7 @@ func LogSumExpBlock(m []float32, s []float64, target []float32, x []float32, tar
 				s[r] *= math.Exp(float64(m[r] - bm))
 				m[r] = bm
 			}
-			mr := m[r]
-			var sum float64
-			for _, v := range xr {
-				sum += float64(Exp(v - mr))
-			}
-			s[r] += sum
+			s[r] += expSum(xr, m[r])
 			if t := targets[r] - col0; t >= 0 && t < cols {
 				target[r] = xr[t]
 			}

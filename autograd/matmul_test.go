@@ -1,0 +1,44 @@
+package autograd
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/gopeft/gopeft/tensor"
+	"github.com/gopeft/gopeft/tensor/kernels"
+	"github.com/gopeft/gopeft/tensor/parallel"
+)
+
+// A few-row Linear is split over the threads (linearForward); the split must
+// give exactly the bits of one whole product, on any number of threads.
+func TestLinearSplitMatchesWholeProduct(t *testing.T) {
+	g := tensor.NewRNG(5)
+	for _, bf16 := range []bool{false, true} {
+		for _, c := range []struct{ rows, out, in int }{{1, 1000, 288}, {3, 777, 64}, {16, 300, 130}, {1, 4096, 8}, {17, 500, 96}} {
+			t.Run(fmt.Sprintf("bf16=%v/%dx%dx%d", bf16, c.rows, c.out, c.in), func(t *testing.T) {
+				x := tensor.New(c.rows, c.in).Normal(g, 0, 1)
+				w := tensor.New(c.out, c.in).Normal(g, 0, 1)
+				if bf16 {
+					w = w.ToBF16()
+				}
+				want := make([]float32, c.rows*c.out)
+				if bf16 {
+					kernels.GemmBF16(true, c.rows, c.out, c.in, x.Data, c.in, w.Half, c.in, want, c.out, false)
+				} else {
+					kernels.Gemm(false, true, c.rows, c.out, c.in, x.Data, c.in, w.Data, c.in, want, c.out, false)
+				}
+				for _, th := range []int{1, 2, 3, 8} {
+					old := parallel.SetThreads(th)
+					y := (*Tape)(nil).Linear(Const(x), Const(w)).Value.Data
+					parallel.SetThreads(old)
+					for i := range want {
+						if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("%d threads: output %d is %v, the whole product gives %v", th, i, y[i], want[i])
+						}
+					}
+				}
+			})
+		}
+	}
+}
