@@ -15,6 +15,11 @@ const IgnoreIndex = -100
 type Example struct {
 	IDs    []int
 	Labels []int
+	// Class is the sequence's class index for sequence classification (a
+	// GLUE label): a trainer with a classification objective predicts it
+	// from the last real token and ignores Labels. Language-model training
+	// ignores it.
+	Class int
 	// Source locates the row for messages: "file:line" (JSONL, text), or
 	// "file:line[index]" for an element of a JSON array.
 	Source string

@@ -74,6 +74,9 @@ func ReadMethod(dir string) (Method, error) {
 }
 
 // LoadAdapter reads a PEFT adapter directory and attaches it under name.
+// An adapter that carries a classification head (a SEQ_CLS adapter's
+// base_model.model.score.weight) gives a base without one a head of that
+// shape first.
 // Every tensor the adapter needs must be in the file with its shape, and the
 // file may hold nothing else: a mismatch means an adapter for another base.
 func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
@@ -86,12 +89,23 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
+	madeHead, err := m.ensureScoreHead(stored, path)
+	if err != nil {
+		return nil, err
+	}
+	dropHead := func() {
+		if madeHead { // leave the base as it was
+			m.Base.Score = nil
+		}
+	}
 	a, err := m.AddAdapter(name, method)
 	if err != nil {
+		dropHead()
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	fail := func(err error) (*Adapter, error) {
 		m.removeAdapter(a)
+		dropHead()
 		return nil, err
 	}
 	for _, p := range a.Params {

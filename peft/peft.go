@@ -98,14 +98,19 @@ func Wrap(base *llama.Model) *Model {
 // layer.
 func (m *Model) Linears() []*nn.Linear { return m.Base.Linears() }
 
-// IsOutput reports whether a module is the LM head.
-func (m *Model) IsOutput(l *nn.Linear) bool { return l == m.Base.LMHead }
+// IsOutput reports whether a module is an output layer: the LM head or
+// the classification head.
+func (m *Model) IsOutput(l *nn.Linear) bool { return m.Base.IsOutput(l) }
 
 // Targets returns the Linear modules a config selects, or an error listing
-// what exists when nothing matches.
+// what exists when nothing matches. As in PEFT, a module listed in
+// modules_to_save is trained whole and never also targeted.
 func (m *Model) Targets(c *BaseConfig) ([]*nn.Linear, error) {
 	var out []*nn.Linear
 	for _, l := range m.Linears() {
+		if matchesModulesToSave(c.ModulesToSave, l.Name) {
+			continue
+		}
 		if c.Selects(l.Name, m.IsOutput(l)) {
 			out = append(out, l)
 		}
@@ -137,6 +142,9 @@ func (m *Model) AddAdapter(name string, method Method) (*Adapter, error) {
 		return nil, fmt.Errorf("adapter %q already exists", name)
 	}
 	if err := method.Config().Validate(); err != nil {
+		return nil, err
+	}
+	if err := m.prepareTask(method.Config().Base()); err != nil {
 		return nil, err
 	}
 	a := &Adapter{Name: name, Method: method}

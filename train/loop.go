@@ -86,18 +86,26 @@ type Run struct {
 	// AfterStep, when set, is called after each update with its record
 	// (tests use it to compare runs step by step).
 	AfterStep func(Record)
+	// Classify trains sequence classification instead of next-token
+	// prediction: the loss is the cross-entropy of the base's
+	// classification head (llama.Model.ClassifyLogits) against each
+	// example's Class, and evaluation also reports accuracy.
+	Classify bool
 }
 
 // Summary reports a finished run.
 type Summary struct {
-	Steps                 int
-	FirstEval, LastEval   float64 // mean eval loss before and after (NaN without eval data)
-	FirstLoss, LastLoss   float64 // training loss of the first and last step run here
-	Tokens                int     // trained target tokens
-	Elapsed               time.Duration
-	TokensPerSec          float64
-	LastCheckpoint        string
-	MetricsPath, PlotPath string
+	Steps               int
+	FirstEval, LastEval float64 // mean eval loss before and after (NaN without eval data)
+	// FirstEvalAcc and LastEvalAcc are the eval accuracy before and after
+	// a classification run (NaN otherwise).
+	FirstEvalAcc, LastEvalAcc float64
+	FirstLoss, LastLoss       float64 // training loss of the first and last step run here
+	Tokens                    int     // trained target tokens
+	Elapsed                   time.Duration
+	TokensPerSec              float64
+	LastCheckpoint            string
+	MetricsPath, PlotPath     string
 }
 
 // ErrNonFinite reports a NaN or infinite loss or gradient.
@@ -128,7 +136,7 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 	if err := os.MkdirAll(r.OutputDir, 0o755); err != nil {
 		return Summary{}, err
 	}
-	sum := Summary{FirstEval: math.NaN(), LastEval: math.NaN(), MetricsPath: filepath.Join(r.OutputDir, "metrics.jsonl"), PlotPath: filepath.Join(r.OutputDir, "loss.png")}
+	sum := Summary{FirstEval: math.NaN(), LastEval: math.NaN(), FirstEvalAcc: math.NaN(), LastEvalAcc: math.NaN(), MetricsPath: filepath.Join(r.OutputDir, "metrics.jsonl"), PlotPath: filepath.Join(r.OutputDir, "loss.png")}
 
 	step, pos := 0, int64(0)
 	var log *MetricsLog
@@ -157,7 +165,7 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 	defer log.Close()
 
 	if len(r.Eval) > 0 {
-		if sum.FirstEval, err = r.evalLoss(cfg); err != nil {
+		if sum.FirstEval, sum.FirstEvalAcc, err = r.evalLoss(cfg); err != nil {
 			return sum, err
 		}
 	}
@@ -189,16 +197,16 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 				pos++
 			}
 			tp := autograd.NewTape()
-			loss, n, err := r.batchLoss(tp, batch)
+			bl, err := r.batchLoss(tp, batch)
 			if err != nil {
 				return sum, err
 			}
-			if n == 0 {
+			if bl.n == 0 {
 				continue
 			}
-			lossSum += float64(loss.Value.Data[0])
-			tokens += n
-			tp.Backward(tp.Scale(loss, 1/float32(cfg.GradAccum)))
+			lossSum += float64(bl.loss.Value.Data[0])
+			tokens += bl.tokens
+			tp.Backward(tp.Scale(bl.loss, 1/float32(cfg.GradAccum)))
 		}
 		lossVal := lossSum / float64(cfg.GradAccum)
 		var norm float64
@@ -226,13 +234,17 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 		rec := Record{Step: step, Epoch: float64(pos) / float64(len(r.Train)), Loss: lossVal, LR: lr, GradNorm: norm,
 			TokensPerSec: tps, Elapsed: time.Since(start).Seconds()}
 		if len(r.Eval) > 0 && (step == cfg.Steps || (cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0)) {
-			ev, err := r.evalLoss(cfg)
+			ev, acc, err := r.evalLoss(cfg)
 			if err != nil {
 				return sum, err
 			}
 			rec.EvalLoss = &ev
-			sum.LastEval = ev
-			prog.Printf("step %d: eval loss %.4f (perplexity %.2f)", step, ev, math.Exp(ev))
+			sum.LastEval, sum.LastEvalAcc = ev, acc
+			if r.Classify {
+				prog.Printf("step %d: eval loss %.4f, accuracy %.4f", step, ev, acc)
+			} else {
+				prog.Printf("step %d: eval loss %.4f (perplexity %.2f)", step, ev, math.Exp(ev))
+			}
 		}
 		if step%cfg.LogEvery == 0 || rec.EvalLoss != nil || step == cfg.Steps {
 			if err := log.Write(rec); err != nil {
@@ -290,11 +302,23 @@ func (r *Run) save(cfg Config, step int, pos int64, params nn.Params, opt Optimi
 	return SaveRotating(r.OutputDir, ck, cfg.Keep)
 }
 
-// batchLoss is the mean next-token loss of a batch, and how many targets it
-// has.
-func (r *Run) batchLoss(tp *autograd.Tape, batch []data.Example) (*autograd.Var, int, error) {
+// batchResult is one batch's mean loss, how many targets it averages
+// (tokens for a language model, sequences for a classifier), the tokens
+// it trained on (for throughput), and for a classifier how many
+// predictions were right.
+type batchResult struct {
+	loss      *autograd.Var
+	n, tokens int
+	correct   int
+}
+
+// batchLoss is the mean loss of a batch under the run's objective.
+func (r *Run) batchLoss(tp *autograd.Tape, batch []data.Example) (batchResult, error) {
 	ids, labels, mask, T := data.Batch(batch, 0)
 	in := llama.Input{IDs: ids, Batch: len(batch), T: T, Mask: mask}
+	if r.Classify {
+		return r.classifyLoss(tp, in, batch)
+	}
 	targets := ShiftLabels(labels, len(batch), T)
 	n := 0
 	for _, t := range targets {
@@ -303,10 +327,43 @@ func (r *Run) batchLoss(tp *autograd.Tape, batch []data.Example) (*autograd.Var,
 		}
 	}
 	if n == 0 {
-		return nil, 0, nil
+		return batchResult{}, nil
 	}
 	loss, err := r.Model.Base.Loss(tp, in, targets)
-	return loss, n, err
+	return batchResult{loss: loss, n: n, tokens: n}, err
+}
+
+// classifyLoss is the classification head's mean cross-entropy over the
+// batch's sequences.
+func (r *Run) classifyLoss(tp *autograd.Tape, in llama.Input, batch []data.Example) (batchResult, error) {
+	classes := make([]int, len(batch))
+	res := batchResult{n: len(batch)}
+	for i, e := range batch {
+		classes[i] = e.Class
+		res.tokens += len(e.IDs)
+	}
+	m := r.Model.Base
+	logits, err := m.ClassifyLogits(tp, in)
+	if err != nil {
+		return res, err
+	}
+	for i, c := range classes {
+		if c < 0 || c >= m.NumLabels() {
+			return res, fmt.Errorf("train: example %s has class %d, the classification head has %d labels", batch[i].Source, c, m.NumLabels())
+		}
+		row := logits.Value.Row(i)
+		best := 0
+		for k, v := range row {
+			if v > row[best] {
+				best = k
+			}
+		}
+		if best == c {
+			res.correct++
+		}
+	}
+	res.loss = tp.CrossEntropy(logits, classes)
+	return res, nil
 }
 
 // ShiftLabels turns Hugging Face labels (aligned with the ids) into
@@ -326,24 +383,29 @@ func ShiftLabels(labels []int, batch, T int) []int {
 	return tg
 }
 
-// evalLoss is the token-weighted mean loss over the eval set, without a
-// tape (dropout off).
-func (r *Run) evalLoss(cfg Config) (float64, error) {
+// evalLoss is the target-weighted mean loss over the eval set, without a
+// tape (dropout off), and for a classifier its accuracy (NaN otherwise).
+func (r *Run) evalLoss(cfg Config) (loss, acc float64, err error) {
 	var total float64
-	var count int
+	var count, correct int
 	for i := 0; i < len(r.Eval); i += cfg.BatchSize {
 		batch := r.Eval[i:min(i+cfg.BatchSize, len(r.Eval))]
-		loss, n, err := r.batchLoss(nil, batch)
+		bl, err := r.batchLoss(nil, batch)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		if n > 0 {
-			total += float64(loss.Value.Data[0]) * float64(n)
-			count += n
+		if bl.n > 0 {
+			total += float64(bl.loss.Value.Data[0]) * float64(bl.n)
+			count += bl.n
+			correct += bl.correct
 		}
 	}
 	if count == 0 {
-		return math.NaN(), nil
+		return math.NaN(), math.NaN(), nil
 	}
-	return total / float64(count), nil
+	acc = math.NaN()
+	if r.Classify {
+		acc = float64(correct) / float64(count)
+	}
+	return total / float64(count), acc, nil
 }

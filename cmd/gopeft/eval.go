@@ -22,7 +22,8 @@ func newEvalCmd() *cobra.Command {
 		Short: "Evaluate a model (with an optional adapter) on benchmark tasks",
 		Long: "Tasks: " + strings.Join(eval.Tasks(), ", ") + `.
 Zero- or k-shot log-likelihood scoring as lm-evaluation-harness does it; prints a markdown
-table and, with --output, writes the results as JSON.`,
+table and, with --output, writes the results as JSON. A model with a classification head (a
+SEQ_CLS adapter from train --task) is scored on GLUE tasks by the head's argmax instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := mf.load()
@@ -51,7 +52,16 @@ table and, with --output, writes the results as JSON.`,
 			lm := &modellm.LM{Model: m}
 			var results []eval.Result
 			for _, task := range names {
-				r, err := eval.Evaluate(ctx, lm, tok, strings.TrimSpace(task), opt)
+				task = strings.TrimSpace(task)
+				var r eval.Result
+				if _, cls := eval.NumClasses(task); m.Score != nil && cls == nil {
+					// A classifier (a SEQ_CLS adapter, or a fine-tuned
+					// model with a score head) answers GLUE
+					// classification tasks with its head.
+					r, err = eval.EvaluateClassifier(ctx, lm, tok, task, opt)
+				} else {
+					r, err = eval.Evaluate(ctx, lm, tok, task, opt)
+				}
 				if err != nil {
 					return err
 				}

@@ -28,7 +28,12 @@ type Recipe struct {
 
 // DataRecipe says where the data is and how to turn it into sequences.
 type DataRecipe struct {
-	Path          string  `yaml:"path"`
+	// Task, when set, is a GLUE classification task (sst2, mrpc, ...): the
+	// data is its train split under DataDir, the eval set its dev split,
+	// and the model trains a classification head (task_type SEQ_CLS).
+	Task          string  `yaml:"task,omitempty"`
+	DataDir       string  `yaml:"data_dir,omitempty"` // default: eval.DefaultDataDir()
+	Path          string  `yaml:"path,omitempty"`
 	Format        string  `yaml:"format,omitempty"`   // auto, text, alpaca, sharegpt, prompt_completion
 	Template      string  `yaml:"template,omitempty"` // alpaca, llama2, chatml, plain
 	EvalPath      string  `yaml:"eval_path,omitempty"`

@@ -8,14 +8,16 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/gopeft/gopeft/data"
+	"github.com/gopeft/gopeft/eval"
 	"github.com/gopeft/gopeft/internal/atomicfile"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/peft"
-	_ "github.com/gopeft/gopeft/peft/full" // registers FULL
+	"github.com/gopeft/gopeft/peft/full"
 	"github.com/gopeft/gopeft/peft/lora"
 	"github.com/gopeft/gopeft/tokenizer"
 	"github.com/gopeft/gopeft/train"
@@ -80,6 +82,8 @@ An interrupted run continues with --resume.`,
 	fl.Float64Var(&alpha, "alpha", 16, "LoRA alpha")
 	fl.Float64Var(&dropout, "dropout", 0, "LoRA dropout")
 	fl.StringVar(&targets, "targets", "q_proj,v_proj", "target modules: comma list, or all-linear")
+	fl.StringVar(&r.Data.Task, "task", "", "train a classification head on a GLUE task's train split instead of --data: "+strings.Join(eval.ClassificationTasks(), ", "))
+	fl.StringVar(&r.Data.DataDir, "data-dir", "", "folder the --task files are found in (default ../shared/data when it exists)")
 	fl.StringVar(&r.Data.Path, "data", "", "training data file")
 	fl.StringVar(&r.Data.Format, "format", r.Data.Format, "data format: auto, text, alpaca, sharegpt, prompt_completion")
 	fl.StringVar(&r.Data.Template, "template", "", "chat template: alpaca, llama2, chatml, plain (default per format)")
@@ -121,6 +125,8 @@ func mergeFlags(cmd *cobra.Command, file, flags *Recipe) {
 	str("model", &file.Model, flags.Model)
 	str("tokenizer", &file.Tokenizer, flags.Tokenizer)
 	str("method", &file.Method, flags.Method)
+	str("task", &file.Data.Task, flags.Data.Task)
+	str("data-dir", &file.Data.DataDir, flags.Data.DataDir)
 	str("data", &file.Data.Path, flags.Data.Path)
 	str("format", &file.Data.Format, flags.Data.Format)
 	str("template", &file.Data.Template, flags.Data.Template)
@@ -169,8 +175,11 @@ func mergeFlags(cmd *cobra.Command, file, flags *Recipe) {
 
 // runTrain carries out a recipe: load, attach the method, train, save.
 func runTrain(ctx context.Context, r *Recipe, resume bool, out, progress io.Writer) (train.Summary, error) {
-	if r.Model == "" || r.Data.Path == "" || r.Output == "" {
-		return train.Summary{}, fmt.Errorf("train needs a model, data and an output directory (--model, --data, --output or a recipe)")
+	if r.Model == "" || (r.Data.Path == "" && r.Data.Task == "") || r.Output == "" {
+		return train.Summary{}, fmt.Errorf("train needs a model, data and an output directory (--model, --data or --task, --output or a recipe)")
+	}
+	if r.Data.Path != "" && r.Data.Task != "" {
+		return train.Summary{}, fmt.Errorf("give --data or --task, not both")
 	}
 	base, err := llama.Load(r.Model, llama.LoadOptions{BF16: r.BF16})
 	if err != nil {
@@ -181,11 +190,20 @@ func runTrain(ctx context.Context, r *Recipe, resume bool, out, progress io.Writ
 	if err != nil {
 		return train.Summary{}, err
 	}
-	trainSet, evalSet, err := loadData(r, tok)
+	var trainSet, evalSet []data.Example
+	source := r.Data.Path
+	if r.Data.Task != "" {
+		trainSet, evalSet, source, err = loadTaskData(r, tok)
+		if err == nil {
+			err = addScoreHead(base, r)
+		}
+	} else {
+		trainSet, evalSet, err = loadData(r, tok)
+	}
 	if err != nil {
 		return train.Summary{}, err
 	}
-	fmt.Fprintf(out, "data: %d training and %d eval sequences from %s\n", len(trainSet), len(evalSet), r.Data.Path)
+	fmt.Fprintf(out, "data: %d training and %d eval sequences from %s\n", len(trainSet), len(evalSet), source)
 	return trainModel(ctx, base, r, trainSet, evalSet, resume, out, progress)
 }
 
@@ -205,6 +223,12 @@ func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, eva
 	bc := method.Config().Base()
 	bc.Seed = r.Train.Seed
 	bc.BaseModelNameOrPath = r.Model
+	if r.Data.Task != "" && r.Method != full.PeftType {
+		// PEFT's SEQ_CLS: the head trains whole and is saved with the
+		// adapter (modules_to_save); full fine-tuning trains it as a base
+		// weight.
+		bc.TaskType = peft.TaskSeqCls
+	}
 	pm := peft.Wrap(base)
 	if _, err := pm.AddAdapter(peft.DefaultAdapter, method); err != nil {
 		return train.Summary{}, err
@@ -224,7 +248,7 @@ func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, eva
 		return train.Summary{}, err
 	}
 	run := &train.Run{Model: pm, Train: trainSet, Eval: evalSet, Config: r.Train, OutputDir: filepath.Join(r.Output, "checkpoints"),
-		Fingerprint: fp, Resume: resume, Progress: progress, Meta: nil}
+		Fingerprint: fp, Resume: resume, Progress: progress, Meta: nil, Classify: r.Data.Task != ""}
 	if err := os.MkdirAll(r.Output, 0o755); err != nil {
 		return train.Summary{}, err
 	}
@@ -235,7 +259,7 @@ func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, eva
 	if err != nil {
 		return sum, err
 	}
-	if r.Method == "FULL" {
+	if r.Method == full.PeftType {
 		err = llama.SaveHF(base, r.Output)
 	} else {
 		err = pm.SaveAdapter(r.Output, peft.DefaultAdapter)
@@ -253,7 +277,10 @@ func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, eva
 	}
 	sum.MetricsPath = filepath.Join(r.Output, filepath.Base(sum.MetricsPath))
 	sum.PlotPath = filepath.Join(r.Output, filepath.Base(sum.PlotPath))
-	if !math.IsNaN(sum.FirstEval) {
+	switch {
+	case !math.IsNaN(sum.FirstEvalAcc):
+		fmt.Fprintf(out, "eval loss %.4f → %.4f, accuracy %.4f → %.4f\n", sum.FirstEval, sum.LastEval, sum.FirstEvalAcc, sum.LastEvalAcc)
+	case !math.IsNaN(sum.FirstEval):
 		fmt.Fprintf(out, "eval loss %.4f → %.4f (perplexity %.2f → %.2f)\n", sum.FirstEval, sum.LastEval, math.Exp(sum.FirstEval), math.Exp(sum.LastEval))
 	}
 	fmt.Fprintf(out, "train loss %.4f → %.4f over %d steps, %.0f tokens/s; wrote %s\n", sum.FirstLoss, sum.LastLoss, sum.Steps, sum.TokensPerSec, r.Output)
@@ -296,6 +323,47 @@ func loadData(r *Recipe, tok tokenizer.Tokenizer) (trainSet, evalSet []data.Exam
 		evalSet = ev.Examples
 	}
 	return trainSet, limit(evalSet, r.Data.EvalLimit), nil
+}
+
+// loadTaskData reads a GLUE classification task: its train split to
+// train on and its dev split to evaluate, each sequence BOS + text cut to
+// --max-len tokens, with its class.
+func loadTaskData(r *Recipe, tok tokenizer.Tokenizer) (trainSet, evalSet []data.Example, source string, err error) {
+	dir := r.Data.DataDir
+	if dir == "" {
+		dir = eval.DefaultDataDir()
+	}
+	read := func(split string, n int) ([]data.Example, string, error) {
+		seqs, labels, path, err := eval.ClassifyData(r.Data.Task, split, dir, tok, r.Data.MaxLen)
+		if err != nil {
+			return nil, "", err
+		}
+		exs := make([]data.Example, len(seqs))
+		for i := range seqs {
+			exs[i] = data.Example{IDs: seqs[i], Class: labels[i], Source: fmt.Sprintf("%s:%d", path, i+2)}
+		}
+		return limit(exs, n), path, nil
+	}
+	if trainSet, source, err = read("train", r.Data.Limit); err != nil {
+		return nil, nil, "", err
+	}
+	if len(trainSet) == 0 {
+		return nil, nil, "", fmt.Errorf("%s: no training examples", source)
+	}
+	if evalSet, _, err = read("dev", r.Data.EvalLimit); err != nil {
+		return nil, nil, "", err
+	}
+	return trainSet, evalSet, source, nil
+}
+
+// addScoreHead gives the base the classification head a --task run
+// trains, sized for the task's classes and seeded by the run's seed.
+func addScoreHead(base *llama.Model, r *Recipe) error {
+	n, err := eval.NumClasses(r.Data.Task)
+	if err != nil {
+		return err
+	}
+	return base.AddScoreHead(n, r.Train.Seed)
 }
 
 func limit(ex []data.Example, n int) []data.Example {

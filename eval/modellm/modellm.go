@@ -33,17 +33,9 @@ func (lm *LM) LogLikelihood(ctx context.Context, reqs []eval.Request) ([]float64
 		budget = 4096
 	}
 	for start := 0; start < len(reqs); {
-		// Grow the batch while batch × longest stays within the budget.
-		end, longest := start, 0
-		for end < len(reqs) {
-			n := len(reqs[end].Context) + len(reqs[end].Continuation) - 1
-			l := max(longest, n)
-			if end > start && l*(end-start+1) > budget {
-				break
-			}
-			longest = l
-			end++
-		}
+		end, longest := nextBatch(start, len(reqs), budget, func(i int) int {
+			return len(reqs[i].Context) + len(reqs[i].Continuation) - 1
+		})
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -53,6 +45,22 @@ func (lm *LM) LogLikelihood(ctx context.Context, reqs []eval.Request) ([]float64
 		start = end
 	}
 	return out, nil
+}
+
+// nextBatch grows a batch from item start while batch × longest stays
+// within budget positions (a batch has at least one item), returning its
+// end and its longest length.
+func nextBatch(start, n, budget int, length func(int) int) (end, longest int) {
+	end = start
+	for end < n {
+		l := max(longest, length(end))
+		if end > start && l*(end-start+1) > budget {
+			break
+		}
+		longest = l
+		end++
+	}
+	return end, longest
 }
 
 // score runs one right-padded batch: sequence i is context + continuation
@@ -114,4 +122,47 @@ func logSoftmaxAt(x []float32, k int) float64 {
 		s += math.Exp(float64(v) - m)
 	}
 	return float64(x[k]) - m - math.Log(s)
+}
+
+// Classify implements eval.Classifier with the model's classification head
+// (llama.Model.ClassifyLogits): sequences are right-padded into batches of
+// at most BatchTokens positions.
+func (lm *LM) Classify(ctx context.Context, seqs [][]int) ([][]float64, error) {
+	if lm.Model.Score == nil {
+		return nil, fmt.Errorf("modellm: the model has no classification head")
+	}
+	budget := lm.BatchTokens
+	if budget <= 0 {
+		budget = 4096
+	}
+	out := make([][]float64, 0, len(seqs))
+	for start := 0; start < len(seqs); {
+		end, longest := nextBatch(start, len(seqs), budget, func(i int) int { return len(seqs[i]) })
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		in := llama.Input{Batch: end - start, T: longest, IDs: make([]int, (end-start)*longest), Mask: make([]bool, (end-start)*longest)}
+		for b, s := range seqs[start:end] {
+			if len(s) == 0 {
+				return nil, fmt.Errorf("modellm: sequence %d is empty", start+b)
+			}
+			copy(in.IDs[b*longest:], s)
+			for t := range s {
+				in.Mask[b*longest+t] = true
+			}
+		}
+		logits, err := lm.Model.ClassifyLogits(nil, in)
+		if err != nil {
+			return nil, err
+		}
+		for b := 0; b < in.Batch; b++ {
+			row := make([]float64, logits.Value.Cols())
+			for k, v := range logits.Value.Row(b) {
+				row[k] = float64(v)
+			}
+			out = append(out, row)
+		}
+		start = end
+	}
+	return out, nil
 }

@@ -19,6 +19,10 @@ type Model struct {
 	// LMHead is lm_head [vocab, hidden]; with tied embeddings its weight is
 	// Embed itself.
 	LMHead *nn.Linear
+	// Score is the optional sequence-classification head "score"
+	// [num_labels, hidden] (LlamaForSequenceClassification's); nil for a
+	// plain causal LM. See AddScoreHead and ClassifyLogits.
+	Score *nn.Linear
 	// StopAtBOS ends generation at a BOS token too: llama2.c's models
 	// delimit stories with BOS.
 	StopAtBOS bool
@@ -96,6 +100,9 @@ func New(cfg Config, tensors map[string]*tensor.Tensor, source string) (*Model, 
 			if name == NameLMHead && cfg.TieWordEmbeddings {
 				continue // a tied checkpoint may store the head too
 			}
+			if sh := tensors[name].Shape; name == NameScore && len(sh) == 2 && sh[0] > 0 && sh[1] == cfg.HiddenSize {
+				continue // a classification head (a fully fine-tuned classifier)
+			}
 			return nil, fmt.Errorf("%s: unexpected tensor %s (shape %v) for this config", source, name, tensors[name].Shape)
 		}
 	}
@@ -118,6 +125,9 @@ func New(cfg Config, tensors map[string]*tensor.Tensor, source string) (*Model, 
 			Q:                 lin[0], K: lin[1], V: lin[2], O: lin[3], Gate: lin[4], Up: lin[5], Down: lin[6],
 		})
 	}
+	if t, ok := tensors[NameScore]; ok {
+		m.setScore(t)
+	}
 	m.rope = &autograd.RoPE{InvFreq: cfg.InvFreq(), Style: cfg.RoPE}
 	return m, nil
 }
@@ -138,6 +148,9 @@ func (m *Model) Params() nn.Params {
 	if !m.Config.TieWordEmbeddings {
 		ps = append(ps, nn.Param{Name: NameLMHead, Var: m.LMHead.Weight})
 	}
+	if m.Score != nil {
+		ps = append(ps, nn.Param{Name: NameScore, Var: m.Score.Weight})
+	}
 	return ps
 }
 
@@ -146,14 +159,23 @@ func (b *Block) Linears() []*nn.Linear {
 	return []*nn.Linear{b.Q, b.K, b.V, b.O, b.Gate, b.Up, b.Down}
 }
 
-// Linears returns every Linear in the model, the LM head last.
+// Linears returns every Linear in the model: the blocks', the LM head,
+// then the classification head when there is one.
 func (m *Model) Linears() []*nn.Linear {
 	var ls []*nn.Linear
 	for _, b := range m.Layers {
 		ls = append(ls, b.Linears()...)
 	}
-	return append(ls, m.LMHead)
+	ls = append(ls, m.LMHead)
+	if m.Score != nil {
+		ls = append(ls, m.Score)
+	}
+	return ls
 }
+
+// IsOutput reports whether l is one of the model's output layers (the LM
+// head or the classification head), which "all-linear" leaves out.
+func (m *Model) IsOutput(l *nn.Linear) bool { return l == m.LMHead || (l != nil && l == m.Score) }
 
 // Tensors returns the weights by Hugging Face name, for saving.
 func (m *Model) Tensors() map[string]*tensor.Tensor {
