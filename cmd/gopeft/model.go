@@ -28,7 +28,7 @@ type modelFlags struct {
 }
 
 func (f *modelFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.model, "model", "", "checkpoint: llama2.c .bin, Hugging Face directory, or .gguf")
+	cmd.Flags().StringVar(&f.model, "model", "", "checkpoint: llama2.c .bin, Hugging Face directory, .gguf, or preset:NAME (random weights)")
 	cmd.Flags().StringVar(&f.tokenizer, "tokenizer", "", "tokenizer: llama2.c tokenizer.bin, tokenizer.json, or a GPT-2 directory (default: found beside the model)")
 	cmd.Flags().BoolVar(&f.bf16, "bf16", false, "hold the frozen weight matrices in bfloat16")
 	_ = cmd.MarkFlagRequired("model")
@@ -40,8 +40,23 @@ func (f *modelFlags) registerAdapter(cmd *cobra.Command, usage string) {
 }
 
 // load reads the model and, with --adapter, attaches the adapter (active).
+// A model path "preset:NAME" builds a preset shape with seeded random
+// weights, for measuring speed without a checkpoint.
 func (f *modelFlags) load() (*llama.Model, error) {
-	m, err := llama.Load(f.model, llama.LoadOptions{BF16: f.bf16})
+	var m *llama.Model
+	var err error
+	if name, ok := strings.CutPrefix(f.model, "preset:"); ok {
+		m, err = llama.NewPreset(name, 1)
+		if err == nil && f.bf16 {
+			for _, p := range m.Params() {
+				if len(p.Var.Value.Shape) == 2 && p.Name != llama.NameEmbed {
+					p.Var.Value = p.Var.Value.ToBF16()
+				}
+			}
+		}
+	} else {
+		m, err = llama.Load(f.model, llama.LoadOptions{BF16: f.bf16})
+	}
 	if err != nil || f.adapter == "" {
 		return m, err
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/eval"
@@ -25,19 +26,36 @@ type LM struct {
 // MaxLength implements eval.MaxLengther.
 func (lm *LM) MaxLength() int { return lm.Model.Config.MaxPositionEmbeddings }
 
-// LogLikelihood implements eval.LM.
+// LogLikelihood implements eval.LM. Consecutive requests with the same
+// context (the choices of one question) share it: the context runs once,
+// and the continuations run as one batch over copies of its KV cache.
 func (lm *LM) LogLikelihood(ctx context.Context, reqs []eval.Request) ([]float64, error) {
 	out := make([]float64, len(reqs))
+	for _, r := range reqs {
+		if len(r.Context) == 0 || len(r.Continuation) == 0 {
+			return nil, fmt.Errorf("modellm: a request has an empty context or continuation")
+		}
+	}
 	budget := lm.BatchTokens
 	if budget <= 0 {
 		budget = 4096
 	}
 	for start := 0; start < len(reqs); {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if end := sameContext(reqs, start); end-start > 1 {
+			if err := lm.scoreShared(reqs[start:end], out[start:end]); err != nil {
+				return nil, err
+			}
+			start = end
+			continue
+		}
 		end, longest := nextBatch(start, len(reqs), budget, func(i int) int {
 			return len(reqs[i].Context) + len(reqs[i].Continuation) - 1
 		})
-		if err := ctx.Err(); err != nil {
-			return nil, err
+		if end2 := sameContext(reqs, end-1); end2-(end-1) > 1 && end-1 > start {
+			end-- // leave a shared-context group whole for the next round
 		}
 		if err := lm.score(reqs[start:end], longest, out[start:end]); err != nil {
 			return nil, err
@@ -45,6 +63,90 @@ func (lm *LM) LogLikelihood(ctx context.Context, reqs []eval.Request) ([]float64
 		start = end
 	}
 	return out, nil
+}
+
+// sameContext returns the end of the run of requests from start whose
+// context equals start's.
+func sameContext(reqs []eval.Request, start int) int {
+	end := start + 1
+	for end < len(reqs) && slices.Equal(reqs[end].Context, reqs[start].Context) {
+		end++
+	}
+	return end
+}
+
+// scoreShared scores requests that share one context.
+func (lm *LM) scoreShared(reqs []eval.Request, out []float64) error {
+	ctxIDs := reqs[0].Context
+	cache := lm.Model.NewKVCache(1, len(ctxIDs))
+	h, err := lm.Model.Forward(nil, llama.Input{IDs: ctxIDs, Batch: 1, T: len(ctxIDs), Cache: cache})
+	if err != nil {
+		return err
+	}
+	// Each continuation's first token is predicted by the context's last row.
+	last := h.Value.Row(len(ctxIDs) - 1)
+	var hidden [][]float32
+	var targets []int
+	for _, r := range reqs {
+		hidden = append(hidden, last)
+		targets = append(targets, r.Continuation[0])
+	}
+	T := 0
+	for _, r := range reqs {
+		T = max(T, len(r.Continuation)-1)
+	}
+	if T > 0 {
+		batch, err := cache.Repeat(len(reqs), T)
+		if err != nil {
+			return err
+		}
+		in := llama.Input{Batch: len(reqs), T: T, IDs: make([]int, len(reqs)*T), Mask: make([]bool, len(reqs)*T), Cache: batch}
+		for b, r := range reqs {
+			copy(in.IDs[b*T:], r.Continuation[:len(r.Continuation)-1])
+			for t := 0; t < len(r.Continuation)-1; t++ {
+				in.Mask[b*T+t] = true
+			}
+		}
+		h2, err := lm.Model.Forward(nil, in)
+		if err != nil {
+			return err
+		}
+		for b, r := range reqs {
+			for j := 1; j < len(r.Continuation); j++ {
+				hidden = append(hidden, h2.Value.Row(b*T+j-1))
+				targets = append(targets, r.Continuation[j])
+			}
+		}
+	}
+	logp := lm.logProbs(hidden, targets)
+	for b := range reqs {
+		out[b] = logp[b]
+	}
+	i := len(reqs)
+	for b, r := range reqs {
+		for range r.Continuation[1:] {
+			out[b] += logp[i]
+			i++
+		}
+	}
+	return nil
+}
+
+// logProbs applies the LM head to the given hidden rows only and returns
+// log p(target) for each.
+func (lm *LM) logProbs(hidden [][]float32, targets []int) []float64 {
+	picked := tensor.New(len(hidden), lm.Model.Config.HiddenSize)
+	for i, h := range hidden {
+		copy(picked.Row(i), h)
+	}
+	logits := lm.Model.Logits(nil, autograd.Const(picked)).Value
+	logp := make([]float64, len(hidden))
+	parallel.For(len(hidden), 16, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			logp[i] = logSoftmaxAt(logits.Row(i), targets[i])
+		}
+	})
+	return logp
 }
 
 // nextBatch grows a batch from item start while batch × longest stays
@@ -88,17 +190,11 @@ func (lm *LM) score(reqs []eval.Request, T int, out []float64) error {
 	if err != nil {
 		return err
 	}
-	picked := tensor.New(len(rows), h.Value.Cols())
+	hidden := make([][]float32, len(rows))
 	for i, r := range rows {
-		copy(picked.Row(i), h.Value.Row(r))
+		hidden[i] = h.Value.Row(r)
 	}
-	logits := lm.Model.Logits(nil, autograd.Const(picked)).Value
-	logp := make([]float64, len(rows))
-	parallel.For(len(rows), 16, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			logp[i] = logSoftmaxAt(logits.Row(i), targets[i])
-		}
-	})
+	logp := lm.logProbs(hidden, targets)
 	i := 0
 	for b, r := range reqs {
 		var s float64

@@ -257,3 +257,31 @@ func (c *KVCache) Reset() {
 	}
 	c.padded = false
 }
+
+// Repeat returns a cache for n sequences that each continue this cache's
+// single sequence, with room for extra more positions: a prompt computed
+// once can then be continued n ways in one batch (scoring the choices of a
+// question, sampling several completions).
+func (c *KVCache) Repeat(n, extra int) (*KVCache, error) {
+	if c.batch != 1 {
+		return nil, fmt.Errorf("llama: Repeat needs a cache of one sequence, this one has %d", c.batch)
+	}
+	r := &KVCache{batch: n, capacity: c.length + extra, kvDim: c.kvDim, length: c.length,
+		real: make([]int, n), mask: make([][]bool, n), padded: c.padded}
+	rows := c.length * c.kvDim
+	for l := range c.k {
+		k := make([]float32, n*r.capacity*c.kvDim)
+		v := make([]float32, n*r.capacity*c.kvDim)
+		for b := 0; b < n; b++ {
+			copy(k[b*r.capacity*c.kvDim:], c.k[l][:rows])
+			copy(v[b*r.capacity*c.kvDim:], c.v[l][:rows])
+		}
+		r.k, r.v = append(r.k, k), append(r.v, v)
+	}
+	for b := 0; b < n; b++ {
+		r.real[b] = c.real[0]
+		r.mask[b] = make([]bool, r.capacity)
+		copy(r.mask[b], c.mask[0][:c.length])
+	}
+	return r, nil
+}
