@@ -20,8 +20,64 @@ func archImpls() []*impl {
 	return l
 }
 
+// copyPanel copies kc rows of w values (stride ld) to dst (stride w) with
+// an assembly loop when w has one; it reports whether it did.
+func copyPanel(kc, w int, src []float32, ld int, dst []float32) bool {
+	if !haveAsm {
+		return false
+	}
+	_, _ = src[(kc-1)*ld+w-1], dst[kc*w-1]
+	switch w {
+	case 32:
+		copyRows32(kc, &src[0], ld, &dst[0])
+	case 16:
+		copyRows16(kc, &src[0], ld, &dst[0])
+	case 12:
+		copyRows12(kc, &src[0], ld, &dst[0])
+	case 6:
+		copyRows6(kc, &src[0], ld, &dst[0])
+	default:
+		return false
+	}
+	return true
+}
+
+// copyPanelH is copyPanel for a bf16 source, widening to float32.
+func copyPanelH(kc, w int, src []BF16, ld int, dst []float32) bool {
+	if !haveAsm {
+		return false
+	}
+	_, _ = src[(kc-1)*ld+w-1], dst[kc*w-1]
+	switch w {
+	case 32:
+		copyRowsH32(kc, &src[0], ld, &dst[0])
+	case 16:
+		copyRowsH16(kc, &src[0], ld, &dst[0])
+	default:
+		return false
+	}
+	return true
+}
+
+// transposeBlock stores the transpose of 8 rows × k8 columns of src (stride
+// ld; k8 a multiple of 8) at dst with stride ldd.
+func transposeBlock(k8 int, src []float32, ld int, dst []float32, ldd int) {
+	_, _ = src[7*ld+k8-1], dst[(k8-1)*ldd+7]
+	transpose8(k8, &src[0], ld, &dst[0], ldd)
+}
+
 // packBTrans and packBTransH pack nr full rows of a stored-n×k B (nr a
 // multiple of 8) with 8×8 register transposes; the last kc%8 columns in Go.
+// haveAsm reports whether the assembly packing helpers (ymm: AVX2) can run
+// on this CPU; without them every path packs in Go.
+var haveAsm = cpu.X86.HasAVX2
+
+func init() {
+	if !haveAsm {
+		packBTrans, packBTransH = nil, nil
+	}
+}
+
 var (
 	packBTrans = func(kc, nr int, b []float32, ldb int, dst []float32) {
 		_, _ = b[(nr-1)*ldb+kc-1], dst[nr*kc-1]
@@ -54,11 +110,12 @@ var (
 )
 
 // avx512Impl: 12×32 tiles in 24 zmm accumulators. A kc×32 B micro-panel is
-// 32 KiB at kc=256 (L1 is 48 KiB); a 144×256 A block is 144 KiB (L2 2 MiB).
+// 32 KiB at kc=256 (L1 is 48 KiB); a 144×256 A block is 144 KiB and a task's
+// 256×1024 B block 1 MiB (L2 is 2 MiB).
 var avx512Impl = &impl{
 	name: "avx512",
 	mr:   12, nr: 32,
-	kc: 192, mc: 144, nc: 256,
+	kc: 256, mc: 144, nc: 1024,
 	micro: func(kc int, a, b, c []float32, ldc int, accumulate bool) {
 		_, _, _ = a[12*kc-1], b[32*kc-1], c[11*ldc+31]
 		micro12x32AVX512(kc, &a[0], &b[0], &c[0], ldc, accumulate)
@@ -70,10 +127,10 @@ var avx512Impl = &impl{
 		dotTailH(k, 16, x, w, ldw, y, dot4hAVX512)
 	},
 	axpy: func(k, n int, x, b []float32, ldb int, y []float32, accumulate bool) {
-		axpyStrips(k, n, x, b, ldb, y, accumulate, 128, axpy128AVX512, 16, axpy16AVX512)
+		axpyVec(k, n, x, b, ldb, y, accumulate, 16, axpyAVX512)
 	},
 	axpyh: func(k, n int, x []float32, b []BF16, ldb int, y []float32, accumulate bool) {
-		axpyStripsH(k, n, x, b, ldb, y, accumulate, 128, axpyh128AVX512, 16, axpyh16AVX512)
+		axpyVecH(k, n, x, b, ldb, y, accumulate, 16, axpyhAVX512)
 	},
 }
 
@@ -81,7 +138,7 @@ var avx512Impl = &impl{
 var avx2Impl = &impl{
 	name: "avx2",
 	mr:   6, nr: 16,
-	kc: 256, mc: 72, nc: 256,
+	kc: 256, mc: 72, nc: 1024,
 	micro: func(kc int, a, b, c []float32, ldc int, accumulate bool) {
 		_, _, _ = a[6*kc-1], b[16*kc-1], c[5*ldc+15]
 		micro6x16AVX2(kc, &a[0], &b[0], &c[0], ldc, accumulate)
@@ -93,18 +150,18 @@ var avx2Impl = &impl{
 		dotTailH(k, 8, x, w, ldw, y, dot4hAVX2)
 	},
 	axpy: func(k, n int, x, b []float32, ldb int, y []float32, accumulate bool) {
-		axpyStrips(k, n, x, b, ldb, y, accumulate, 64, axpy64AVX2, 8, axpy8AVX2)
+		axpyVec(k, n, x, b, ldb, y, accumulate, 8, axpyAVX2)
 	},
 	axpyh: func(k, n int, x []float32, b []BF16, ldb int, y []float32, accumulate bool) {
-		axpyStripsH(k, n, x, b, ldb, y, accumulate, 64, axpyh64AVX2, 8, axpyh8AVX2)
+		axpyVecH(k, n, x, b, ldb, y, accumulate, 8, axpyhAVX2)
 	},
 }
 
 type (
 	dotKernel   func(k int, x, w *float32, ldw int, y *[4]float32)
 	dotKernelH  func(k int, x *float32, w *uint16, ldw int, y *[4]float32)
-	axpyKernel  func(k int, x, b *float32, ldb int, y *float32, accumulate bool)
-	axpyKernelH func(k int, x *float32, b *uint16, ldb int, y *float32, accumulate bool)
+	axpyKernel  func(k int, x, b *float32, ldb int, y *float32, w int)
+	axpyKernelH func(k int, x *float32, b *uint16, ldb int, y *float32, w int)
 )
 
 // dotTail runs the vector kernel over whole vectors of k, then adds the
@@ -139,34 +196,58 @@ func dotTailH(k, lanes int, x []float32, w []BF16, ldw int, y *[4]float32, kern 
 	}
 }
 
-// axpyStrips covers n columns with wide strips, then narrow ones, then the
-// last few columns in Go. A column's path depends only on its offset from
-// the start of the call, which GEMV aligns to its fixed grain.
-func axpyStrips(k, n int, x, b []float32, ldb int, y []float32, accumulate bool, wide int, kw axpyKernel, narrow int, kn axpyKernel) {
+// axpyChunk is how many columns of partial sums axpyVec keeps in L1.
+const axpyChunk = 1024
+
+// axpyVec runs the vector kernel over whole vectors of columns, chunk by
+// chunk, and the last n%lanes columns in Go. Callers start every call at a
+// multiple of lanes (gemv's grain is one), so a column takes the same path
+// whatever the split.
+func axpyVec(k, n int, x, b []float32, ldb int, y []float32, accumulate bool, lanes int, kern axpyKernel) {
 	_, _, _ = x[k-1], b[(k-1)*ldb+n-1], y[n-1]
-	j := 0
-	for ; j+wide <= n; j += wide {
-		kw(k, &x[0], &b[j], ldb, &y[j], accumulate)
-	}
-	for ; j+narrow <= n; j += narrow {
-		kn(k, &x[0], &b[j], ldb, &y[j], accumulate)
-	}
-	if j < n {
-		axpyGo(k, n-j, x, b[j:], ldb, y[j:], accumulate)
+	var tmp [axpyChunk]float32
+	for j0 := 0; j0 < n; j0 += axpyChunk {
+		cols := min(axpyChunk, n-j0)
+		s := tmp[:cols]
+		if !accumulate {
+			s = y[j0 : j0+cols]
+		}
+		clear(s)
+		if wv := cols &^ (lanes - 1); wv > 0 {
+			kern(k, &x[0], &b[j0], ldb, &s[0], wv)
+			if wv < cols {
+				axpyGo(k, cols-wv, x, b[j0+wv:], ldb, s[wv:], false)
+			}
+		} else {
+			axpyGo(k, cols, x, b[j0:], ldb, s, false)
+		}
+		if accumulate {
+			storeRow(y[j0:j0+cols], s, true)
+		}
 	}
 }
 
-func axpyStripsH(k, n int, x []float32, b []BF16, ldb int, y []float32, accumulate bool, wide int, kw axpyKernelH, narrow int, kn axpyKernelH) {
+func axpyVecH(k, n int, x []float32, b []BF16, ldb int, y []float32, accumulate bool, lanes int, kern axpyKernelH) {
 	_, _, _ = x[k-1], b[(k-1)*ldb+n-1], y[n-1]
-	j := 0
-	for ; j+wide <= n; j += wide {
-		kw(k, &x[0], &b[j], ldb, &y[j], accumulate)
-	}
-	for ; j+narrow <= n; j += narrow {
-		kn(k, &x[0], &b[j], ldb, &y[j], accumulate)
-	}
-	if j < n {
-		axpyhGo(k, n-j, x, b[j:], ldb, y[j:], accumulate)
+	var tmp [axpyChunk]float32
+	for j0 := 0; j0 < n; j0 += axpyChunk {
+		cols := min(axpyChunk, n-j0)
+		s := tmp[:cols]
+		if !accumulate {
+			s = y[j0 : j0+cols]
+		}
+		clear(s)
+		if wv := cols &^ (lanes - 1); wv > 0 {
+			kern(k, &x[0], &b[j0], ldb, &s[0], wv)
+			if wv < cols {
+				axpyhGo(k, cols-wv, x, b[j0+wv:], ldb, s[wv:], false)
+			}
+		} else {
+			axpyhGo(k, cols, x, b[j0:], ldb, s, false)
+		}
+		if accumulate {
+			storeRow(y[j0:j0+cols], s, true)
+		}
 	}
 }
 

@@ -77,26 +77,58 @@ func benchRand(n int) []float32 {
 	return randSlice(rand.New(rand.NewPCG(uint64(n), 7)), n)
 }
 
-// reportGemm reports GFLOP/s and, for one-row (GEMV) problems, the weight
-// bytes read per second.
-func reportGemm(b *testing.B, m, n, k, weightBytes int) {
-	sec := b.Elapsed().Seconds() / float64(b.N)
-	b.ReportMetric(2*float64(m)*float64(n)*float64(k)/sec/1e9, "GFLOP/s")
-	if m == 1 {
-		b.ReportMetric(float64(weightBytes)/sec/1e9, "GB/s")
+// cpuClock measures the process CPU time a benchmark loop uses; start it
+// right before the loop.
+type cpuClock struct{ start float64 }
+
+func startCPU(b *testing.B) cpuClock {
+	b.ResetTimer()
+	return cpuClock{processCPU()}
+}
+
+// report sets flops (and, when bytes > 0, weight bytes) per second of wall
+// time, plus GFLOP/cpu-s: flops per CPU-second of this process, which other
+// jobs on the machine disturb much less (per core, so ×threads for the
+// machine).
+func (cc cpuClock) report(b *testing.B, flops, bytes float64) {
+	wall := b.Elapsed().Seconds()
+	cpu := processCPU() - cc.start
+	n := float64(b.N)
+	if flops > 0 {
+		b.ReportMetric(flops*n/wall/1e9, "GFLOP/s")
+		if cpu > 0 {
+			b.ReportMetric(flops*n/cpu/1e9, "GFLOP/cpu-s")
+		}
+	}
+	if bytes > 0 {
+		b.ReportMetric(bytes*n/wall/1e9, "GB/s")
+		if cpu > 0 {
+			b.ReportMetric(bytes*n/cpu/1e9, "GB/cpu-s")
+		}
 	}
 	b.ReportMetric(0, "ns/op")
 }
+
+// gemvBytes is the weight traffic of a one-row problem (0 otherwise).
+func gemvBytes(m, bytes int) float64 {
+	if m != 1 {
+		return 0
+	}
+	return float64(bytes)
+}
+
+func gemmFlops(m, n, k int) float64 { return 2 * float64(m) * float64(n) * float64(k) }
 
 // BenchmarkGemm: float32 Gemm on model shapes (set GOPEFT_KERNELS-free:
 // the fastest path this CPU has).
 func BenchmarkGemm(b *testing.B) {
 	forEachBench(b, benchLayouts, func(b *testing.B, l benchLayout, m, n, k, lda, ldb int) {
 		a, w, c := benchRand(m*k), benchRand(k*n), make([]float32, m*n)
+		cc := startCPU(b)
 		for b.Loop() {
 			Gemm(l.transA, l.transB, m, n, k, a, lda, w, ldb, c, n, l.acc)
 		}
-		reportGemm(b, m, n, k, 4*k*n)
+		cc.report(b, gemmFlops(m, n, k), gemvBytes(m, 4*k*n))
 	})
 }
 
@@ -106,10 +138,11 @@ func BenchmarkGemmBF16(b *testing.B) {
 		a, c := benchRand(m*k), make([]float32, m*n)
 		w := make([]BF16, k*n)
 		F32ToBF16(w, benchRand(k*n))
+		cc := startCPU(b)
 		for b.Loop() {
 			GemmBF16(l.transB, m, n, k, a, lda, w, ldb, c, n, l.acc)
 		}
-		reportGemm(b, m, n, k, 2*k*n)
+		cc.report(b, gemmFlops(m, n, k), gemvBytes(m, 2*k*n))
 	})
 }
 
@@ -122,10 +155,11 @@ func BenchmarkGemmPath(b *testing.B) {
 			old := active
 			active = im
 			defer func() { active = old }()
+			cc := startCPU(b)
 			for b.Loop() {
 				Gemm(false, true, m, n, k, a, k, w, k, c, n, false)
 			}
-			reportGemm(b, m, n, k, 0)
+			cc.report(b, gemmFlops(m, n, k), 0)
 		})
 	}
 }
@@ -134,38 +168,54 @@ func BenchmarkGemmPath(b *testing.B) {
 // worker thread: the arithmetic ceiling the GEMM figures are compared to.
 func BenchmarkFMAPeak(b *testing.B) {
 	for _, name := range fmaPeakNames() {
-		b.Run(name, func(b *testing.B) {
-			const iters = 1 << 20
-			th := parallel.Threads()
-			for b.Loop() {
-				parallel.For(th, 1, func(lo, hi int) {
-					for range hi - lo {
-						fmaPeak(name, iters)
-					}
-				})
+		for _, th := range []int{1, parallel.Threads()} {
+			b.Run(fmt.Sprintf("%s/threads=%d", name, th), func(b *testing.B) {
+				fmaPeakBench(b, name, th)
+			})
+		}
+	}
+}
+
+func fmaPeakBench(b *testing.B, name string, th int) {
+	old := parallel.SetThreads(th)
+	defer parallel.SetThreads(old)
+	const iters = 1 << 20
+	cc := startCPU(b)
+	for b.Loop() {
+		parallel.For(th, 1, func(lo, hi int) {
+			for range hi - lo {
+				fmaPeak(name, iters)
 			}
-			flops := float64(fmaPeak(name, 0)) * iters * float64(th)
-			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-			b.ReportMetric(0, "ns/op")
 		})
 	}
+	cc.report(b, float64(fmaPeak(name, 0))*iters*float64(th), 0)
 }
 
 // BenchmarkMemCopy copies a 256 MiB buffer (far beyond the caches), split
 // over the worker threads; GB/s counts bytes read plus bytes written, as
 // STREAM's Copy does.
 func BenchmarkMemCopy(b *testing.B) {
+	for _, th := range []int{1, parallel.Threads()} {
+		b.Run(fmt.Sprintf("threads=%d", th), func(b *testing.B) {
+			old := parallel.SetThreads(th)
+			defer parallel.SetThreads(old)
+			memCopyBench(b)
+		})
+	}
+}
+
+func memCopyBench(b *testing.B) {
 	const n = 64 << 20 // float32s
 	src, dst := make([]float32, n), make([]float32, n)
-	for i := range src {
-		src[i] = float32(i)
+	for i := range src { // touch every page before timing
+		src[i], dst[i] = float32(i), 1
 	}
 	grain := n / parallel.Threads()
+	cc := startCPU(b)
 	for b.Loop() {
 		parallel.For(n, grain, func(lo, hi int) { copy(dst[lo:hi], src[lo:hi]) })
 	}
-	b.ReportMetric(2*4*n*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
-	b.ReportMetric(0, "ns/op")
+	cc.report(b, 0, 2*4*n)
 }
 
 // BenchmarkThreadsOverhead measures one parallel.For fork/join.
@@ -175,3 +225,5 @@ func BenchmarkThreadsOverhead(b *testing.B) {
 		parallel.For(2, 1, func(lo, hi int) { mu.Lock(); mu.Unlock() })
 	}
 }
+
+func benchRandSrc() *rand.Rand { return rand.New(rand.NewPCG(11, 12)) }

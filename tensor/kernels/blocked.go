@@ -10,12 +10,15 @@ import (
 // element receives one block's sum at a time, in K order, so the summation
 // order depends only on k and im.kc — never on threads or tiling.
 const (
-	// bBlockCols bounds how many columns of B are packed at once (kc×bBlockCols
-	// float32s), so a huge N (LM head) does not need a K×N copy.
+	// bBlockCols bounds how many columns of B one serial task packs at once
+	// (kc×bBlockCols float32s), so a huge N (LM head) needs no K×N copy.
 	bBlockCols = 4096
 	// serialFlops: below this many flops a multiply runs on one thread; the
 	// fork/join would cost more than it saves.
 	serialFlops = 1 << 21
+	// taskRowsMin is the fewest rows a parallel task gets when rows are
+	// split (see gemmBlocked).
+	taskRowsMin = 384
 )
 
 // bufPool recycles packing buffers between calls.
@@ -41,22 +44,47 @@ func forPar(serial bool, n, grain int, fn func(lo, hi int)) {
 	parallel.For(n, grain, fn)
 }
 
-// gemmBlocked is the packed path: for each K block, pack all of op(A) into
-// mr-row slivers, then for each group of columns pack op(B) into nr-column
-// micro-panels and compute C in tasks of mc×nc tiles.
+// gemmBlocked is the packed path. For each K block (in order) it packs all
+// of op(A) into mr-row slivers, then runs tasks over column blocks of C (and
+// row blocks when columns alone give too few tasks). Each task packs its own
+// nr-column micro-panels of op(B) — so one worker's packing, which waits on
+// memory, overlaps another's arithmetic — and computes its tile of C.
 func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMat, c []float32, ldc int, accumulate bool) {
 	mr, nr := im.mr, im.nr
 	kcMax := min(im.kc, k)
-	serial := 2*float64(m)*float64(n)*float64(k) < serialFlops || parallel.Threads() == 1
+	threads := parallel.Threads()
+	serial := 2*float64(m)*float64(n)*float64(k) < serialFlops || threads == 1
 	slivers := (m + mr - 1) / mr
-	ncb := min(n, bBlockCols)
-	panelsMax := (ncb + nr - 1) / nr
+
+	// Task shape. Tiling C never changes the arithmetic, only who does it.
+	// A task streams its rows of packed A once per column block and packs
+	// its columns of B once per row block, so prefer wide column blocks (up
+	// to im.nc: a kc×nc B block stays in L2) and split rows for parallelism;
+	// narrow the columns only when rows alone give too few tasks.
+	want := 1
+	if !serial {
+		want = 4 * threads
+	}
+	nc := min((n+nr-1)/nr*nr, im.nc)
+	if serial {
+		nc = min((n+nr-1)/nr*nr, max(im.nc, bBlockCols))
+	}
+	// Row tasks keep at least taskRowsMin rows, so the B packing each one
+	// repeats stays small next to its arithmetic.
+	maxRowTasks := max(1, m/taskRowsMin)
+	colTasks := (n + nc - 1) / nc
+	rowTasks := min(maxRowTasks, (want+colTasks-1)/colTasks)
+	for nc > nr && colTasks*rowTasks < want {
+		nc = max(nr, (nc/2+nr-1)/nr*nr)
+		colTasks = (n + nc - 1) / nc
+		rowTasks = min(maxRowTasks, (want+colTasks-1)/colTasks)
+	}
+	sliversPerTask := (slivers + rowTasks - 1) / rowTasks
+	rowTasks = (slivers + sliversPerTask - 1) / sliversPerTask
 
 	apBuf := getBuf(slivers * mr * kcMax)
-	bpBuf := getBuf(panelsMax * nr * kcMax)
 	defer putBuf(apBuf)
-	defer putBuf(bpBuf)
-	ap, bp := *apBuf, *bpBuf
+	ap := *apBuf
 
 	for p0 := 0; p0 < k; p0 += kcMax {
 		kc := min(kcMax, k-p0)
@@ -66,24 +94,22 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 				packA(transA, a, lda, s*mr, min(mr, m-s*mr), p0, kc, mr, ap[s*mr*kc:(s+1)*mr*kc])
 			}
 		})
-		for j0 := 0; j0 < n; j0 += ncb {
-			nb := min(ncb, n-j0)
-			panels := (nb + nr - 1) / nr
-			forPar(serial, panels, 8, func(lo, hi int) {
-				for q := lo; q < hi; q++ {
+		forPar(serial, colTasks*rowTasks, 1, func(lo, hi int) {
+			bpBuf := getBuf(nc * kc)
+			defer putBuf(bpBuf)
+			bp := *bpBuf
+			var tmp []float32
+			for t := lo; t < hi; t++ {
+				j0 := (t / rowTasks) * nc
+				nb := min(nc, n-j0)
+				s0 := (t % rowTasks) * sliversPerTask
+				s1 := min(slivers, s0+sliversPerTask)
+				for q := 0; q*nr < nb; q++ {
 					packB(b, j0+q*nr, min(nr, nb-q*nr), p0, kc, nr, bp[q*nr*kc:(q+1)*nr*kc])
 				}
-			})
-			// Tasks: row blocks of mc × column blocks of nc within this group.
-			rowBlocks := (m + im.mc - 1) / im.mc
-			colBlocks := (nb + im.nc - 1) / im.nc
-			forPar(serial, rowBlocks*colBlocks, 1, func(lo, hi int) {
-				var tmp []float32
-				for t := lo; t < hi; t++ {
-					i0 := (t % rowBlocks) * im.mc
-					jb := (t / rowBlocks) * im.nc
-					i1, jb1 := min(i0+im.mc, m), min(jb+im.nc, nb)
-					for jj := jb; jj < jb1; jj += nr {
+				for i0 := s0 * mr; i0 < s1*mr; i0 += im.mc {
+					i1 := min(i0+im.mc, s1*mr, m)
+					for jj := 0; jj < nb; jj += nr {
 						cols := min(nr, nb-jj)
 						bq := bp[(jj/nr)*nr*kc : (jj/nr+1)*nr*kc]
 						for i := i0; i < i1; i += mr {
@@ -101,21 +127,13 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 							}
 							im.micro(kc, as, bq, tmp, nr, false)
 							for r := 0; r < rows; r++ {
-								dst := c[ci+r*ldc : ci+r*ldc+cols]
-								src := tmp[r*nr : r*nr+cols]
-								if acc {
-									for j, v := range src {
-										dst[j] += v
-									}
-								} else {
-									copy(dst, src)
-								}
+								storeRow(c[ci+r*ldc:ci+r*ldc+cols], tmp[r*nr:r*nr+cols], acc)
 							}
 						}
 					}
 				}
-			})
-		}
+			}
+		})
 	}
 }
 
@@ -127,8 +145,29 @@ func packA(transA bool, a []float32, lda, i0, rows, p0, kc, mr int, dst []float3
 		clear(dst)
 	}
 	if transA { // A stored k×m: each k gives rows contiguous values
+		if rows == mr && copyPanel(kc, mr, a[p0*lda+i0:], lda, dst) {
+			return
+		}
 		for p := 0; p < kc; p++ {
 			copy(dst[p*mr:p*mr+rows], a[(p0+p)*lda+i0:])
+		}
+		return
+	}
+	if rows == mr && mr >= 8 && haveAsm {
+		// Full sliver: 8×8 transposes of rows 0-7, 8-15, ..., the last
+		// group shifted back to end at mr (overlapping rows are rewritten
+		// with the same values).
+		k8 := kc &^ 7
+		for r0 := 0; r0 < mr; r0 += 8 {
+			r0 = min(r0, mr-8)
+			if k8 > 0 {
+				transposeBlock(k8, a[(i0+r0)*lda+p0:], lda, dst[r0:], mr)
+			}
+			for r := r0; r < r0+8; r++ {
+				for p := k8; p < kc; p++ {
+					dst[p*mr+r] = a[(i0+r)*lda+p0+p]
+				}
+			}
 		}
 		return
 	}
@@ -150,6 +189,9 @@ func packB(b bMat, j0, cols, p0, kc, nr int, dst []float32) {
 	ld := b.ld
 	switch {
 	case b.h == nil && !b.trans: // stored k×n: rows are contiguous
+		if cols == nr && copyPanel(kc, nr, b.f[p0*ld+j0:], ld, dst) {
+			return
+		}
 		for p := 0; p < kc; p++ {
 			copy(dst[p*nr:p*nr+cols], b.f[(p0+p)*ld+j0:])
 		}
@@ -165,6 +207,9 @@ func packB(b bMat, j0, cols, p0, kc, nr int, dst []float32) {
 			}
 		}
 	case !b.trans:
+		if cols == nr && copyPanelH(kc, nr, b.h[p0*ld+j0:], ld, dst) {
+			return
+		}
 		for p := 0; p < kc; p++ {
 			BF16ToF32(dst[p*nr:p*nr+cols], b.h[(p0+p)*ld+j0:(p0+p)*ld+j0+cols])
 		}

@@ -75,6 +75,8 @@ TEXT ·micro12x32AVX512(SB), NOSPLIT, $0-41
 	VXORPS     Z23, Z23, Z23
 
 micro12x32AVX512_loop:
+	PREFETCHT0   384(CX)
+	PREFETCHT0   1024(DX)
 	VMOVUPS      (DX), Z24
 	VMOVUPS      64(DX), Z25
 	VBROADCASTSS (CX), Z26
@@ -261,6 +263,8 @@ TEXT ·micro6x16AVX2(SB), NOSPLIT, $0-41
 	VXORPS     Y11, Y11, Y11
 
 micro6x16AVX2_loop:
+	PREFETCHT0   192(CX)
+	PREFETCHT0   512(DX)
 	VMOVUPS      (DX), Y12
 	VMOVUPS      32(DX), Y13
 	VBROADCASTSS (CX), Y14
@@ -556,198 +560,146 @@ dot4hAVX512_reduce:
 	VZEROUPPER
 	RET
 
-// func axpy128AVX512(k int, x *float32, b *float32, ldb int, y *float32, accumulate bool)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·axpy128AVX512(SB), NOSPLIT, $0-41
-	MOVQ   k+0(FP), AX
-	MOVQ   x+8(FP), CX
-	MOVQ   b+16(FP), DX
-	MOVQ   ldb+24(FP), BX
-	SHLQ   $0x02, BX
-	VXORPS Z0, Z0, Z0
-	VXORPS Z1, Z1, Z1
-	VXORPS Z2, Z2, Z2
-	VXORPS Z3, Z3, Z3
-	VXORPS Z4, Z4, Z4
-	VXORPS Z5, Z5, Z5
-	VXORPS Z6, Z6, Z6
-	VXORPS Z7, Z7, Z7
+// func axpyAVX512(k int, x *float32, b *float32, ldb int, y *float32, w int)
+// Requires: AVX, AVX512F
+TEXT ·axpyAVX512(SB), NOSPLIT, $0-48
+	MOVQ k+0(FP), AX
+	MOVQ x+8(FP), CX
+	MOVQ b+16(FP), DX
+	MOVQ ldb+24(FP), BX
+	MOVQ y+32(FP), SI
+	MOVQ w+40(FP), DI
+	SHLQ $0x02, BX
+	LEAQ (BX)(BX*2), R8
 
-axpy128AVX512_loop:
-	VBROADCASTSS (CX), Z8
-	VMOVUPS      (DX), Z9
-	VFMADD231PS  Z9, Z8, Z0
-	VMOVUPS      64(DX), Z9
-	VFMADD231PS  Z9, Z8, Z1
-	VMOVUPS      128(DX), Z9
-	VFMADD231PS  Z9, Z8, Z2
-	VMOVUPS      192(DX), Z9
-	VFMADD231PS  Z9, Z8, Z3
-	VMOVUPS      256(DX), Z9
-	VFMADD231PS  Z9, Z8, Z4
-	VMOVUPS      320(DX), Z9
-	VFMADD231PS  Z9, Z8, Z5
-	VMOVUPS      384(DX), Z9
-	VFMADD231PS  Z9, Z8, Z6
-	VMOVUPS      448(DX), Z9
-	VFMADD231PS  Z9, Z8, Z7
-	ADDQ         $0x04, CX
-	ADDQ         BX, DX
-	DECQ         AX
-	JNZ          axpy128AVX512_loop
-	MOVQ         y+32(FP), AX
-	MOVB         accumulate+40(FP), CL
-	TESTB        CL, CL
-	JZ           axpy128AVX512_store
-	VADDPS       (AX), Z0, Z0
-	VADDPS       64(AX), Z1, Z1
-	VADDPS       128(AX), Z2, Z2
-	VADDPS       192(AX), Z3, Z3
-	VADDPS       256(AX), Z4, Z4
-	VADDPS       320(AX), Z5, Z5
-	VADDPS       384(AX), Z6, Z6
-	VADDPS       448(AX), Z7, Z7
+axpyAVX512_four:
+	CMPQ         AX, $0x00000004
+	JL           axpyAVX512_one
+	VBROADCASTSS (CX), Z0
+	VBROADCASTSS 4(CX), Z1
+	VBROADCASTSS 8(CX), Z2
+	VBROADCASTSS 12(CX), Z3
+	MOVQ         SI, R10
+	MOVQ         DX, R11
+	MOVQ         DI, R9
 
-axpy128AVX512_store:
-	VMOVUPS Z0, (AX)
-	VMOVUPS Z1, 64(AX)
-	VMOVUPS Z2, 128(AX)
-	VMOVUPS Z3, 192(AX)
-	VMOVUPS Z4, 256(AX)
-	VMOVUPS Z5, 320(AX)
-	VMOVUPS Z6, 384(AX)
-	VMOVUPS Z7, 448(AX)
+axpyAVX512_four_cols:
+	VMOVUPS     (R10), Z4
+	VMOVUPS     (R11), Z5
+	VFMADD231PS Z5, Z0, Z4
+	VMOVUPS     (R11)(BX*1), Z5
+	VFMADD231PS Z5, Z1, Z4
+	VMOVUPS     (R11)(BX*2), Z5
+	VFMADD231PS Z5, Z2, Z4
+	VMOVUPS     (R11)(R8*1), Z5
+	VFMADD231PS Z5, Z3, Z4
+	VMOVUPS     Z4, (R10)
+	ADDQ        $0x00000040, R10
+	ADDQ        $0x00000040, R11
+	SUBQ        $0x00000010, R9
+	JNZ         axpyAVX512_four_cols
+	ADDQ        $0x00000010, CX
+	LEAQ        (DX)(BX*4), DX
+	SUBQ        $0x00000004, AX
+	JMP         axpyAVX512_four
+
+axpyAVX512_one:
+	TESTQ        AX, AX
+	JZ           axpyAVX512_done
+	VBROADCASTSS (CX), Z0
+	MOVQ         SI, R10
+	MOVQ         DX, R11
+	MOVQ         DI, R9
+
+axpyAVX512_one_cols:
+	VMOVUPS     (R10), Z1
+	VMOVUPS     (R11), Z2
+	VFMADD231PS Z2, Z0, Z1
+	VMOVUPS     Z1, (R10)
+	ADDQ        $0x00000040, R10
+	ADDQ        $0x00000040, R11
+	SUBQ        $0x00000010, R9
+	JNZ         axpyAVX512_one_cols
+	ADDQ        $0x00000004, CX
+	ADDQ        BX, DX
+	DECQ        AX
+	JMP         axpyAVX512_one
+
+axpyAVX512_done:
 	VZEROUPPER
 	RET
 
-// func axpy16AVX512(k int, x *float32, b *float32, ldb int, y *float32, accumulate bool)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·axpy16AVX512(SB), NOSPLIT, $0-41
-	MOVQ   k+0(FP), AX
-	MOVQ   x+8(FP), CX
-	MOVQ   b+16(FP), DX
-	MOVQ   ldb+24(FP), BX
-	SHLQ   $0x02, BX
-	VXORPS Z0, Z0, Z0
+// func axpyhAVX512(k int, x *float32, b *uint16, ldb int, y *float32, w int)
+// Requires: AVX, AVX512F
+TEXT ·axpyhAVX512(SB), NOSPLIT, $0-48
+	MOVQ k+0(FP), AX
+	MOVQ x+8(FP), CX
+	MOVQ b+16(FP), DX
+	MOVQ ldb+24(FP), BX
+	MOVQ y+32(FP), SI
+	MOVQ w+40(FP), DI
+	SHLQ $0x01, BX
+	LEAQ (BX)(BX*2), R8
 
-axpy16AVX512_loop:
-	VBROADCASTSS (CX), Z1
-	VMOVUPS      (DX), Z2
-	VFMADD231PS  Z2, Z1, Z0
-	ADDQ         $0x04, CX
-	ADDQ         BX, DX
-	DECQ         AX
-	JNZ          axpy16AVX512_loop
-	MOVQ         y+32(FP), AX
-	MOVB         accumulate+40(FP), CL
-	TESTB        CL, CL
-	JZ           axpy16AVX512_store
-	VADDPS       (AX), Z0, Z0
+axpyhAVX512_four:
+	CMPQ         AX, $0x00000004
+	JL           axpyhAVX512_one
+	VBROADCASTSS (CX), Z0
+	VBROADCASTSS 4(CX), Z1
+	VBROADCASTSS 8(CX), Z2
+	VBROADCASTSS 12(CX), Z3
+	MOVQ         SI, R10
+	MOVQ         DX, R11
+	MOVQ         DI, R9
 
-axpy16AVX512_store:
-	VMOVUPS Z0, (AX)
-	VZEROUPPER
-	RET
+axpyhAVX512_four_cols:
+	VMOVUPS     (R10), Z4
+	VPMOVZXWD   (R11), Z5
+	VPSLLD      $0x10, Z5, Z5
+	VFMADD231PS Z5, Z0, Z4
+	VPMOVZXWD   (R11)(BX*1), Z5
+	VPSLLD      $0x10, Z5, Z5
+	VFMADD231PS Z5, Z1, Z4
+	VPMOVZXWD   (R11)(BX*2), Z5
+	VPSLLD      $0x10, Z5, Z5
+	VFMADD231PS Z5, Z2, Z4
+	VPMOVZXWD   (R11)(R8*1), Z5
+	VPSLLD      $0x10, Z5, Z5
+	VFMADD231PS Z5, Z3, Z4
+	VMOVUPS     Z4, (R10)
+	ADDQ        $0x00000040, R10
+	ADDQ        $0x00000020, R11
+	SUBQ        $0x00000010, R9
+	JNZ         axpyhAVX512_four_cols
+	ADDQ        $0x00000010, CX
+	LEAQ        (DX)(BX*4), DX
+	SUBQ        $0x00000004, AX
+	JMP         axpyhAVX512_four
 
-// func axpyh128AVX512(k int, x *float32, b *uint16, ldb int, y *float32, accumulate bool)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·axpyh128AVX512(SB), NOSPLIT, $0-41
-	MOVQ   k+0(FP), AX
-	MOVQ   x+8(FP), CX
-	MOVQ   b+16(FP), DX
-	MOVQ   ldb+24(FP), BX
-	SHLQ   $0x01, BX
-	VXORPS Z0, Z0, Z0
-	VXORPS Z1, Z1, Z1
-	VXORPS Z2, Z2, Z2
-	VXORPS Z3, Z3, Z3
-	VXORPS Z4, Z4, Z4
-	VXORPS Z5, Z5, Z5
-	VXORPS Z6, Z6, Z6
-	VXORPS Z7, Z7, Z7
+axpyhAVX512_one:
+	TESTQ        AX, AX
+	JZ           axpyhAVX512_done
+	VBROADCASTSS (CX), Z0
+	MOVQ         SI, R10
+	MOVQ         DX, R11
+	MOVQ         DI, R9
 
-axpyh128AVX512_loop:
-	VBROADCASTSS (CX), Z8
-	VPMOVZXWD    (DX), Z9
-	VPSLLD       $0x10, Z9, Z9
-	VFMADD231PS  Z9, Z8, Z0
-	VPMOVZXWD    32(DX), Z9
-	VPSLLD       $0x10, Z9, Z9
-	VFMADD231PS  Z9, Z8, Z1
-	VPMOVZXWD    64(DX), Z9
-	VPSLLD       $0x10, Z9, Z9
-	VFMADD231PS  Z9, Z8, Z2
-	VPMOVZXWD    96(DX), Z9
-	VPSLLD       $0x10, Z9, Z9
-	VFMADD231PS  Z9, Z8, Z3
-	VPMOVZXWD    128(DX), Z9
-	VPSLLD       $0x10, Z9, Z9
-	VFMADD231PS  Z9, Z8, Z4
-	VPMOVZXWD    160(DX), Z9
-	VPSLLD       $0x10, Z9, Z9
-	VFMADD231PS  Z9, Z8, Z5
-	VPMOVZXWD    192(DX), Z9
-	VPSLLD       $0x10, Z9, Z9
-	VFMADD231PS  Z9, Z8, Z6
-	VPMOVZXWD    224(DX), Z9
-	VPSLLD       $0x10, Z9, Z9
-	VFMADD231PS  Z9, Z8, Z7
-	ADDQ         $0x04, CX
-	ADDQ         BX, DX
-	DECQ         AX
-	JNZ          axpyh128AVX512_loop
-	MOVQ         y+32(FP), AX
-	MOVB         accumulate+40(FP), CL
-	TESTB        CL, CL
-	JZ           axpyh128AVX512_store
-	VADDPS       (AX), Z0, Z0
-	VADDPS       64(AX), Z1, Z1
-	VADDPS       128(AX), Z2, Z2
-	VADDPS       192(AX), Z3, Z3
-	VADDPS       256(AX), Z4, Z4
-	VADDPS       320(AX), Z5, Z5
-	VADDPS       384(AX), Z6, Z6
-	VADDPS       448(AX), Z7, Z7
+axpyhAVX512_one_cols:
+	VMOVUPS     (R10), Z1
+	VPMOVZXWD   (R11), Z2
+	VPSLLD      $0x10, Z2, Z2
+	VFMADD231PS Z2, Z0, Z1
+	VMOVUPS     Z1, (R10)
+	ADDQ        $0x00000040, R10
+	ADDQ        $0x00000020, R11
+	SUBQ        $0x00000010, R9
+	JNZ         axpyhAVX512_one_cols
+	ADDQ        $0x00000004, CX
+	ADDQ        BX, DX
+	DECQ        AX
+	JMP         axpyhAVX512_one
 
-axpyh128AVX512_store:
-	VMOVUPS Z0, (AX)
-	VMOVUPS Z1, 64(AX)
-	VMOVUPS Z2, 128(AX)
-	VMOVUPS Z3, 192(AX)
-	VMOVUPS Z4, 256(AX)
-	VMOVUPS Z5, 320(AX)
-	VMOVUPS Z6, 384(AX)
-	VMOVUPS Z7, 448(AX)
-	VZEROUPPER
-	RET
-
-// func axpyh16AVX512(k int, x *float32, b *uint16, ldb int, y *float32, accumulate bool)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·axpyh16AVX512(SB), NOSPLIT, $0-41
-	MOVQ   k+0(FP), AX
-	MOVQ   x+8(FP), CX
-	MOVQ   b+16(FP), DX
-	MOVQ   ldb+24(FP), BX
-	SHLQ   $0x01, BX
-	VXORPS Z0, Z0, Z0
-
-axpyh16AVX512_loop:
-	VBROADCASTSS (CX), Z1
-	VPMOVZXWD    (DX), Z2
-	VPSLLD       $0x10, Z2, Z2
-	VFMADD231PS  Z2, Z1, Z0
-	ADDQ         $0x04, CX
-	ADDQ         BX, DX
-	DECQ         AX
-	JNZ          axpyh16AVX512_loop
-	MOVQ         y+32(FP), AX
-	MOVB         accumulate+40(FP), CL
-	TESTB        CL, CL
-	JZ           axpyh16AVX512_store
-	VADDPS       (AX), Z0, Z0
-
-axpyh16AVX512_store:
-	VMOVUPS Z0, (AX)
+axpyhAVX512_done:
 	VZEROUPPER
 	RET
 
@@ -945,198 +897,286 @@ dot4hAVX2_reduce:
 	VZEROUPPER
 	RET
 
-// func axpy64AVX2(k int, x *float32, b *float32, ldb int, y *float32, accumulate bool)
+// func axpyAVX2(k int, x *float32, b *float32, ldb int, y *float32, w int)
 // Requires: AVX, FMA3
-TEXT ·axpy64AVX2(SB), NOSPLIT, $0-41
-	MOVQ   k+0(FP), AX
-	MOVQ   x+8(FP), CX
-	MOVQ   b+16(FP), DX
-	MOVQ   ldb+24(FP), BX
-	SHLQ   $0x02, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
+TEXT ·axpyAVX2(SB), NOSPLIT, $0-48
+	MOVQ k+0(FP), AX
+	MOVQ x+8(FP), CX
+	MOVQ b+16(FP), DX
+	MOVQ ldb+24(FP), BX
+	MOVQ y+32(FP), SI
+	MOVQ w+40(FP), DI
+	SHLQ $0x02, BX
+	LEAQ (BX)(BX*2), R8
 
-axpy64AVX2_loop:
-	VBROADCASTSS (CX), Y8
-	VMOVUPS      (DX), Y9
-	VFMADD231PS  Y9, Y8, Y0
-	VMOVUPS      32(DX), Y9
-	VFMADD231PS  Y9, Y8, Y1
-	VMOVUPS      64(DX), Y9
-	VFMADD231PS  Y9, Y8, Y2
-	VMOVUPS      96(DX), Y9
-	VFMADD231PS  Y9, Y8, Y3
-	VMOVUPS      128(DX), Y9
-	VFMADD231PS  Y9, Y8, Y4
-	VMOVUPS      160(DX), Y9
-	VFMADD231PS  Y9, Y8, Y5
-	VMOVUPS      192(DX), Y9
-	VFMADD231PS  Y9, Y8, Y6
-	VMOVUPS      224(DX), Y9
-	VFMADD231PS  Y9, Y8, Y7
-	ADDQ         $0x04, CX
-	ADDQ         BX, DX
-	DECQ         AX
-	JNZ          axpy64AVX2_loop
-	MOVQ         y+32(FP), AX
-	MOVB         accumulate+40(FP), CL
-	TESTB        CL, CL
-	JZ           axpy64AVX2_store
-	VADDPS       (AX), Y0, Y0
-	VADDPS       32(AX), Y1, Y1
-	VADDPS       64(AX), Y2, Y2
-	VADDPS       96(AX), Y3, Y3
-	VADDPS       128(AX), Y4, Y4
-	VADDPS       160(AX), Y5, Y5
-	VADDPS       192(AX), Y6, Y6
-	VADDPS       224(AX), Y7, Y7
+axpyAVX2_four:
+	CMPQ         AX, $0x00000004
+	JL           axpyAVX2_one
+	VBROADCASTSS (CX), Y0
+	VBROADCASTSS 4(CX), Y1
+	VBROADCASTSS 8(CX), Y2
+	VBROADCASTSS 12(CX), Y3
+	MOVQ         SI, R10
+	MOVQ         DX, R11
+	MOVQ         DI, R9
 
-axpy64AVX2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	VMOVUPS Y6, 192(AX)
-	VMOVUPS Y7, 224(AX)
+axpyAVX2_four_cols:
+	VMOVUPS     (R10), Y4
+	VMOVUPS     (R11), Y5
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     (R11)(BX*1), Y5
+	VFMADD231PS Y5, Y1, Y4
+	VMOVUPS     (R11)(BX*2), Y5
+	VFMADD231PS Y5, Y2, Y4
+	VMOVUPS     (R11)(R8*1), Y5
+	VFMADD231PS Y5, Y3, Y4
+	VMOVUPS     Y4, (R10)
+	ADDQ        $0x00000020, R10
+	ADDQ        $0x00000020, R11
+	SUBQ        $0x00000008, R9
+	JNZ         axpyAVX2_four_cols
+	ADDQ        $0x00000010, CX
+	LEAQ        (DX)(BX*4), DX
+	SUBQ        $0x00000004, AX
+	JMP         axpyAVX2_four
+
+axpyAVX2_one:
+	TESTQ        AX, AX
+	JZ           axpyAVX2_done
+	VBROADCASTSS (CX), Y0
+	MOVQ         SI, R10
+	MOVQ         DX, R11
+	MOVQ         DI, R9
+
+axpyAVX2_one_cols:
+	VMOVUPS     (R10), Y1
+	VMOVUPS     (R11), Y2
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, (R10)
+	ADDQ        $0x00000020, R10
+	ADDQ        $0x00000020, R11
+	SUBQ        $0x00000008, R9
+	JNZ         axpyAVX2_one_cols
+	ADDQ        $0x00000004, CX
+	ADDQ        BX, DX
+	DECQ        AX
+	JMP         axpyAVX2_one
+
+axpyAVX2_done:
 	VZEROUPPER
 	RET
 
-// func axpy8AVX2(k int, x *float32, b *float32, ldb int, y *float32, accumulate bool)
-// Requires: AVX, FMA3
-TEXT ·axpy8AVX2(SB), NOSPLIT, $0-41
-	MOVQ   k+0(FP), AX
-	MOVQ   x+8(FP), CX
-	MOVQ   b+16(FP), DX
-	MOVQ   ldb+24(FP), BX
-	SHLQ   $0x02, BX
-	VXORPS Y0, Y0, Y0
-
-axpy8AVX2_loop:
-	VBROADCASTSS (CX), Y1
-	VMOVUPS      (DX), Y2
-	VFMADD231PS  Y2, Y1, Y0
-	ADDQ         $0x04, CX
-	ADDQ         BX, DX
-	DECQ         AX
-	JNZ          axpy8AVX2_loop
-	MOVQ         y+32(FP), AX
-	MOVB         accumulate+40(FP), CL
-	TESTB        CL, CL
-	JZ           axpy8AVX2_store
-	VADDPS       (AX), Y0, Y0
-
-axpy8AVX2_store:
-	VMOVUPS Y0, (AX)
-	VZEROUPPER
-	RET
-
-// func axpyh64AVX2(k int, x *float32, b *uint16, ldb int, y *float32, accumulate bool)
+// func axpyhAVX2(k int, x *float32, b *uint16, ldb int, y *float32, w int)
 // Requires: AVX, AVX2, FMA3
-TEXT ·axpyh64AVX2(SB), NOSPLIT, $0-41
-	MOVQ   k+0(FP), AX
-	MOVQ   x+8(FP), CX
-	MOVQ   b+16(FP), DX
-	MOVQ   ldb+24(FP), BX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
+TEXT ·axpyhAVX2(SB), NOSPLIT, $0-48
+	MOVQ k+0(FP), AX
+	MOVQ x+8(FP), CX
+	MOVQ b+16(FP), DX
+	MOVQ ldb+24(FP), BX
+	MOVQ y+32(FP), SI
+	MOVQ w+40(FP), DI
+	SHLQ $0x01, BX
+	LEAQ (BX)(BX*2), R8
 
-axpyh64AVX2_loop:
-	VBROADCASTSS (CX), Y8
-	VPMOVZXWD    (DX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y0
-	VPMOVZXWD    16(DX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y1
-	VPMOVZXWD    32(DX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y2
-	VPMOVZXWD    48(DX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y3
-	VPMOVZXWD    64(DX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y4
-	VPMOVZXWD    80(DX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y5
-	VPMOVZXWD    96(DX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y6
-	VPMOVZXWD    112(DX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y7
-	ADDQ         $0x04, CX
-	ADDQ         BX, DX
-	DECQ         AX
-	JNZ          axpyh64AVX2_loop
-	MOVQ         y+32(FP), AX
-	MOVB         accumulate+40(FP), CL
-	TESTB        CL, CL
-	JZ           axpyh64AVX2_store
-	VADDPS       (AX), Y0, Y0
-	VADDPS       32(AX), Y1, Y1
-	VADDPS       64(AX), Y2, Y2
-	VADDPS       96(AX), Y3, Y3
-	VADDPS       128(AX), Y4, Y4
-	VADDPS       160(AX), Y5, Y5
-	VADDPS       192(AX), Y6, Y6
-	VADDPS       224(AX), Y7, Y7
+axpyhAVX2_four:
+	CMPQ         AX, $0x00000004
+	JL           axpyhAVX2_one
+	VBROADCASTSS (CX), Y0
+	VBROADCASTSS 4(CX), Y1
+	VBROADCASTSS 8(CX), Y2
+	VBROADCASTSS 12(CX), Y3
+	MOVQ         SI, R10
+	MOVQ         DX, R11
+	MOVQ         DI, R9
 
-axpyh64AVX2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	VMOVUPS Y6, 192(AX)
-	VMOVUPS Y7, 224(AX)
+axpyhAVX2_four_cols:
+	VMOVUPS     (R10), Y4
+	VPMOVZXWD   (R11), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y0, Y4
+	VPMOVZXWD   (R11)(BX*1), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y1, Y4
+	VPMOVZXWD   (R11)(BX*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y2, Y4
+	VPMOVZXWD   (R11)(R8*1), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y3, Y4
+	VMOVUPS     Y4, (R10)
+	ADDQ        $0x00000020, R10
+	ADDQ        $0x00000010, R11
+	SUBQ        $0x00000008, R9
+	JNZ         axpyhAVX2_four_cols
+	ADDQ        $0x00000010, CX
+	LEAQ        (DX)(BX*4), DX
+	SUBQ        $0x00000004, AX
+	JMP         axpyhAVX2_four
+
+axpyhAVX2_one:
+	TESTQ        AX, AX
+	JZ           axpyhAVX2_done
+	VBROADCASTSS (CX), Y0
+	MOVQ         SI, R10
+	MOVQ         DX, R11
+	MOVQ         DI, R9
+
+axpyhAVX2_one_cols:
+	VMOVUPS     (R10), Y1
+	VPMOVZXWD   (R11), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, (R10)
+	ADDQ        $0x00000020, R10
+	ADDQ        $0x00000010, R11
+	SUBQ        $0x00000008, R9
+	JNZ         axpyhAVX2_one_cols
+	ADDQ        $0x00000004, CX
+	ADDQ        BX, DX
+	DECQ        AX
+	JMP         axpyhAVX2_one
+
+axpyhAVX2_done:
 	VZEROUPPER
 	RET
 
-// func axpyh8AVX2(k int, x *float32, b *uint16, ldb int, y *float32, accumulate bool)
-// Requires: AVX, AVX2, FMA3
-TEXT ·axpyh8AVX2(SB), NOSPLIT, $0-41
-	MOVQ   k+0(FP), AX
-	MOVQ   x+8(FP), CX
-	MOVQ   b+16(FP), DX
-	MOVQ   ldb+24(FP), BX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
+// func copyRows32(kc int, src *float32, ld int, dst *float32)
+// Requires: AVX
+TEXT ·copyRows32(SB), NOSPLIT, $0-32
+	MOVQ kc+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ ld+16(FP), DX
+	MOVQ dst+24(FP), BX
+	SHLQ $0x02, DX
 
-axpyh8AVX2_loop:
-	VBROADCASTSS (CX), Y1
-	VPMOVZXWD    (DX), Y2
-	VPSLLD       $0x10, Y2, Y2
-	VFMADD231PS  Y2, Y1, Y0
-	ADDQ         $0x04, CX
-	ADDQ         BX, DX
-	DECQ         AX
-	JNZ          axpyh8AVX2_loop
-	MOVQ         y+32(FP), AX
-	MOVB         accumulate+40(FP), CL
-	TESTB        CL, CL
-	JZ           axpyh8AVX2_store
-	VADDPS       (AX), Y0, Y0
+copyRows32_loop:
+	VMOVUPS (CX), Y0
+	VMOVUPS Y0, (BX)
+	VMOVUPS 32(CX), Y0
+	VMOVUPS Y0, 32(BX)
+	VMOVUPS 64(CX), Y0
+	VMOVUPS Y0, 64(BX)
+	VMOVUPS 96(CX), Y0
+	VMOVUPS Y0, 96(BX)
+	ADDQ    DX, CX
+	ADDQ    $0x00000080, BX
+	DECQ    AX
+	JNZ     copyRows32_loop
+	VZEROUPPER
+	RET
 
-axpyh8AVX2_store:
-	VMOVUPS Y0, (AX)
+// func copyRows16(kc int, src *float32, ld int, dst *float32)
+// Requires: AVX
+TEXT ·copyRows16(SB), NOSPLIT, $0-32
+	MOVQ kc+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ ld+16(FP), DX
+	MOVQ dst+24(FP), BX
+	SHLQ $0x02, DX
+
+copyRows16_loop:
+	VMOVUPS (CX), Y0
+	VMOVUPS Y0, (BX)
+	VMOVUPS 32(CX), Y0
+	VMOVUPS Y0, 32(BX)
+	ADDQ    DX, CX
+	ADDQ    $0x00000040, BX
+	DECQ    AX
+	JNZ     copyRows16_loop
+	VZEROUPPER
+	RET
+
+// func copyRows12(kc int, src *float32, ld int, dst *float32)
+// Requires: AVX
+TEXT ·copyRows12(SB), NOSPLIT, $0-32
+	MOVQ kc+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ ld+16(FP), DX
+	MOVQ dst+24(FP), BX
+	SHLQ $0x02, DX
+
+copyRows12_loop:
+	VMOVUPS (CX), Y0
+	VMOVUPS Y0, (BX)
+	VMOVUPS 32(CX), X0
+	VMOVUPS X0, 32(BX)
+	ADDQ    DX, CX
+	ADDQ    $0x00000030, BX
+	DECQ    AX
+	JNZ     copyRows12_loop
+	VZEROUPPER
+	RET
+
+// func copyRows6(kc int, src *float32, ld int, dst *float32)
+// Requires: AVX
+TEXT ·copyRows6(SB), NOSPLIT, $0-32
+	MOVQ kc+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ ld+16(FP), DX
+	MOVQ dst+24(FP), BX
+	SHLQ $0x02, DX
+
+copyRows6_loop:
+	VMOVUPS (CX), X0
+	VMOVUPS X0, (BX)
+	MOVQ    16(CX), SI
+	MOVQ    SI, 16(BX)
+	ADDQ    DX, CX
+	ADDQ    $0x00000018, BX
+	DECQ    AX
+	JNZ     copyRows6_loop
+	VZEROUPPER
+	RET
+
+// func copyRowsH32(kc int, src *uint16, ld int, dst *float32)
+// Requires: AVX, AVX2
+TEXT ·copyRowsH32(SB), NOSPLIT, $0-32
+	MOVQ kc+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ ld+16(FP), DX
+	MOVQ dst+24(FP), BX
+	SHLQ $0x01, DX
+
+copyRowsH32_loop:
+	VPMOVZXWD (CX), Y0
+	VPSLLD    $0x10, Y0, Y0
+	VMOVUPS   Y0, (BX)
+	VPMOVZXWD 16(CX), Y0
+	VPSLLD    $0x10, Y0, Y0
+	VMOVUPS   Y0, 32(BX)
+	VPMOVZXWD 32(CX), Y0
+	VPSLLD    $0x10, Y0, Y0
+	VMOVUPS   Y0, 64(BX)
+	VPMOVZXWD 48(CX), Y0
+	VPSLLD    $0x10, Y0, Y0
+	VMOVUPS   Y0, 96(BX)
+	ADDQ      DX, CX
+	ADDQ      $0x00000080, BX
+	DECQ      AX
+	JNZ       copyRowsH32_loop
+	VZEROUPPER
+	RET
+
+// func copyRowsH16(kc int, src *uint16, ld int, dst *float32)
+// Requires: AVX, AVX2
+TEXT ·copyRowsH16(SB), NOSPLIT, $0-32
+	MOVQ kc+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ ld+16(FP), DX
+	MOVQ dst+24(FP), BX
+	SHLQ $0x01, DX
+
+copyRowsH16_loop:
+	VPMOVZXWD (CX), Y0
+	VPSLLD    $0x10, Y0, Y0
+	VMOVUPS   Y0, (BX)
+	VPMOVZXWD 16(CX), Y0
+	VPSLLD    $0x10, Y0, Y0
+	VMOVUPS   Y0, 32(BX)
+	ADDQ      DX, CX
+	ADDQ      $0x00000040, BX
+	DECQ      AX
+	JNZ       copyRowsH16_loop
 	VZEROUPPER
 	RET
 

@@ -24,25 +24,15 @@ func dot4AVX512(k int, x *float32, w *float32, ldw int, y *[4]float32)
 //go:noescape
 func dot4hAVX512(k int, x *float32, w *uint16, ldw int, y *[4]float32)
 
-// axpy128AVX512 sets (or adds to) y[0:128] the sum over k ≥ 1 rows of b scaled by x.
+// axpyAVX512 adds to y[0:w] the sum over k rows of b scaled by x (w a multiple of 16).
 //
 //go:noescape
-func axpy128AVX512(k int, x *float32, b *float32, ldb int, y *float32, accumulate bool)
+func axpyAVX512(k int, x *float32, b *float32, ldb int, y *float32, w int)
 
-// axpy16AVX512 sets (or adds to) y[0:16] the sum over k ≥ 1 rows of b scaled by x.
+// axpyhAVX512 adds to y[0:w] the sum over k rows of b scaled by x (w a multiple of 16).
 //
 //go:noescape
-func axpy16AVX512(k int, x *float32, b *float32, ldb int, y *float32, accumulate bool)
-
-// axpyh128AVX512 sets (or adds to) y[0:128] the sum over k ≥ 1 rows of b scaled by x.
-//
-//go:noescape
-func axpyh128AVX512(k int, x *float32, b *uint16, ldb int, y *float32, accumulate bool)
-
-// axpyh16AVX512 sets (or adds to) y[0:16] the sum over k ≥ 1 rows of b scaled by x.
-//
-//go:noescape
-func axpyh16AVX512(k int, x *float32, b *uint16, ldb int, y *float32, accumulate bool)
+func axpyhAVX512(k int, x *float32, b *uint16, ldb int, y *float32, w int)
 
 // dot4AVX2 sets y[r] to the dot product of x and row r of w, over k rounded down to 8.
 //
@@ -54,25 +44,45 @@ func dot4AVX2(k int, x *float32, w *float32, ldw int, y *[4]float32)
 //go:noescape
 func dot4hAVX2(k int, x *float32, w *uint16, ldw int, y *[4]float32)
 
-// axpy64AVX2 sets (or adds to) y[0:64] the sum over k ≥ 1 rows of b scaled by x.
+// axpyAVX2 adds to y[0:w] the sum over k rows of b scaled by x (w a multiple of 8).
 //
 //go:noescape
-func axpy64AVX2(k int, x *float32, b *float32, ldb int, y *float32, accumulate bool)
+func axpyAVX2(k int, x *float32, b *float32, ldb int, y *float32, w int)
 
-// axpy8AVX2 sets (or adds to) y[0:8] the sum over k ≥ 1 rows of b scaled by x.
+// axpyhAVX2 adds to y[0:w] the sum over k rows of b scaled by x (w a multiple of 8).
 //
 //go:noescape
-func axpy8AVX2(k int, x *float32, b *float32, ldb int, y *float32, accumulate bool)
+func axpyhAVX2(k int, x *float32, b *uint16, ldb int, y *float32, w int)
 
-// axpyh64AVX2 sets (or adds to) y[0:64] the sum over k ≥ 1 rows of b scaled by x.
+// copyRows32 copies kc rows of 32 float32s from stride ld to a packed panel (kc ≥ 1).
 //
 //go:noescape
-func axpyh64AVX2(k int, x *float32, b *uint16, ldb int, y *float32, accumulate bool)
+func copyRows32(kc int, src *float32, ld int, dst *float32)
 
-// axpyh8AVX2 sets (or adds to) y[0:8] the sum over k ≥ 1 rows of b scaled by x.
+// copyRows16 copies kc rows of 16 float32s from stride ld to a packed panel (kc ≥ 1).
 //
 //go:noescape
-func axpyh8AVX2(k int, x *float32, b *uint16, ldb int, y *float32, accumulate bool)
+func copyRows16(kc int, src *float32, ld int, dst *float32)
+
+// copyRows12 copies kc rows of 12 float32s from stride ld to a packed panel (kc ≥ 1).
+//
+//go:noescape
+func copyRows12(kc int, src *float32, ld int, dst *float32)
+
+// copyRows6 copies kc rows of 6 float32s from stride ld to a packed panel (kc ≥ 1).
+//
+//go:noescape
+func copyRows6(kc int, src *float32, ld int, dst *float32)
+
+// copyRowsH32 widens kc rows of 32 bf16 values from stride ld to a packed float32 panel (kc ≥ 1).
+//
+//go:noescape
+func copyRowsH32(kc int, src *uint16, ld int, dst *float32)
+
+// copyRowsH16 widens kc rows of 16 bf16 values from stride ld to a packed float32 panel (kc ≥ 1).
+//
+//go:noescape
+func copyRowsH16(kc int, src *uint16, ld int, dst *float32)
 
 // transpose8 stores the transpose of an 8×kc block of b at dst (kc a multiple of 8).
 //

@@ -14,12 +14,22 @@ func withImpl(t *testing.T, fn func(t *testing.T, im *impl)) {
 	t.Helper()
 	for _, im := range impls {
 		t.Run(im.name, func(t *testing.T) {
-			old := active
-			active = im
-			defer func() { active = old }()
+			defer forceImpl(im)()
 			fn(t, im)
 		})
 	}
+}
+
+// forceImpl makes im the active path and returns the undo. For the Go path
+// it also turns off the assembly packing helpers, so the test covers what
+// runs on other architectures.
+func forceImpl(im *impl) func() {
+	oldActive, oldAsm, oldT, oldTH := active, haveAsm, packBTrans, packBTransH
+	active = im
+	if im == goImpl {
+		haveAsm, packBTrans, packBTransH = false, nil, nil
+	}
+	return func() { active, haveAsm, packBTrans, packBTransH = oldActive, oldAsm, oldT, oldTH }
 }
 
 func randSlice(r *rand.Rand, n int) []float32 {
@@ -234,10 +244,9 @@ func FuzzGemm(f *testing.F) {
 		g := gemmCase{transA: flags&1 != 0, transB: flags&2 != 0, acc: flags&4 != 0,
 			m: int(m % 80), n: int(n % 80), k: int(k % 120), pad: int(flags>>3) % 4}
 		for _, im := range impls {
-			old := active
-			active = im
+			undo := forceImpl(im)
 			runGemmCase(t, g, rand.New(rand.NewPCG(seed, uint64(flags))))
-			active = old
+			undo()
 		}
 	})
 }

@@ -6,6 +6,11 @@ import "github.com/gopeft/gopeft/tensor/parallel"
 // (grain·k weights) to amortise a hand-off, and a multiple of 4 and 128.
 const gemvGrain = 128
 
+// gemvRowBlock is how many rows of a stored-k×n B the GEMV sums into one
+// partial result. It is fixed (never derived from the thread count), so the
+// summation order, and hence every bit of the result, is too.
+const gemvRowBlock = 512
+
 // gemv is the M=1 path (decoding): c[0:n] (+)= x·op(B), with x the single
 // row of op(A). It streams B once, without packing.
 func gemv(im *impl, transA bool, n, k int, a []float32, lda int, b bMat, c []float32, accumulate bool) {
@@ -19,8 +24,16 @@ func gemv(im *impl, transA bool, n, k int, a []float32, lda int, b bMat, c []flo
 		}
 	}
 	serial := 2*n*k < serialFlops || parallel.Threads() == 1
+	if !b.trans && k > gemvRowBlock {
+		gemvRowBlocks(im, serial, n, k, x, b, c, accumulate)
+		return
+	}
 	if !b.trans {
-		forPar(serial, n, gemvGrain, func(lo, hi int) {
+		// Wide column chunks (each streams every row of B), a multiple of
+		// gemvGrain so vector/tail splits never move with the thread count.
+		th := parallel.Threads()
+		grain := ((n+th-1)/th + gemvGrain - 1) / gemvGrain * gemvGrain
+		forPar(serial, n, grain, func(lo, hi int) {
 			if b.h != nil {
 				im.axpyh(k, hi-lo, x, b.h[lo:], b.ld, c[lo:hi], accumulate)
 			} else {
@@ -60,4 +73,34 @@ func dot1(im *impl, k int, x []float32, b bMat, j int) float32 {
 		im.dot4(k, x, b.f[j*b.ld:], 0, &y)
 	}
 	return y[0]
+}
+
+// gemvRowBlocks is the stored-k×n GEMV for many rows: workers take blocks of
+// gemvRowBlock whole rows, each one long sequential stream of B, into
+// partial sums, which are then added in block order.
+func gemvRowBlocks(im *impl, serial bool, n, k int, x []float32, b bMat, c []float32, accumulate bool) {
+	blocks := (k + gemvRowBlock - 1) / gemvRowBlock
+	buf := getBuf(blocks * n)
+	defer putBuf(buf)
+	part := *buf
+	forPar(serial, blocks, 1, func(lo, hi int) {
+		for q := lo; q < hi; q++ {
+			p0 := q * gemvRowBlock
+			kb := min(gemvRowBlock, k-p0)
+			if b.h != nil {
+				im.axpyh(kb, n, x[p0:], b.h[p0*b.ld:], b.ld, part[q*n:(q+1)*n], false)
+			} else {
+				im.axpy(kb, n, x[p0:], b.f[p0*b.ld:], b.ld, part[q*n:(q+1)*n], false)
+			}
+		}
+	})
+	forPar(serial, n, max(gemvGrain, (n+3)/4), func(lo, hi int) {
+		sum := part[lo:hi]
+		for q := 1; q < blocks; q++ {
+			for j, v := range part[q*n+lo : q*n+hi] {
+				sum[j] += v
+			}
+		}
+		storeRow(c[lo:hi], sum, accumulate)
+	})
 }

@@ -21,6 +21,9 @@ type isa struct {
 	vec   func() reg.VecVirtual
 }
 
+// prefetchSteps is how many k steps ahead the micro-kernels prefetch.
+const prefetchSteps = 8
+
 func (v isa) bytes() int { return 4 * v.lanes }
 
 var (
@@ -35,10 +38,14 @@ func main() {
 	for _, v := range []isa{avx512, avx2} {
 		dot4(v, false)
 		dot4(v, true)
-		axpy(v, 8, false)
-		axpy(v, 1, false)
-		axpy(v, 8, true)
-		axpy(v, 1, true)
+		axpy(v, false)
+		axpy(v, true)
+	}
+	for _, w := range []int{32, 16, 12, 6} {
+		copyRows(w)
+	}
+	for _, w := range []int{32, 16} {
+		copyRowsH(w)
 	}
 	transpose8(false)
 	transpose8(true)
@@ -82,6 +89,9 @@ func micro(v isa, mr, nv int) {
 		}
 	}
 	Label(name + "_loop")
+	// Software prefetch a few k steps ahead: A slivers stream from L2.
+	PREFETCHT0(Mem{Base: pa, Disp: 4 * mr * prefetchSteps})
+	PREFETCHT0(Mem{Base: pb, Disp: 4 * nr * prefetchSteps})
 	bv := make([]reg.VecVirtual, nv)
 	for j := range bv {
 		bv[j] = v.vec()
@@ -222,57 +232,79 @@ func hsum(v isa, x reg.VecVirtual, m Mem) {
 	VMOVSS(xx, m)
 }
 
-// axpy writes y[j] (+)= Σ_p x[p]·b[p·ldb+j] for one strip of nv vectors of
-// columns, the strip held in registers while all k rows stream past.
-func axpy(v isa, nv int, half bool) {
-	name := fmt.Sprintf("axpy%d%s", nv*v.lanes, v.name)
-	sig := "func(k int, x, b *float32, ldb int, y *float32, accumulate bool)"
+// axpy writes y[j] += Σ_p x[p]·b[p·ldb+j] for j < w (a multiple of the
+// vector width), one FMA per product in p order, so a column's bits do not
+// depend on w. Four rows of b stream at a time, sequentially, while y stays
+// in L1.
+func axpy(v isa, half bool) {
+	name := "axpy" + v.name
+	sig := "func(k int, x, b *float32, ldb int, y *float32, w int)"
 	es := 4
 	if half {
-		name = fmt.Sprintf("axpyh%d%s", nv*v.lanes, v.name)
-		sig = "func(k int, x *float32, b *uint16, ldb int, y *float32, accumulate bool)"
+		name = "axpyh" + v.name
+		sig = "func(k int, x *float32, b *uint16, ldb int, y *float32, w int)"
 		es = 2
 	}
 	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s sets (or adds to) y[0:%d] the sum over k ≥ 1 rows of b scaled by x.", name, nv*v.lanes))
+	Doc(fmt.Sprintf("%s adds to y[0:w] the sum over k rows of b scaled by x (w a multiple of %d).", name, v.lanes))
 	k := Load(Param("k"), GP64())
 	px := Load(Param("x"), GP64())
 	pb := Load(Param("b"), GP64())
 	ldb := Load(Param("ldb"), GP64())
+	py := Load(Param("y"), GP64())
+	w := Load(Param("w"), GP64())
 	if half {
 		SHLQ(U8(1), ldb)
 	} else {
 		SHLQ(U8(2), ldb)
 	}
-	acc := make([]reg.VecVirtual, nv)
-	for j := range acc {
-		acc[j] = v.vec()
-		VXORPS(acc[j], acc[j], acc[j])
+	ld3 := GP64()
+	LEAQ(Mem{Base: ldb, Index: ldb, Scale: 2}, ld3)
+	j, yj, bj := GP64(), GP64(), GP64()
+
+	// rows emits the loop over column vectors for nrows rows starting at pb.
+	rows := func(label string, nrows int) {
+		xs := make([]reg.VecVirtual, nrows)
+		for r := range xs {
+			xs[r] = v.vec()
+			VBROADCASTSS(Mem{Base: px, Disp: 4 * r}, xs[r])
+		}
+		MOVQ(py, yj)
+		MOVQ(pb, bj)
+		MOVQ(w, j)
+		Label(label)
+		acc := v.vec()
+		VMOVUPS(Mem{Base: yj}, acc)
+		src := []Mem{{Base: bj}, {Base: bj, Index: ldb, Scale: 1}, {Base: bj, Index: ldb, Scale: 2}, {Base: bj, Index: ld3, Scale: 1}}
+		for r := 0; r < nrows; r++ {
+			t := v.vec()
+			loadB(v, half, src[r], t)
+			VFMADD231PS(t, xs[r], acc)
+		}
+		VMOVUPS(acc, Mem{Base: yj})
+		ADDQ(U32(v.bytes()), yj)
+		ADDQ(U32(v.lanes*es), bj)
+		SUBQ(U32(v.lanes), j)
+		JNZ(LabelRef(label))
 	}
-	Label(name + "_loop")
-	t := v.vec()
-	VBROADCASTSS(Mem{Base: px}, t)
-	for j := 0; j < nv; j++ {
-		u := v.vec()
-		loadB(v, half, Mem{Base: pb, Disp: j * v.lanes * es}, u)
-		VFMADD231PS(u, t, acc[j])
-	}
-	ADDQ(U8(4), px)
+	Label(name + "_four")
+	CMPQ(k, U32(4))
+	JL(LabelRef(name + "_one"))
+	rows(name+"_four_cols", 4)
+	ADDQ(U32(16), px)
+	LEAQ(Mem{Base: pb, Index: ldb, Scale: 4}, pb)
+	SUBQ(U32(4), k)
+	JMP(LabelRef(name + "_four"))
+	Label(name + "_one")
+	TESTQ(k, k)
+	JZ(LabelRef(name + "_done"))
+	rows(name+"_one_cols", 1)
+	ADDQ(U32(4), px)
 	ADDQ(ldb, pb)
 	DECQ(k)
-	JNZ(LabelRef(name + "_loop"))
-	py := Load(Param("y"), GP64())
-	flag := Load(Param("accumulate"), GP8())
-	TESTB(flag, flag)
-	JZ(LabelRef(name + "_store"))
-	for j := 0; j < nv; j++ {
-		VADDPS(Mem{Base: py, Disp: j * v.bytes()}, acc[j], acc[j])
-	}
-	Label(name + "_store")
-	for j := 0; j < nv; j++ {
-		VMOVUPS(acc[j], Mem{Base: py, Disp: j * v.bytes()})
-	}
+	JMP(LabelRef(name + "_one"))
+	Label(name + "_done")
 	VZEROUPPER()
 	RET()
 }
@@ -383,6 +415,79 @@ func transpose8(half bool) {
 	ADDQ(U32(8*es), b4)
 	ADDQ(step, d)
 	SUBQ(U32(8), kc)
+	JNZ(LabelRef(name + "_loop"))
+	VZEROUPPER()
+	RET()
+}
+
+// copyRows writes the packing copy for operands already in k-major order:
+// kc rows of w float32s, from stride ld (elements) to stride w. It uses
+// ymm, xmm and scalar moves only, so both paths share it.
+func copyRows(w int) {
+	name := fmt.Sprintf("copyRows%d", w)
+	TEXT(name, NOSPLIT, "func(kc int, src *float32, ld int, dst *float32)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s copies kc rows of %d float32s from stride ld to a packed panel (kc ≥ 1).", name, w))
+	kc := Load(Param("kc"), GP64())
+	src := Load(Param("src"), GP64())
+	ld := Load(Param("ld"), GP64())
+	dst := Load(Param("dst"), GP64())
+	SHLQ(U8(2), ld)
+	Label(name + "_loop")
+	for off := 0; off < w; {
+		switch {
+		case w-off >= 8:
+			t := YMM()
+			VMOVUPS(Mem{Base: src, Disp: 4 * off}, t)
+			VMOVUPS(t, Mem{Base: dst, Disp: 4 * off})
+			off += 8
+		case w-off >= 4:
+			t := XMM()
+			VMOVUPS(Mem{Base: src, Disp: 4 * off}, t)
+			VMOVUPS(t, Mem{Base: dst, Disp: 4 * off})
+			off += 4
+		case w-off >= 2:
+			t := GP64()
+			MOVQ(Mem{Base: src, Disp: 4 * off}, t)
+			MOVQ(t, Mem{Base: dst, Disp: 4 * off})
+			off += 2
+		default:
+			t := GP32()
+			MOVL(Mem{Base: src, Disp: 4 * off}, t)
+			MOVL(t, Mem{Base: dst, Disp: 4 * off})
+			off++
+		}
+	}
+	ADDQ(ld, src)
+	ADDQ(U32(4*w), dst)
+	DECQ(kc)
+	JNZ(LabelRef(name + "_loop"))
+	VZEROUPPER()
+	RET()
+}
+
+// copyRowsH is copyRows for a bf16 source (w a multiple of 8): each value is
+// widened exactly to float32 on the way.
+func copyRowsH(w int) {
+	name := fmt.Sprintf("copyRowsH%d", w)
+	TEXT(name, NOSPLIT, "func(kc int, src *uint16, ld int, dst *float32)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s widens kc rows of %d bf16 values from stride ld to a packed float32 panel (kc ≥ 1).", name, w))
+	kc := Load(Param("kc"), GP64())
+	src := Load(Param("src"), GP64())
+	ld := Load(Param("ld"), GP64())
+	dst := Load(Param("dst"), GP64())
+	SHLQ(U8(1), ld)
+	Label(name + "_loop")
+	for off := 0; off < w; off += 8 {
+		t := YMM()
+		VPMOVZXWD(Mem{Base: src, Disp: 2 * off}, t)
+		VPSLLD(U8(16), t, t)
+		VMOVUPS(t, Mem{Base: dst, Disp: 4 * off})
+	}
+	ADDQ(ld, src)
+	ADDQ(U32(4*w), dst)
+	DECQ(kc)
 	JNZ(LabelRef(name + "_loop"))
 	VZEROUPPER()
 	RET()
