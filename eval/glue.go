@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -73,14 +74,7 @@ var glueSpecs = map[string]glueSpec{
 // GLUETasks lists the GLUE task names ReadGLUE knows.
 func GLUETasks() []string { return sortedKeys(glueSpecs) }
 
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
 // splitAlias maps common split names to the ones used here.
 func splitAlias(split string) string {

@@ -46,20 +46,19 @@ type DataRecipe struct {
 	EvalLimit     int     `yaml:"eval_limit,omitempty"`
 }
 
-// readRecipe parses a recipe, refusing unknown keys (a typo would
+// readRecipe reads a recipe over r, refusing unknown keys (a typo would
 // otherwise silently train something else).
-func readRecipe(path string) (*Recipe, error) {
+func readRecipe(path string, r *Recipe) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	var r Recipe
-	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if err := dec.Decode(r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	return &r, nil
+	return nil
 }
 
 // peftJSON renders the peft block as adapter_config.json keys.

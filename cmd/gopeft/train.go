@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/gopeft/gopeft/data"
 	"github.com/gopeft/gopeft/eval"
@@ -40,12 +41,20 @@ An interrupted run continues with --resume.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if recipePath != "" {
-				file, err := readRecipe(recipePath)
-				if err != nil {
+				// Flags given on the command line win over the recipe, and
+				// the recipe over the flags' defaults: note the given
+				// flags, read the recipe over r, then set them again.
+				fl := cmd.Flags()
+				given := map[string]string{}
+				fl.Visit(func(f *pflag.Flag) { given[f.Name] = f.Value.String() })
+				if err := readRecipe(recipePath, r); err != nil {
 					return err
 				}
-				mergeFlags(cmd, file, r)
-				r = file
+				for name, v := range given {
+					if err := fl.Set(name, v); err != nil {
+						return err
+					}
+				}
 			}
 			if r.Method == lora.PeftType {
 				if r.Peft == nil {
@@ -111,66 +120,6 @@ An interrupted run continues with --resume.`,
 	fl.StringVar(&r.Output, "output", "", "output directory")
 	fl.BoolVar(&resume, "resume", false, "continue from the latest checkpoint in --output")
 	return cmd
-}
-
-// mergeFlags copies the flags given on the command line over a recipe read
-// from a file.
-func mergeFlags(cmd *cobra.Command, file, flags *Recipe) {
-	fl := cmd.Flags()
-	str := func(name string, dst *string, v string) {
-		if fl.Changed(name) {
-			*dst = v
-		}
-	}
-	str("model", &file.Model, flags.Model)
-	str("tokenizer", &file.Tokenizer, flags.Tokenizer)
-	str("method", &file.Method, flags.Method)
-	str("task", &file.Data.Task, flags.Data.Task)
-	str("data-dir", &file.Data.DataDir, flags.Data.DataDir)
-	str("data", &file.Data.Path, flags.Data.Path)
-	str("format", &file.Data.Format, flags.Data.Format)
-	str("template", &file.Data.Template, flags.Data.Template)
-	str("eval-data", &file.Data.EvalPath, flags.Data.EvalPath)
-	str("output", &file.Output, flags.Output)
-	str("schedule", &file.Train.Schedule, flags.Train.Schedule)
-	str("optimizer", &file.Train.Optimizer, flags.Train.Optimizer)
-	num := func(name string, dst *int, v int) {
-		if fl.Changed(name) {
-			*dst = v
-		}
-	}
-	num("seq-len", &file.Data.SeqLen, flags.Data.SeqLen)
-	num("max-len", &file.Data.MaxLen, flags.Data.MaxLen)
-	num("limit", &file.Data.Limit, flags.Data.Limit)
-	num("eval-limit", &file.Data.EvalLimit, flags.Data.EvalLimit)
-	num("steps", &file.Train.Steps, flags.Train.Steps)
-	num("batch", &file.Train.BatchSize, flags.Train.BatchSize)
-	num("grad-accum", &file.Train.GradAccum, flags.Train.GradAccum)
-	num("warmup", &file.Train.Warmup, flags.Train.Warmup)
-	num("eval-every", &file.Train.EvalEvery, flags.Train.EvalEvery)
-	num("save-every", &file.Train.SaveEvery, flags.Train.SaveEvery)
-	num("log-every", &file.Train.LogEvery, flags.Train.LogEvery)
-	flt := func(name string, dst *float64, v float64) {
-		if fl.Changed(name) {
-			*dst = v
-		}
-	}
-	flt("lr", &file.Train.LR, flags.Train.LR)
-	flt("weight-decay", &file.Train.WeightDecay, flags.Train.WeightDecay)
-	flt("max-grad-norm", &file.Train.MaxGradNorm, flags.Train.MaxGradNorm)
-	flt("eval-fraction", &file.Data.EvalFraction, flags.Data.EvalFraction)
-	if fl.Changed("seed") {
-		file.Train.Seed = flags.Train.Seed
-	}
-	if fl.Changed("bf16") {
-		file.BF16 = flags.BF16
-	}
-	if fl.Changed("train-on-prompt") {
-		file.Data.TrainOnPrompt = flags.Data.TrainOnPrompt
-	}
-	if fl.Changed("skip-invalid") {
-		file.Data.SkipInvalid = flags.Data.SkipInvalid
-	}
 }
 
 // runTrain carries out a recipe: load, attach the method, train, save.

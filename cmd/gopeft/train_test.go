@@ -154,6 +154,18 @@ output: `+filepath.Join(dir, "out")+`
 	if err != nil || !strings.Contains(out, `"r": 4`) || !strings.Contains(out, "layers.4.self_attn.v_proj.lora_B.weight") {
 		t.Errorf("inspect: %v\n%s", err, out)
 	}
+	// A flag given on the command line wins over the recipe; the recipe
+	// wins over the flags' defaults (r stays 4, not --rank's default 8).
+	out2 := filepath.Join(dir, "out2")
+	if _, err := run(t, "train", "--config", recipe, "--steps", "2", "--output", out2); err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := train.ReadMetricsFile(filepath.Join(out2, "metrics.jsonl")); err != nil || len(recs) != 2 {
+		t.Errorf("--steps 2 over a recipe of 3 steps: %d metric lines, %v", len(recs), err)
+	}
+	if cfg, err := os.ReadFile(filepath.Join(out2, "adapter_config.json")); err != nil || !strings.Contains(string(cfg), `"r": 4`) {
+		t.Errorf("the recipe's r: 4 was lost: %v\n%s", err, cfg)
+	}
 	// An unknown recipe key is an error naming it.
 	os.WriteFile(recipe, []byte("model: x\nlearning_rate: 3\n"), 0o644)
 	if _, err := run(t, "train", "--config", recipe); err == nil || !strings.Contains(err.Error(), "learning_rate") {

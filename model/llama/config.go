@@ -7,8 +7,9 @@ package llama
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 
 	"github.com/gopeft/gopeft/autograd"
 )
@@ -250,11 +251,4 @@ func (c *Config) InvFreq() []float64 {
 }
 
 // sortedKeys lists a map's keys in order, for stable error messages.
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

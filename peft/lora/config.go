@@ -7,8 +7,9 @@ package lora
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 
 	"github.com/gopeft/gopeft/peft"
 )
@@ -132,11 +133,4 @@ func (c *Config) Scale(r int, alpha float64) float64 {
 	return alpha / float64(r)
 }
 
-func keys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
+func keys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
