@@ -216,8 +216,11 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 			norm = GradNorm(params)
 		}
 		if !IsFinite(lossVal) || !IsFinite(norm) {
-			last, _, _ := LatestCheckpoint(r.OutputDir)
-			return sum, fmt.Errorf("%w at step %d (loss %v, gradient norm %v); stopped without updating; last good checkpoint: %q",
+			last, ok, _ := LatestCheckpoint(r.OutputDir)
+			if !ok {
+				last = "none saved yet"
+			}
+			return sum, fmt.Errorf("%w at step %d (loss %v, gradient norm %v); stopped without updating; last good checkpoint: %s",
 				ErrNonFinite, step+1, lossVal, norm, last)
 		}
 		lr := sched.At(step)

@@ -177,3 +177,16 @@ output: `+filepath.Join(dir, "out")+`
 		t.Errorf("bad targets: %v", err)
 	}
 }
+
+func TestTrainStopsOnNonFiniteLoss(t *testing.T) {
+	model := shared.Path(t, "data/models/stories260K/stories260K.bin")
+	text := shared.Path(t, "data/text/tinyshakespeare.txt")
+	out := filepath.Join(t.TempDir(), "nan")
+	_, err := run(t, "train", "--model", model, "--data", text, "--format", "text", "--seq-len", "32", "--limit", "32",
+		"--steps", "6", "--batch", "4", "--lr", "1e30", "--max-grad-norm", "0", "--warmup", "0", "--schedule", "constant",
+		"--save-every", "1", "--output", out)
+	if err == nil || !strings.Contains(err.Error(), "non-finite") || !strings.Contains(err.Error(), "step 2") ||
+		!strings.Contains(err.Error(), "checkpoint-00000001") {
+		t.Fatalf("a diverging run should stop naming the step and the last good checkpoint: %v", err)
+	}
+}

@@ -356,3 +356,41 @@ func TestLoadRejectsAdapterForAnotherBase(t *testing.T) {
 		}
 	}
 }
+
+func TestSeveralNamedAdapters(t *testing.T) {
+	pm := smallModel(t)
+	ids := []int{1, 3, 5, 7, 9}
+	base := logits(t, pm.Base, ids)
+	for i, name := range []string{"first", "second"} {
+		cfg := NewConfig()
+		cfg.InitLoraWeights = InitRandom // non-zero B: each adapter changes the output
+		cfg.Seed = uint64(i + 1)
+		if _, err := pm.AddAdapter(name, New(cfg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pm.SetAdapter("first"); err != nil {
+		t.Fatal(err)
+	}
+	first := logits(t, pm.Base, ids)
+	a, _ := pm.Adapter("second")
+	if a.Params[0].Var.RequiresGrad() {
+		t.Error("the inactive adapter's tensors are trainable")
+	}
+	if err := pm.SetAdapter("second"); err != nil {
+		t.Fatal(err)
+	}
+	second := logits(t, pm.Base, ids)
+	if maxAbsDiff(first, second) < 1e-4 || maxAbsDiff(base, first) < 1e-4 {
+		t.Fatal("switching adapters did not change the output")
+	}
+	if err := pm.SetAdapter("first"); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxAbsDiff(first, logits(t, pm.Base, ids)); d != 0 {
+		t.Errorf("switching back changed the output by %g", d)
+	}
+	if err := pm.SetAdapter("third"); err == nil {
+		t.Error("SetAdapter accepted an unknown name")
+	}
+}
