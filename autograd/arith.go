@@ -32,16 +32,17 @@ func (tp *Tape) Add(a, b *Var) *Var {
 		fused.Add(out.Data, a.Value.F32(), b.Value.F32(), n)
 	}
 	return tp.Result(out, func(o *Var) {
-		g := o.Grad.Data
-		if a.requiresGrad {
-			fused.Axpy(a.GradBuf().Data, 1, g, n)
-		}
-		if b.requiresGrad {
+		if b.requiresGrad { // before a may take o's buffer
 			if bc {
-				fused.SumRows(b.GradBuf().Data, g, rows, cols)
+				fused.SumRows(b.GradBuf().Data, o.Grad.Data, rows, cols)
+			} else if !a.requiresGrad {
+				o.passGrad(b)
 			} else {
-				fused.Axpy(b.GradBuf().Data, 1, g, n)
+				fused.Axpy(b.GradBuf().Data, 1, o.Grad.Data, n)
 			}
+		}
+		if a.requiresGrad {
+			o.passGrad(a)
 		}
 	}, a, b)
 }
@@ -123,8 +124,7 @@ func addConst(dst []float32, c float32) {
 // back to a.
 func (tp *Tape) Reshape(a *Var, shape ...int) *Var {
 	out := a.Value.Reshape(shape...)
-	n := out.Numel()
 	return tp.Result(out, func(o *Var) {
-		fused.Axpy(a.GradBuf().Data, 1, o.Grad.Data, n)
+		o.passGrad(a)
 	}, a)
 }

@@ -12,9 +12,9 @@
 //
 // Tensors are seen as matrices [rows, cols] with leading dimensions
 // flattened; a batch of B sequences of T tokens is B·T rows, row b·T+t. The
-// ops: Linear and MatMul (matmul.go); Add, Mul, Scale, Sum, Mean, Reshape
-// (arith.go); RMSNorm and RoPE (norm.go); SiLU, SwiGLU, Softmax, Dropout
-// (activation.go); Attention (attention.go); Embedding, GatherRows,
+// ops: Linear, AddLinear and MatMul (matmul.go); Add, Mul, Scale, Sum, Mean,
+// Reshape (arith.go); RMSNorm and RoPE (norm.go); SiLU, SwiGLU, Softmax,
+// Dropout (activation.go); Attention (attention.go); Embedding, GatherRows,
 // ConcatSeq (rows.go); CrossEntropy and LMHeadCrossEntropy (loss.go). The
 // loops behind them live in tensor/fused.
 package autograd
@@ -23,6 +23,7 @@ import (
 	"fmt"
 
 	"github.com/gopeft/gopeft/tensor"
+	"github.com/gopeft/gopeft/tensor/fused"
 )
 
 // Var is a value in the computation: a tensor, its gradient (when it
@@ -34,6 +35,9 @@ type Var struct {
 	Grad         *tensor.Tensor
 	Name         string
 	requiresGrad bool
+	// tape is set on intermediate results: their gradient buffers come from
+	// and go back to the tape's free list.
+	tape *Tape
 }
 
 // Param wraps a model tensor. Trainable parameters accumulate gradients
@@ -73,15 +77,38 @@ func (v *Var) ZeroGrad() {
 // call it only for values that require a gradient.
 func (v *Var) GradBuf() *tensor.Tensor {
 	if v.Grad == nil {
-		v.Grad = tensor.New(v.Value.Shape...)
+		if v.tape != nil {
+			v.Grad = v.tape.zeros(v.Value.Shape)
+		} else {
+			v.Grad = tensor.New(v.Value.Shape...)
+		}
 	}
 	return v.Grad
 }
 
+// passGrad adds out's gradient into dst's. When dst is an intermediate with
+// no gradient yet, it takes out's buffer instead of copying it: out's
+// backward is running, so nothing reads out.Grad afterwards. Ops whose
+// gradient passes through unchanged (Add, Reshape) use it.
+func (out *Var) passGrad(dst *Var) {
+	if dst.Grad == nil && dst.tape != nil && out.tape == dst.tape {
+		dst.Grad = tensor.FromData(out.Grad.Data, dst.Value.Shape...)
+		out.Grad = nil
+		return
+	}
+	fused.Axpy(dst.GradBuf().Data, 1, out.Grad.Data, len(out.Grad.Data))
+}
+
 // Tape records the backward closures of the ops run on it.
+//
+// Memory: an intermediate's gradient is complete when its backward runs and
+// nothing reads it afterwards, so the tape takes the buffer back right then
+// and hands it to the next gradient of the same size. Only a few layers'
+// gradients are then alive at once instead of every intermediate's.
 type Tape struct {
 	backward []func()
 	temps    []*Var
+	free     map[int][]*tensor.Tensor // released gradient buffers by length
 }
 
 // NewTape returns an empty tape.
@@ -108,10 +135,12 @@ func (tp *Tape) Result(value *tensor.Tensor, backward func(out *Var), inputs ...
 		}
 	}
 	if out.requiresGrad {
+		out.tape = tp
 		tp.temps = append(tp.temps, out)
 		tp.backward = append(tp.backward, func() {
 			if out.Grad != nil { // no gradient reached it: nothing to pass on
 				backward(out)
+				tp.release(out)
 			}
 		})
 	}
@@ -165,6 +194,32 @@ func (tp *Tape) Reset() {
 	}
 	tp.backward = tp.backward[:0]
 	tp.temps = tp.temps[:0]
+	tp.free = nil
+}
+
+// zeros returns a zeroed buffer of the given shape, reusing a released one.
+func (tp *Tape) zeros(shape []int) *tensor.Tensor {
+	n := tensor.Numel(shape)
+	if l := tp.free[n]; len(l) > 0 {
+		t := l[len(l)-1]
+		tp.free[n] = l[:len(l)-1]
+		clear(t.Data)
+		return tensor.FromData(t.Data, shape...)
+	}
+	return tensor.New(shape...)
+}
+
+// release takes back v's finished gradient buffer.
+func (tp *Tape) release(v *Var) {
+	if v.Grad == nil || len(v.Grad.Data) == 0 {
+		return
+	}
+	if tp.free == nil {
+		tp.free = map[int][]*tensor.Tensor{}
+	}
+	n := len(v.Grad.Data)
+	tp.free[n] = append(tp.free[n], v.Grad)
+	v.Grad = nil
 }
 
 // panicShapes reports an internal shape bug naming the op and both shapes.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/tensor/fused"
+	"github.com/gopeft/gopeft/tensor/kernels"
 )
 
 // IgnoreIndex marks a target that contributes nothing to a loss.
@@ -54,9 +55,14 @@ func (tp *Tape) CrossEntropy(logits *Var, targets []int) *Var {
 // are computed, and no more than chunkRows×V logits (chunkRows ≤ 0 means 64)
 // exist at once: they are formed in tiles of up to lmTileRows(...) rows by a
 // block of the vocabulary, with a running log-sum-exp across blocks, so that
-// w is streamed (and packed for the GEMM) as few times as possible. The
-// backward recomputes each tile's logits, turns them into softmax − onehot
-// in place and accumulates dh, and dw only when w is trainable.
+// w is streamed (and packed for the GEMM) as few times as possible.
+//
+// When only h needs a gradient (a frozen head: LoRA and the like), the
+// forward also forms dloss/dh per unit of loss gradient in the same pass,
+// as a running Σ exp(logit − max)·w rescaled with the max (the online
+// softmax of flash attention), so the backward is a scaled add. Otherwise
+// the backward recomputes each tile's logits, turns them into softmax −
+// onehot in place and accumulates dh, and dw when w is trainable.
 func (tp *Tape) LMHeadCrossEntropy(h, w *Var, targets []int, chunkRows int) *Var {
 	if len(w.Value.Shape) != 2 || h.Value.Cols() != w.Value.Shape[1] {
 		panicShapes("LMHeadCrossEntropy", h.Value.Shape, w.Value.Shape)
@@ -100,6 +106,10 @@ func (tp *Tape) LMHeadCrossEntropy(h, w *Var, targets []int, chunkRows int) *Var
 	lse := make([]float32, n)
 	var total float64
 	m, s, tl := make([]float32, tileRows), make([]float64, tileRows), make([]float32, tileRows)
+	var dhUnit []float32 // [n, dim]: dloss/dh rows for a loss gradient of n
+	if tp != nil && h.requiresGrad && !w.requiresGrad {
+		dhUnit = make([]float32, n*dim)
+	}
 	for r0 := 0; r0 < n; r0 += tileRows {
 		c := min(tileRows, n-r0)
 		ht := gather(r0, c)
@@ -109,11 +119,25 @@ func (tp *Tape) LMHeadCrossEntropy(h, w *Var, targets []int, chunkRows int) *Var
 		for v0 := 0; v0 < vocab; v0 += block {
 			vb := min(block, vocab-v0)
 			lt := tile(ht, v0, vb)
-			fused.LogSumExpBlock(m, s, tl, lt.Data, tgt[r0:r0+c], c, vb, v0)
+			if dhUnit == nil {
+				fused.LogSumExpBlock(m, s, tl, lt.Data, tgt[r0:r0+c], c, vb, v0)
+				continue
+			}
+			acc := dhUnit[r0*dim : (r0+c)*dim]
+			fused.ExpBlock(m, s, tl, lt.Data, tgt[r0:r0+c], c, vb, v0, acc, dim)
+			gemm(false, false, c, dim, vb, lt, w.Value.RowsView(v0, v0+vb), acc, true)
 		}
 		for i := range c {
 			lse[r0+i] = m[i] + float32(math.Log(s[i]))
 			total += float64(lse[r0+i] - tl[i])
+		}
+		if dhUnit != nil { // softmax·w − w[target], row by row
+			wt := make([]float32, dim)
+			for i := range c {
+				acc := dhUnit[(r0+i)*dim : (r0+i+1)*dim]
+				fused.Scale(acc, float32(1/s[i]), acc, dim)
+				fused.Axpy(acc, -1, rowF32(w.Value, tgt[r0+i], wt), dim)
+			}
 		}
 	}
 	var loss float32
@@ -125,6 +149,13 @@ func (tp *Tape) LMHeadCrossEntropy(h, w *Var, targets []int, chunkRows int) *Var
 			return
 		}
 		scale := o.Grad.Data[0] / float32(n)
+		if dhUnit != nil {
+			dh := h.GradBuf().Data
+			for i, r := range idx {
+				fused.Axpy(dh[r*dim:(r+1)*dim], scale, dhUnit[i*dim:(i+1)*dim], dim)
+			}
+			return
+		}
 		var dhc *tensor.Tensor
 		if h.requiresGrad {
 			dhc = tensor.New(tileRows, dim)
@@ -165,4 +196,15 @@ func lmTile(rows, vocab, chunkRows int) (tileRows, block int) {
 	tileRows = max(1, min(rows, max(chunkRows, side)))
 	block = max(1, min(vocab, budget/tileRows))
 	return tileRows, block
+}
+
+// rowF32 returns row r of the matrix t in float32, converting into buf when
+// t is bf16.
+func rowF32(t *tensor.Tensor, r int, buf []float32) []float32 {
+	if t.Half == nil {
+		return t.Row(r)
+	}
+	c := t.Cols()
+	kernels.BF16ToF32(buf[:c], t.Half[r*c:(r+1)*c])
+	return buf[:c]
 }

@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gopeft/gopeft/tensor"
+	"github.com/gopeft/gopeft/tensor/fused"
 	"github.com/gopeft/gopeft/tensor/kernels"
 	"github.com/gopeft/gopeft/tensor/parallel"
 )
@@ -119,4 +120,34 @@ func (tp *Tape) MatMul(a, b *Var, transA, transB bool) *Var {
 			}
 		}
 	}, a, b)
+}
+
+// AddLinear returns y + s·(x·wᵀ) for x [..., in], w [out, in] and y
+// [..., out]: one product accumulated onto a copy of y, instead of a product,
+// a scaled copy and a sum (each a full [rows, out] tensor with its own
+// gradient). It is LoRA's update y + s·(x·Aᵀ)·Bᵀ with x = x·Aᵀ, w = B; the
+// scale is applied to x, the narrow operand.
+func (tp *Tape) AddLinear(y, x, w *Var, s float32) *Var {
+	if len(w.Value.Shape) != 2 || x.Value.Cols() != w.Value.Shape[1] || x.Value.Rows() != y.Value.Rows() || y.Value.Cols() != w.Value.Shape[0] {
+		panicShapes("AddLinear", x.Value.Shape, w.Value.Shape)
+	}
+	out, in, rows := w.Value.Shape[0], w.Value.Shape[1], x.Value.Rows()
+	xs := tensor.New(x.Value.Shape...)
+	fused.Scale(xs.Data, s, x.Value.F32(), len(xs.Data))
+	z := y.Value.Clone()
+	gemm(false, true, rows, out, in, xs, w.Value, z.Data, true)
+	return tp.Result(z, func(o *Var) {
+		if x.requiresGrad { // dx += s·(dz·w)
+			dxs := tensor.New(rows, in)
+			gemm(false, false, rows, in, out, o.Grad, w.Value, dxs.Data, false)
+			fused.Axpy(x.GradBuf().Data, s, dxs.Data, len(dxs.Data))
+		}
+		if w.requiresGrad { // dw += dzᵀ·(s·x)
+			weightGradGEMMs.Add(1)
+			gemm(true, false, out, in, rows, o.Grad, xs, w.GradBuf().Data, true)
+		}
+		if y.requiresGrad { // last: y may take o's buffer
+			o.passGrad(y)
+		}
+	}, y, x, w)
 }

@@ -42,3 +42,24 @@ func TestLinearSplitMatchesWholeProduct(t *testing.T) {
 		}
 	}
 }
+
+// AddLinear: gradients to y, x and w (each trainable or not), and the value
+// of the unfused y + s·(x·wᵀ).
+func TestAddLinear(t *testing.T) {
+	g := tensor.NewRNG(12)
+	for _, train := range [][3]bool{{true, true, true}, {false, true, true}, {true, false, true}, {true, true, false}} {
+		y, x, w := randVar(g, train[0], 5, 7), randVar(g, train[1], 5, 3), randVar(g, train[2], 7, 3)
+		checkGrad(t, fmt.Sprint("trainable", train), []*Var{y, x, w}, func(tp *Tape) *Var {
+			yi := tp.Scale(y, 1.5) // an intermediate: the first backward takes the buffer
+			return tp.Sum(tp.Mul(tp.AddLinear(yi, x, w, 0.7), tp.AddLinear(yi, x, w, -1.3)))
+		})
+		got := (*Tape)(nil).AddLinear(y, x, w, 0.7).Value.Data
+		var nilTape *Tape
+		want := nilTape.Add(y, nilTape.Scale(nilTape.Linear(x, w), 0.7)).Value.Data
+		for i := range want {
+			if math.Abs(float64(got[i]-want[i])) > 1e-5 {
+				t.Fatalf("value %d: %v, unfused %v", i, got[i], want[i])
+			}
+		}
+	}
+}

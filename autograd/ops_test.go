@@ -257,6 +257,28 @@ func TestLMHeadCrossEntropy(t *testing.T) {
 			t.Fatalf("fused vs unfused element %d: %v vs %v", i, a[i], b[i])
 		}
 	}
+	// A frozen head forms dh in the forward pass (online softmax): the same
+	// dh as the unfused ops, for row tiles and vocabulary blocks of every
+	// size, with a loss gradient other than 1.
+	frozen := Param("lm_head", w.Value, false)
+	dhOf := func(chunk int) []float32 {
+		h.Grad = nil
+		tp := NewTape()
+		if chunk == 0 {
+			tp.Backward(tp.Scale(tp.CrossEntropy(tp.Linear(h, frozen), targets), 0.5))
+		} else {
+			tp.Backward(tp.Scale(tp.LMHeadCrossEntropy(h, frozen, targets, chunk), 0.5))
+		}
+		return h.Grad.Data
+	}
+	want := dhOf(0)
+	for _, chunk := range []int{1, 2, 3, 64} {
+		for i, v := range dhOf(chunk) {
+			if math.Abs(float64(v-want[i])) > 1e-6 {
+				t.Fatalf("frozen head, chunk %d: dh[%d] = %v, unfused %v", chunk, i, v, want[i])
+			}
+		}
+	}
 	// A frozen bf16 head: no weight gradient, dh as with the widened weight.
 	wh := Param("lm_head", w.Value.ToBF16(), false)
 	wf := Param("lm_head32", w.Value.ToBF16().ToF32(), false)

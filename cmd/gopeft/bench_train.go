@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,6 +36,7 @@ type trainBench struct {
 func newBenchTrainCmd() *cobra.Command {
 	var b trainBench
 	var asJSON bool
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Training tokens/s and peak memory of a preset with a method",
@@ -97,6 +100,17 @@ func newBenchTrainCmd() *cobra.Command {
 			if err := step(); err != nil { // warm-up: buffers, page faults
 				return err
 			}
+			if cpuProfile != "" { // the measured steps only
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			start := time.Now()
 			for i := 0; i < b.Steps; i++ {
 				if err := step(); err != nil {
@@ -128,5 +142,6 @@ func newBenchTrainCmd() *cobra.Command {
 	fl.IntVar(&b.Steps, "steps", 5, "measured steps (after one warm-up step)")
 	fl.BoolVar(&b.BF16, "bf16", false, "hold the frozen base in bfloat16")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
+	fl.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measured steps to this file")
 	return cmd
 }

@@ -77,8 +77,7 @@ func (ly *layer) Apply(tp *autograd.Tape, _ *nn.Linear, x, y *autograd.Var) *aut
 	if ly.dropout > 0 {
 		x = tp.Dropout(x, ly.dropout, ly.model.Step*0x9E3779B97F4A7C15+ly.index)
 	}
-	z := tp.Linear(tp.Linear(x, ly.A), ly.B)
-	return tp.Add(y, tp.Scale(z, ly.scale))
+	return tp.AddLinear(y, tp.Linear(x, ly.A), ly.B, ly.scale)
 }
 
 // delta returns s·B·A as a [out, in] matrix.

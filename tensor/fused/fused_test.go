@@ -68,3 +68,58 @@ func TestShortSlicePanics(t *testing.T) {
 	}()
 	RMSNormForward(make([]float32, 5), make([]float32, 2), make([]float32, 6), make([]float32, 3), 2, 3, 1e-5)
 }
+
+// ExpBlock leaves m, s and target bitwise as LogSumExpBlock does, turns x into
+// exp(x − m) with the block's final m, and rescales acc rows whose maximum
+// grew by exp(old − new), on any number of threads.
+func TestExpBlockMatchesLogSumExpBlock(t *testing.T) {
+	const rows, cols, accCols = 9, 300, 5
+	targets := []int{0, 299, 600, 301, 5, 599, 450, 2, 310}
+	type state struct {
+		m, target, acc []float32
+		s              []float64
+	}
+	run := func(keep bool, th int) (st state, exps [][]float32) {
+		st = state{m: make([]float32, rows), target: make([]float32, rows), acc: make([]float32, rows*accCols), s: make([]float64, rows)}
+		for r := range st.m {
+			st.m[r] = float32(math.Inf(-1))
+		}
+		for b := 0; b < 2; b++ {
+			x := make([]float32, rows*cols)
+			for i := range x {
+				x[i] = float32(math.Sin(float64(i*(b+3)))) * float32(4+3*b)
+			}
+			withThreads(th, func() {
+				if keep {
+					ExpBlock(st.m, st.s, st.target, x, targets, rows, cols, b*cols, st.acc, accCols)
+				} else {
+					LogSumExpBlock(st.m, st.s, st.target, x, targets, rows, cols, b*cols)
+				}
+			})
+			exps = append(exps, x)
+			for i := range st.acc { // the caller's accumulation: one per block
+				st.acc[i]++
+			}
+		}
+		return st, exps
+	}
+	want, raw := run(false, 1)
+	for _, th := range []int{1, 3} {
+		got, exps := run(true, th)
+		for r := 0; r < rows; r++ {
+			if got.m[r] != want.m[r] || got.s[r] != want.s[r] || got.target[r] != want.target[r] {
+				t.Fatalf("%d threads, row %d: m, s, target = %v %v %v, LogSumExpBlock %v %v %v", th, r, got.m[r], got.s[r], got.target[r], want.m[r], want.s[r], want.target[r])
+			}
+			// Block 1 used the final max; block 0's acc (1) was rescaled if it grew.
+			e := Exp(raw[1][r*cols+7] - want.m[r])
+			if exps[1][r*cols+7] != e {
+				t.Fatalf("row %d: exp %v, want %v", r, exps[1][r*cols+7], e)
+			}
+			m0 := rowMax(raw[0][r*cols : (r+1)*cols])
+			wantAcc := float32(math.Exp(float64(m0-want.m[r]))) + 1
+			if d := got.acc[r*accCols] - wantAcc; d > 1e-6 || d < -1e-6 {
+				t.Fatalf("row %d: acc %v, want %v", r, got.acc[r*accCols], wantAcc)
+			}
+		}
+	}
+}

@@ -29,7 +29,7 @@ func LogSumExp(x []float32) float32 {
 	if math.IsInf(float64(m), -1) {
 		return m
 	}
-	return m + float32(math.Log(expSum(x, m)))
+	return m + float32(math.Log(expSum(x, m, false)))
 }
 
 // expBlock is how many exponentials the helpers below form at once (on the
@@ -37,12 +37,17 @@ func LogSumExp(x []float32) float32 {
 const expBlock = 256
 
 // expSum returns Σ Exp(v − m) over x, summed in float64 in index order
-// (the same bits as the plain loop), the exponentials formed by ExpTo.
-func expSum(x []float32, m float32) float64 {
+// (the same bits as the plain loop), the exponentials formed by ExpTo. With
+// keep, x is overwritten by the exponentials.
+func expSum(x []float32, m float32, keep bool) float64 {
 	var buf [expBlock]float32
 	var s float64
 	for b := 0; b < len(x); b += expBlock {
-		e := buf[:min(expBlock, len(x)-b)]
+		n := min(expBlock, len(x)-b)
+		e := buf[:n]
+		if keep {
+			e = x[b : b+n]
+		}
 		for j := range e {
 			e[j] = x[b+j] - m
 		}
@@ -199,20 +204,43 @@ func xentGrad(op string, dlogits, logits, lse []float32, targets []int, rows, co
 // m = −Inf and s = 0; after the last block, lse = m + log(s). The result
 // depends only on the blocks, not on the thread count.
 func LogSumExpBlock(m []float32, s []float64, target []float32, x []float32, targets []int, rows, cols, col0 int) {
-	need("LogSumExpBlock", "x", x, rows*cols)
-	need("LogSumExpBlock", "m", m, rows)
-	need("LogSumExpBlock", "target", target, rows)
+	lseBlock("LogSumExpBlock", m, s, target, x, targets, rows, cols, col0, nil, 0)
+}
+
+// ExpBlock is LogSumExpBlock that keeps the exponentials, for a softmax
+// gradient formed in the same pass over the vocabulary: x becomes
+// exp(x − m[r]) in place (m[r] the running maximum after this block), and
+// where the maximum grows, row r of acc [rows, accCols] (the caller's running
+// Σ exp(logit − m)·w over earlier blocks) is rescaled to it. m, s and target
+// get the same bits as with LogSumExpBlock.
+func ExpBlock(m []float32, s []float64, target []float32, x []float32, targets []int, rows, cols, col0 int, acc []float32, accCols int) {
+	need("ExpBlock", "acc", acc, rows*accCols)
+	lseBlock("ExpBlock", m, s, target, x, targets, rows, cols, col0, acc, accCols)
+}
+
+func lseBlock(op string, m []float32, s []float64, target []float32, x []float32, targets []int, rows, cols, col0 int, acc []float32, accCols int) {
+	need(op, "x", x, rows*cols)
+	need(op, "m", m, rows)
+	need(op, "target", target, rows)
+	keep := acc != nil
 	parallel.For(rows, rowGrain(rows, 4*cols), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			xr := x[r*cols : (r+1)*cols]
-			if bm := rowMax(xr); bm > m[r] {
-				s[r] *= math.Exp(float64(m[r] - bm))
-				m[r] = bm
-			}
-			s[r] += expSum(xr, m[r])
 			if t := targets[r] - col0; t >= 0 && t < cols {
 				target[r] = xr[t]
 			}
+			if bm := rowMax(xr); bm > m[r] {
+				f := math.Exp(float64(m[r] - bm))
+				if keep && !math.IsInf(float64(m[r]), -1) {
+					ar := acc[r*accCols : (r+1)*accCols]
+					for j := range ar {
+						ar[j] *= float32(f)
+					}
+				}
+				s[r] *= f
+				m[r] = bm
+			}
+			s[r] += expSum(xr, m[r], keep)
 		}
 	})
 }
