@@ -129,11 +129,7 @@ KV-cache bytes each step reads. Threads: GOMAXPROCS.`,
 				return err
 			}
 			if bf16 {
-				for _, p := range m.Params() {
-					if len(p.Var.Value.Shape) == 2 { // the embedding too: tied, it is the LM head
-						p.Var.Value = p.Var.Value.ToBF16()
-					}
-				}
+				m.ToBF16()
 			}
 			g := tensor.NewRNG(2)
 			prompt := make([]int, promptLen)

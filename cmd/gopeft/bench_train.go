@@ -47,11 +47,7 @@ func newBenchTrainCmd() *cobra.Command {
 				return err
 			}
 			if b.BF16 {
-				for _, p := range base.Params() {
-					if len(p.Var.Value.Shape) == 2 && p.Name != llama.NameEmbed {
-						p.Var.Value = p.Var.Value.ToBF16()
-					}
-				}
+				base.ToBF16()
 			}
 			method, err := peft.NewMethod(b.Method)
 			if err != nil {

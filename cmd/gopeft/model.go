@@ -48,11 +48,7 @@ func (f *modelFlags) load() (*llama.Model, error) {
 	if name, ok := strings.CutPrefix(f.model, "preset:"); ok {
 		m, err = llama.NewPreset(name, 1)
 		if err == nil && f.bf16 {
-			for _, p := range m.Params() {
-				if len(p.Var.Value.Shape) == 2 && p.Name != llama.NameEmbed {
-					p.Var.Value = p.Var.Value.ToBF16()
-				}
-			}
+			m.ToBF16()
 		}
 	} else {
 		m, err = llama.Load(f.model, llama.LoadOptions{BF16: f.bf16})

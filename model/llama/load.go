@@ -13,9 +13,9 @@ import (
 
 // LoadOptions controls how weights are held in memory.
 type LoadOptions struct {
-	// BF16 keeps the frozen base's matrices in bfloat16 (half the memory and
-	// traffic; products still accumulate in float32). Norm vectors stay
-	// float32.
+	// BF16 keeps the frozen base's matrices, the embedding included, in
+	// bfloat16 (half the memory and traffic; products still accumulate in
+	// float32). Norm vectors stay float32. See Model.ToBF16.
 	BF16 bool
 }
 
@@ -119,9 +119,7 @@ func loadLlama2c(path string, opt LoadOptions) (*Model, error) {
 func convertTensors(ts map[string]*format.Tensor, opt LoadOptions, source string) (map[string]*tensor.Tensor, error) {
 	out := make(map[string]*tensor.Tensor, len(ts))
 	for name, t := range ts {
-		// The embedding stays float32: rows are gathered, not multiplied, and
-		// a tied LM head shares it.
-		if opt.BF16 && len(t.Shape) == 2 && name != NameEmbed {
+		if opt.BF16 && len(t.Shape) == 2 {
 			h, err := t.BF16()
 			if err != nil {
 				return nil, fmt.Errorf("%s: tensor %s: %w", source, name, err)

@@ -185,3 +185,15 @@ func (m *Model) Tensors() map[string]*tensor.Tensor {
 	}
 	return out
 }
+
+// ToBF16 stores every weight matrix, the embedding (and so a tied LM head)
+// included, in bfloat16; norm vectors stay float32. Products still
+// accumulate in float32. For a frozen base: trainable tensors must be
+// float32.
+func (m *Model) ToBF16() {
+	for _, p := range m.Params() {
+		if len(p.Var.Value.Shape) == 2 && p.Var.Value.DType() == tensor.F32 {
+			p.Var.Value = p.Var.Value.ToBF16()
+		}
+	}
+}
