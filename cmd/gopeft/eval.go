@@ -26,11 +26,7 @@ table and, with --output, writes the results as JSON. A model with a classificat
 SEQ_CLS adapter from train --task) is scored on GLUE tasks by the head's argmax instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := mf.load()
-			if err != nil {
-				return err
-			}
-			tok, err := mf.loadTokenizer()
+			m, tok, err := mf.loadWithTokenizer()
 			if err != nil {
 				return err
 			}

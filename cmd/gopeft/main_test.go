@@ -148,3 +148,17 @@ func TestDemoQuickLeavesItsFiles(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestMismatchedTokenizerIsRefused(t *testing.T) {
+	model := shared.Path(t, "data/models/stories260K/stories260K.bin")
+	big := shared.Path(t, "data/tokenizers/llama2/tokenizer.bin") // 32,000 tokens for a 512-token model
+	for _, args := range [][]string{
+		{"generate", "--model", model, "--tokenizer", big, "-n", "5"},
+		{"eval", "--model", model, "--tokenizer", big, "--task", "arc_easy", "--limit", "2"},
+		{"train", "--model", model, "--tokenizer", big, "--data", shared.Path(t, "data/text/wiki_demo.txt"), "--steps", "1", "--output", t.TempDir()},
+	} {
+		if _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), "32000") {
+			t.Errorf("%s with a 32k tokenizer on a 512-token model: %v", args[0], err)
+		}
+	}
+}

@@ -63,6 +63,31 @@ func (f *modelFlags) load() (*llama.Model, error) {
 	return m, nil
 }
 
+// loadWithTokenizer loads the model and its tokenizer, refusing a
+// tokenizer whose ids the model cannot embed.
+func (f *modelFlags) loadWithTokenizer() (*llama.Model, tokenizer.Tokenizer, error) {
+	m, err := f.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	tok, err := f.loadTokenizer()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkVocab(tok, m); err != nil {
+		return nil, nil, err
+	}
+	return m, tok, nil
+}
+
+// checkVocab refuses a tokenizer with more tokens than the model embeds.
+func checkVocab(tok tokenizer.Tokenizer, m *llama.Model) error {
+	if tok.VocabSize() > m.Config.VocabSize {
+		return fmt.Errorf("the tokenizer has %d tokens but the model's vocabulary is %d: they do not belong together", tok.VocabSize(), m.Config.VocabSize)
+	}
+	return nil
+}
+
 // loadTokenizer opens --tokenizer, or looks beside the model for
 // tokenizer.json, tokenizer.bin or a tok*.bin.
 func (f *modelFlags) loadTokenizer() (tokenizer.Tokenizer, error) {
@@ -94,16 +119,9 @@ func newGenerateCmd() *cobra.Command {
 		Short: "Continue a prompt with a model, printing only the continuation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := mf.load()
+			m, tok, err := mf.loadWithTokenizer()
 			if err != nil {
 				return err
-			}
-			tok, err := mf.loadTokenizer()
-			if err != nil {
-				return err
-			}
-			if tok.VocabSize() > m.Config.VocabSize {
-				return fmt.Errorf("tokenizer has %d tokens but the model's vocabulary is %d", tok.VocabSize(), m.Config.VocabSize)
 			}
 			// As llama2.c's runner: BOS, then the prompt encoded with its
 			// dummy prefix space.

@@ -139,6 +139,9 @@ func runTrain(ctx context.Context, r *Recipe, resume bool, out, progress io.Writ
 	if err != nil {
 		return train.Summary{}, err
 	}
+	if err := checkVocab(tok, base); err != nil {
+		return train.Summary{}, err
+	}
 	var trainSet, evalSet []data.Example
 	source := r.Data.Path
 	if r.Data.Task != "" {
