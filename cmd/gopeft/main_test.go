@@ -114,6 +114,7 @@ func TestBadInputErrors(t *testing.T) {
 		{"generate", "--model", trunc},
 		{"inspect"},
 		{"bench", "generate", "--preset", "nope"},
+		{"generate", "--model", shared.Path(t, "data/models/stories260K/stories260K.bin"), "-n", "-3"},
 	}
 	for _, args := range cases {
 		if _, err := run(t, args...); err == nil {

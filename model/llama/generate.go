@@ -110,6 +110,9 @@ func (m *Model) Generate(ctx context.Context, prompt []int, opt GenerateOptions,
 	if len(prompt) == 0 {
 		return nil, fmt.Errorf("llama: generate needs at least one prompt token (BOS)")
 	}
+	if opt.MaxNewTokens < 0 {
+		return nil, fmt.Errorf("llama: max new tokens must not be negative, got %d", opt.MaxNewTokens)
+	}
 	capacity := len(prompt) + opt.MaxNewTokens
 	cache := m.NewKVCache(1, capacity)
 	stop := map[int]bool{m.Config.EOSTokenID: true}
