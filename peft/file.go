@@ -18,8 +18,6 @@ const (
 	WeightsFile = "adapter_model.safetensors"
 )
 
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
-
 // SaveAdapter writes an adapter in Hugging Face PEFT's layout. Each file is
 // written to a temporary name and renamed.
 func (m *Model) SaveAdapter(dir, name string) error {

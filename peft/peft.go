@@ -106,6 +106,10 @@ func (m *Model) IsOutput(l *nn.Linear) bool { return m.Base.IsOutput(l) }
 // what exists when nothing matches. As in PEFT, a module listed in
 // modules_to_save is trained whole and never also targeted.
 func (m *Model) Targets(c *BaseConfig) ([]*nn.Linear, error) {
+	if !c.TargetModules.IsSet() || (c.TargetModules.Names != nil && len(c.TargetModules.Names) == 0) {
+		return nil, fmt.Errorf("target_modules is empty: name modules (e.g. [\"q_proj\", \"v_proj\"]) or use \"all-linear\"; the model's Linear modules are %s",
+			m.moduleSummary())
+	}
 	var out []*nn.Linear
 	for _, l := range m.Linears() {
 		if matchesModulesToSave(c.ModulesToSave, l.Name) {
@@ -117,7 +121,7 @@ func (m *Model) Targets(c *BaseConfig) ([]*nn.Linear, error) {
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("target_modules %s matches no module; the model's Linear modules are %s",
-			mustJSON(c.TargetModules), m.moduleSummary())
+			targetsString(c.TargetModules), m.moduleSummary())
 	}
 	return out, nil
 }
@@ -284,10 +288,11 @@ func (m *Model) MergeAndUnload() (*llama.Model, error) {
 	return m.Base, nil
 }
 
-func mustJSON(v any) string {
-	b, err := jsonMarshal(v)
+// targetsString renders target_modules as it appears in adapter_config.json.
+func targetsString(m Modules) string {
+	b, err := m.MarshalJSON()
 	if err != nil {
-		return fmt.Sprint(v)
+		return fmt.Sprint(m)
 	}
 	return string(b)
 }
