@@ -351,7 +351,7 @@ micro6x16AVX2_store:
 	RET
 
 // func dot4AVX512(k int, x *float32, w *float32, ldw int, y *[4]float32)
-// Requires: AVX, AVX512DQ, AVX512F
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
 TEXT ·dot4AVX512(SB), NOSPLIT, $0-40
 	MOVQ   k+0(FP), AX
 	MOVQ   x+8(FP), CX
@@ -360,7 +360,9 @@ TEXT ·dot4AVX512(SB), NOSPLIT, $0-40
 	MOVQ   w+16(FP), BX
 	LEAQ   (BX)(DX*1), SI
 	LEAQ   (SI)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
+	LEAQ   (DI)(DX*1), R8
+	LEAQ   (DX)(DX*1), DX
+	SHLQ   $0x01, DX
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -373,6 +375,14 @@ TEXT ·dot4AVX512(SB), NOSPLIT, $0-40
 dot4AVX512_loop2:
 	CMPQ        AX, $0x00000020
 	JL          dot4AVX512_one
+	PREFETCHT0  (BX)(DX*1)
+	PREFETCHT0  64(BX)(DX*1)
+	PREFETCHT0  (SI)(DX*1)
+	PREFETCHT0  64(SI)(DX*1)
+	PREFETCHT0  (DI)(DX*1)
+	PREFETCHT0  64(DI)(DX*1)
+	PREFETCHT0  (R8)(DX*1)
+	PREFETCHT0  64(R8)(DX*1)
 	VMOVUPS     (CX), Z8
 	VMOVUPS     (BX), Z9
 	VFMADD231PS Z9, Z8, Z0
@@ -380,7 +390,7 @@ dot4AVX512_loop2:
 	VFMADD231PS Z9, Z8, Z2
 	VMOVUPS     (DI), Z9
 	VFMADD231PS Z9, Z8, Z4
-	VMOVUPS     (DX), Z9
+	VMOVUPS     (R8), Z9
 	VFMADD231PS Z9, Z8, Z6
 	VMOVUPS     64(CX), Z8
 	VMOVUPS     64(BX), Z9
@@ -389,13 +399,13 @@ dot4AVX512_loop2:
 	VFMADD231PS Z9, Z8, Z3
 	VMOVUPS     64(DI), Z9
 	VFMADD231PS Z9, Z8, Z5
-	VMOVUPS     64(DX), Z9
+	VMOVUPS     64(R8), Z9
 	VFMADD231PS Z9, Z8, Z7
 	ADDQ        $0x00000080, CX
 	ADDQ        $0x00000080, BX
 	ADDQ        $0x00000080, SI
 	ADDQ        $0x00000080, DI
-	ADDQ        $0x00000080, DX
+	ADDQ        $0x00000080, R8
 	SUBQ        $0x00000020, AX
 	JMP         dot4AVX512_loop2
 
@@ -409,7 +419,7 @@ dot4AVX512_one:
 	VFMADD231PS Z9, Z8, Z2
 	VMOVUPS     (DI), Z9
 	VFMADD231PS Z9, Z8, Z4
-	VMOVUPS     (DX), Z9
+	VMOVUPS     (R8), Z9
 	VFMADD231PS Z9, Z8, Z6
 
 dot4AVX512_reduce:
@@ -450,7 +460,7 @@ dot4AVX512_reduce:
 	RET
 
 // func dot4hAVX512(k int, x *float32, w *uint16, ldw int, y *[4]float32)
-// Requires: AVX, AVX512DQ, AVX512F
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
 TEXT ·dot4hAVX512(SB), NOSPLIT, $0-40
 	MOVQ   k+0(FP), AX
 	MOVQ   x+8(FP), CX
@@ -459,7 +469,9 @@ TEXT ·dot4hAVX512(SB), NOSPLIT, $0-40
 	MOVQ   w+16(FP), BX
 	LEAQ   (BX)(DX*1), SI
 	LEAQ   (SI)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
+	LEAQ   (DI)(DX*1), R8
+	LEAQ   (DX)(DX*1), DX
+	SHLQ   $0x01, DX
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -472,6 +484,10 @@ TEXT ·dot4hAVX512(SB), NOSPLIT, $0-40
 dot4hAVX512_loop2:
 	CMPQ        AX, $0x00000020
 	JL          dot4hAVX512_one
+	PREFETCHT0  (BX)(DX*1)
+	PREFETCHT0  (SI)(DX*1)
+	PREFETCHT0  (DI)(DX*1)
+	PREFETCHT0  (R8)(DX*1)
 	VMOVUPS     (CX), Z8
 	VPMOVZXWD   (BX), Z9
 	VPSLLD      $0x10, Z9, Z9
@@ -482,7 +498,7 @@ dot4hAVX512_loop2:
 	VPMOVZXWD   (DI), Z9
 	VPSLLD      $0x10, Z9, Z9
 	VFMADD231PS Z9, Z8, Z4
-	VPMOVZXWD   (DX), Z9
+	VPMOVZXWD   (R8), Z9
 	VPSLLD      $0x10, Z9, Z9
 	VFMADD231PS Z9, Z8, Z6
 	VMOVUPS     64(CX), Z8
@@ -495,14 +511,14 @@ dot4hAVX512_loop2:
 	VPMOVZXWD   32(DI), Z9
 	VPSLLD      $0x10, Z9, Z9
 	VFMADD231PS Z9, Z8, Z5
-	VPMOVZXWD   32(DX), Z9
+	VPMOVZXWD   32(R8), Z9
 	VPSLLD      $0x10, Z9, Z9
 	VFMADD231PS Z9, Z8, Z7
 	ADDQ        $0x00000080, CX
 	ADDQ        $0x00000040, BX
 	ADDQ        $0x00000040, SI
 	ADDQ        $0x00000040, DI
-	ADDQ        $0x00000040, DX
+	ADDQ        $0x00000040, R8
 	SUBQ        $0x00000020, AX
 	JMP         dot4hAVX512_loop2
 
@@ -519,7 +535,7 @@ dot4hAVX512_one:
 	VPMOVZXWD   (DI), Z9
 	VPSLLD      $0x10, Z9, Z9
 	VFMADD231PS Z9, Z8, Z4
-	VPMOVZXWD   (DX), Z9
+	VPMOVZXWD   (R8), Z9
 	VPSLLD      $0x10, Z9, Z9
 	VFMADD231PS Z9, Z8, Z6
 
@@ -704,7 +720,7 @@ axpyhAVX512_done:
 	RET
 
 // func dot4AVX2(k int, x *float32, w *float32, ldw int, y *[4]float32)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·dot4AVX2(SB), NOSPLIT, $0-40
 	MOVQ   k+0(FP), AX
 	MOVQ   x+8(FP), CX
@@ -713,7 +729,9 @@ TEXT ·dot4AVX2(SB), NOSPLIT, $0-40
 	MOVQ   w+16(FP), BX
 	LEAQ   (BX)(DX*1), SI
 	LEAQ   (SI)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
+	LEAQ   (DI)(DX*1), R8
+	LEAQ   (DX)(DX*1), DX
+	SHLQ   $0x01, DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -726,6 +744,10 @@ TEXT ·dot4AVX2(SB), NOSPLIT, $0-40
 dot4AVX2_loop2:
 	CMPQ        AX, $0x00000010
 	JL          dot4AVX2_one
+	PREFETCHT0  (BX)(DX*1)
+	PREFETCHT0  (SI)(DX*1)
+	PREFETCHT0  (DI)(DX*1)
+	PREFETCHT0  (R8)(DX*1)
 	VMOVUPS     (CX), Y8
 	VMOVUPS     (BX), Y9
 	VFMADD231PS Y9, Y8, Y0
@@ -733,7 +755,7 @@ dot4AVX2_loop2:
 	VFMADD231PS Y9, Y8, Y2
 	VMOVUPS     (DI), Y9
 	VFMADD231PS Y9, Y8, Y4
-	VMOVUPS     (DX), Y9
+	VMOVUPS     (R8), Y9
 	VFMADD231PS Y9, Y8, Y6
 	VMOVUPS     32(CX), Y8
 	VMOVUPS     32(BX), Y9
@@ -742,13 +764,13 @@ dot4AVX2_loop2:
 	VFMADD231PS Y9, Y8, Y3
 	VMOVUPS     32(DI), Y9
 	VFMADD231PS Y9, Y8, Y5
-	VMOVUPS     32(DX), Y9
+	VMOVUPS     32(R8), Y9
 	VFMADD231PS Y9, Y8, Y7
 	ADDQ        $0x00000040, CX
 	ADDQ        $0x00000040, BX
 	ADDQ        $0x00000040, SI
 	ADDQ        $0x00000040, DI
-	ADDQ        $0x00000040, DX
+	ADDQ        $0x00000040, R8
 	SUBQ        $0x00000010, AX
 	JMP         dot4AVX2_loop2
 
@@ -762,7 +784,7 @@ dot4AVX2_one:
 	VFMADD231PS Y9, Y8, Y2
 	VMOVUPS     (DI), Y9
 	VFMADD231PS Y9, Y8, Y4
-	VMOVUPS     (DX), Y9
+	VMOVUPS     (R8), Y9
 	VFMADD231PS Y9, Y8, Y6
 
 dot4AVX2_reduce:
@@ -795,7 +817,7 @@ dot4AVX2_reduce:
 	RET
 
 // func dot4hAVX2(k int, x *float32, w *uint16, ldw int, y *[4]float32)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·dot4hAVX2(SB), NOSPLIT, $0-40
 	MOVQ   k+0(FP), AX
 	MOVQ   x+8(FP), CX
@@ -804,7 +826,9 @@ TEXT ·dot4hAVX2(SB), NOSPLIT, $0-40
 	MOVQ   w+16(FP), BX
 	LEAQ   (BX)(DX*1), SI
 	LEAQ   (SI)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
+	LEAQ   (DI)(DX*1), R8
+	LEAQ   (DX)(DX*1), DX
+	SHLQ   $0x01, DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -817,6 +841,10 @@ TEXT ·dot4hAVX2(SB), NOSPLIT, $0-40
 dot4hAVX2_loop2:
 	CMPQ        AX, $0x00000010
 	JL          dot4hAVX2_one
+	PREFETCHT0  (BX)(DX*1)
+	PREFETCHT0  (SI)(DX*1)
+	PREFETCHT0  (DI)(DX*1)
+	PREFETCHT0  (R8)(DX*1)
 	VMOVUPS     (CX), Y8
 	VPMOVZXWD   (BX), Y9
 	VPSLLD      $0x10, Y9, Y9
@@ -827,7 +855,7 @@ dot4hAVX2_loop2:
 	VPMOVZXWD   (DI), Y9
 	VPSLLD      $0x10, Y9, Y9
 	VFMADD231PS Y9, Y8, Y4
-	VPMOVZXWD   (DX), Y9
+	VPMOVZXWD   (R8), Y9
 	VPSLLD      $0x10, Y9, Y9
 	VFMADD231PS Y9, Y8, Y6
 	VMOVUPS     32(CX), Y8
@@ -840,14 +868,14 @@ dot4hAVX2_loop2:
 	VPMOVZXWD   16(DI), Y9
 	VPSLLD      $0x10, Y9, Y9
 	VFMADD231PS Y9, Y8, Y5
-	VPMOVZXWD   16(DX), Y9
+	VPMOVZXWD   16(R8), Y9
 	VPSLLD      $0x10, Y9, Y9
 	VFMADD231PS Y9, Y8, Y7
 	ADDQ        $0x00000040, CX
 	ADDQ        $0x00000020, BX
 	ADDQ        $0x00000020, SI
 	ADDQ        $0x00000020, DI
-	ADDQ        $0x00000020, DX
+	ADDQ        $0x00000020, R8
 	SUBQ        $0x00000010, AX
 	JMP         dot4hAVX2_loop2
 
@@ -864,7 +892,7 @@ dot4hAVX2_one:
 	VPMOVZXWD   (DI), Y9
 	VPSLLD      $0x10, Y9, Y9
 	VFMADD231PS Y9, Y8, Y4
-	VPMOVZXWD   (DX), Y9
+	VPMOVZXWD   (R8), Y9
 	VPSLLD      $0x10, Y9, Y9
 	VFMADD231PS Y9, Y8, Y6
 

@@ -174,6 +174,12 @@ func dot4(v isa, half bool) {
 		w[r] = GP64()
 		LEAQ(Mem{Base: w[r-1], Index: ldw, Scale: 1}, w[r])
 	}
+	// ahead is four rows on: the rows the next call will read, prefetched
+	// while these are summed, since a decode step streams every weight
+	// once from memory.
+	ahead := GP64()
+	LEAQ(Mem{Base: ldw, Index: ldw, Scale: 1}, ahead)
+	SHLQ(U8(1), ahead)
 	acc := make([][2]reg.VecVirtual, 4)
 	for r := range acc {
 		for u := 0; u < 2; u++ {
@@ -193,6 +199,11 @@ func dot4(v isa, half bool) {
 	Label(name + "_loop2")
 	CMPQ(k, U32(2*v.lanes))
 	JL(LabelRef(name + "_one"))
+	for r := 0; r < 4; r++ {
+		for off := 0; off < 2*v.lanes*es; off += 64 {
+			PREFETCHT0(Mem{Base: w[r], Index: ahead, Scale: 1, Disp: off})
+		}
+	}
 	step(0)
 	step(1)
 	ADDQ(U32(2*v.bytes()), px)
