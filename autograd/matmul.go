@@ -39,7 +39,7 @@ func gemm(transA, transB bool, m, n, k int, a *tensor.Tensor, b *tensor.Tensor, 
 // split changes no bits.
 const (
 	splitMaxRows    = 16      // at most this many input rows
-	splitMinWeights = 1 << 15 // at least this many weights in the matrix
+	splitMinWeights = 1 << 18 // at least this many weights: below, waking a second thread costs more than it saves
 	splitAlign      = 16      // chunks of whole cache lines of outputs
 )
 
