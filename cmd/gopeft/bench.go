@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"syscall"
 	"time"
@@ -184,15 +185,9 @@ KV-cache bytes each step reads. Threads: GOMAXPROCS.`,
 				r.DType = "bf16"
 			}
 			r.DecodeGBPerS = r.DecodeTokensPerS * float64(weightBytes+kvBytes) / 1e9
-			out := cmd.OutOrStdout()
-			if asJSON {
-				b, _ := json.MarshalIndent(r, "", "  ")
-				fmt.Fprintln(out, string(b))
-				return nil
-			}
-			fmt.Fprintf(out, "%s (%s, median of %d): prompt %d tokens at %.0f tokens/s; decode %d tokens at %.1f tokens/s (%.1f GB/s of weights and KV cache); peak RSS %.0f MiB\n",
-				preset, r.DType, runs, promptLen, r.PromptTokensPerS, n, r.DecodeTokensPerS, r.DecodeGBPerS, float64(r.PeakRSSBytes)/(1<<20))
-			return nil
+			return writeBench(cmd.OutOrStdout(), asJSON, r, fmt.Sprintf(
+				"%s (%s, median of %d): prompt %d tokens at %.0f tokens/s; decode %d tokens at %.1f tokens/s (%.1f GB/s of weights and KV cache); peak RSS %.0f MiB",
+				preset, r.DType, runs, promptLen, r.PromptTokensPerS, n, r.DecodeTokensPerS, r.DecodeGBPerS, float64(r.PeakRSSBytes)/(1<<20)))
 		},
 	}
 	fl := cmd.Flags()
@@ -212,4 +207,19 @@ func median(xs []float64) float64 {
 		return xs[len(xs)/2]
 	}
 	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+}
+
+// writeBench prints a benchmark result as indented JSON, or as its one-line
+// summary.
+func writeBench(w io.Writer, asJSON bool, result any, summary string) error {
+	if asJSON {
+		b, err := json.MarshalIndent(result, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, string(b))
+		return err
+	}
+	_, err := fmt.Fprintln(w, summary)
+	return err
 }

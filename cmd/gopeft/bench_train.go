@@ -117,15 +117,9 @@ func newBenchTrainCmd() *cobra.Command {
 			b.StepSeconds = el / float64(b.Steps)
 			b.TokensPerSec = float64(b.Batch*b.Seq*b.Steps) / el
 			b.PeakRSSBytes = peakRSSBytes()
-			out := cmd.OutOrStdout()
-			if asJSON {
-				j, _ := json.MarshalIndent(b, "", "  ")
-				fmt.Fprintln(out, string(j))
-				return nil
-			}
-			fmt.Fprintf(out, "%s %s: %d trainable, batch %d × %d tokens: %.1f tokens/s (%.2f s a step); peak RSS %.0f MiB\n",
-				b.Preset, b.Method, b.Trainable, b.Batch, b.Seq, b.TokensPerSec, b.StepSeconds, float64(b.PeakRSSBytes)/(1<<20))
-			return nil
+			return writeBench(cmd.OutOrStdout(), asJSON, b, fmt.Sprintf(
+				"%s %s: %d trainable, batch %d × %d tokens: %.1f tokens/s (%.2f s a step); peak RSS %.0f MiB",
+				b.Preset, b.Method, b.Trainable, b.Batch, b.Seq, b.TokensPerSec, b.StepSeconds, float64(b.PeakRSSBytes)/(1<<20)))
 		},
 	}
 	fl := cmd.Flags()
