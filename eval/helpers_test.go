@@ -180,16 +180,4 @@ func writeFile(t *testing.T, dir, rel, content string) string {
 
 func ids(tok byteTok, s string) []int { return tok.Encode(s) }
 
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 var bt byteTok

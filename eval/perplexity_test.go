@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -20,7 +21,7 @@ func TestRollingWindowsByHand(t *testing.T) {
 		t.Fatalf("%d windows, want %d: %v", len(got), len(want), got)
 	}
 	for i := range want {
-		if !equalInts(got[i].Context, want[i].Context) || !equalInts(got[i].Continuation, want[i].Continuation) {
+		if !slices.Equal(got[i].Context, want[i].Context) || !slices.Equal(got[i].Continuation, want[i].Continuation) {
 			t.Errorf("window %d = %v, want %v", i, got[i], want[i])
 		}
 	}

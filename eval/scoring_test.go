@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -13,20 +14,20 @@ import (
 func TestEncodePairSplitsAtContextTokens(t *testing.T) {
 	tok := byteTok{}
 	c, k := EncodePair(tok, "Q: x\nAnswer:", " yes")
-	if want := append([]int{1}, ids(tok, "Q: x\nAnswer:")...); !equalInts(c, want) {
+	if want := append([]int{1}, ids(tok, "Q: x\nAnswer:")...); !slices.Equal(c, want) {
 		t.Errorf("context = %v, want BOS + bytes = %v", c, want)
 	}
-	if want := ids(tok, " yes"); !equalInts(k, want) {
+	if want := ids(tok, " yes"); !slices.Equal(k, want) {
 		t.Errorf("continuation = %v, want %v", k, want)
 	}
 	// Trailing white space of the context moves into the continuation.
 	c2, k2 := EncodePair(tok, "Answer: ", "yes")
-	if !equalInts(c2, append([]int{1}, ids(tok, "Answer:")...)) || !equalInts(k2, ids(tok, " yes")) {
+	if !slices.Equal(c2, append([]int{1}, ids(tok, "Answer:")...)) || !slices.Equal(k2, ids(tok, " yes")) {
 		t.Errorf("trailing space not moved: %v | %v", tok.Decode(c2), tok.Decode(k2))
 	}
 	// An empty context is BOS alone.
 	c3, k3 := EncodePair(tok, "", "hi")
-	if !equalInts(c3, []int{1}) || !equalInts(k3, ids(tok, "hi")) {
+	if !slices.Equal(c3, []int{1}) || !slices.Equal(k3, ids(tok, "hi")) {
 		t.Errorf("empty context: %v | %v", c3, k3)
 	}
 
@@ -55,11 +56,11 @@ func TestEncodePairSplitsAtContextTokens(t *testing.T) {
 func TestTruncateKeepsContinuation(t *testing.T) {
 	r := Request{Context: []int{1, 2, 3, 4, 5}, Continuation: []int{6, 7}}
 	got := truncate(r, 4) // 5 tokens in all
-	if !equalInts(got.Context, []int{3, 4, 5}) || !equalInts(got.Continuation, []int{6, 7}) {
+	if !slices.Equal(got.Context, []int{3, 4, 5}) || !slices.Equal(got.Continuation, []int{6, 7}) {
 		t.Errorf("truncate = %v", got)
 	}
 	got = truncate(r, 1) // keeps one context token even when over
-	if !equalInts(got.Context, []int{5}) {
+	if !slices.Equal(got.Context, []int{5}) {
 		t.Errorf("truncate to 1 = %v", got)
 	}
 	if got := truncate(r, 0); len(got.Context) != 5 {

@@ -5,6 +5,7 @@ package tensor
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/gopeft/gopeft/tensor/kernels"
 )
@@ -186,17 +187,7 @@ func (t *Tensor) ToF32() *Tensor {
 }
 
 // SameShape reports whether two shapes are equal.
-func SameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
+func SameShape(a, b []int) bool { return slices.Equal(a, b) }
 
 // Zero sets every element to 0.
 func (t *Tensor) Zero() {
