@@ -196,6 +196,16 @@ func AttentionForward(out, lse, q, k, v, pk, pv []float32, keyMask []bool, d Att
 	hd, qd := d.HeadDim, d.Heads*d.HeadDim
 	need("AttentionForward", "out", out, d.Batch*d.T*qd)
 	need("AttentionForward", "lse", lse, d.Batch*d.Heads*d.T)
+	if d.T == 1 && hasAttnDecode(hd) {
+		attentionDecode(out, lse, q, k, v, pk, pv, keyMask, d)
+		return
+	}
+	attentionTiled(out, lse, q, k, v, pk, pv, keyMask, d)
+}
+
+// attentionTiled is AttentionForward's general path.
+func attentionTiled(out, lse, q, k, v, pk, pv []float32, keyMask []bool, d AttnDims) {
+	hd, qd := d.HeadDim, d.Heads*d.HeadDim
 	group := d.Heads / d.KVHeads
 	parallel.For(d.Batch*d.Heads, parallel.Grain(d.Batch*d.Heads, 1), func(lo, hi int) {
 		s := newAttnSeq(d)
@@ -213,6 +223,56 @@ func AttentionForward(out, lse, q, k, v, pk, pv []float32, keyMask []bool, d Att
 				}
 				s.probsTimesKeys(out[off:], n, nk, sc, s.pv, s.v, false)
 			}
+		}
+	})
+}
+
+// attentionDecode is AttentionForward for one new token per sequence (a
+// decoding step through a KV cache): per (sequence, head), the scores
+// against every key in one pass of dot products, a softmax, and the
+// probability-weighted sum of the values, each a vector kernel (AVX-512, for
+// head sizes a multiple of 16) over the
+// cache's rows read in place, instead of the tiled path's small GEMMs. The
+// result equals the tiled path's up to float32 rounding.
+func attentionDecode(out, lse, q, k, v, pk, pv []float32, keyMask []bool, d AttnDims) {
+	hd, qd, kd := d.HeadDim, d.Heads*d.HeadDim, d.KVHeads*d.HeadDim
+	group := d.Heads / d.KVHeads
+	P, keys := d.Prefix, d.Keys()
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	negInf := float32(math.Inf(-1))
+	pairs := d.Batch * d.Heads
+	// At least ~16K multiply-adds of scores and sums per chunk.
+	parallel.For(pairs, parallel.Grain(pairs, max(1, (1<<14)/(keys*hd))), func(lo, hi int) {
+		row := make([]float32, keys)
+		for bh := lo; bh < hi; bh++ {
+			b, h := bh/d.Heads, bh%d.Heads
+			kvh := h / group
+			newOff := b*kd + kvh*hd
+			preOff := kvh * hd
+			if d.PrefixPerBatch {
+				preOff += b * d.prefixStride() * kd
+			}
+			qh := q[b*qd+h*hd:]
+			attnDots(row, qh, pk[min(preOff, len(pk)):], kd, P, hd)
+			attnDots(row[P:], qh, k[newOff:], kd, 1, hd)
+			if keyMask != nil {
+				for j, ok := range keyMask[b*keys : (b+1)*keys] {
+					if !ok {
+						row[j] = negInf
+					}
+				}
+			}
+			o := out[b*qd+h*hd : b*qd+h*hd+hd]
+			clear(o)
+			m, sum := softmaxRow(row, scale)
+			if m == negInf { // no key to attend to
+				clear(row)
+				lse[bh] = negInf
+				continue
+			}
+			lse[bh] = m + float32(math.Log(sum))
+			attnAxpy(o, row, pv[min(preOff, len(pv)):], kd, P, hd)
+			attnAxpy(o, row[P:], v[newOff:], kd, 1, hd)
 		}
 	})
 }
