@@ -32,33 +32,84 @@ func gemm(transA, transB bool, m, n, k int, a *tensor.Tensor, b *tensor.Tensor, 
 }
 
 // Few-row products (decoding) read every weight once and are memory-bound;
-// the kernels run the smaller ones on a single thread. linearForward splits
-// such a product's outputs (the weight's rows) over the threads so every
-// core streams its share. Each output is the same dot product either way
+// the kernels run the smaller ones on a single thread. linearsForward splits
+// such a product's outputs (the weights' rows) over the threads so every
+// core streams its share; parallel's workers spin between calls, so even a
+// layer of stories15M (288×288) is worth splitting. Each output is the same dot product either way
 // (the kernels' results do not depend on how columns are grouped), so the
 // split changes no bits.
 const (
 	splitMaxRows    = 16      // at most this many input rows
-	splitMinWeights = 1 << 18 // at least this many weights: below, waking a second thread costs more than it saves
+	splitMinWeights = 1 << 16 // at least this many weights (all of them, for Linears): below, the hand-off costs more than it saves
 	splitAlign      = 16      // chunks of whole cache lines of outputs
 )
 
 // linearForward sets y [rows, out] = x·wᵀ for w [out, in].
 func linearForward(rows, out, in int, x, w *tensor.Tensor, y []float32) {
+	linearsForward(rows, in, x, []*tensor.Tensor{w}, [][]float32{y})
+}
+
+// linearsForward sets ys[i] [rows, out_i] = x·ws[i]ᵀ for weights ws[i]
+// [out_i, in]. A few-row product over enough weights is one parallel split
+// over the weights' rows taken end to end (so that Q, K and V, or gate and
+// up, share one hand-off and balance across the threads); otherwise each is
+// one kernel call.
+func linearsForward(rows, in int, x *tensor.Tensor, ws []*tensor.Tensor, ys [][]float32) {
 	th := parallel.Threads()
-	if rows > splitMaxRows || out*in < splitMinWeights || th == 1 || out < 2*splitAlign {
-		gemm(false, true, rows, out, in, x, w, y, false)
+	total := 0
+	for _, w := range ws {
+		total += w.Shape[0]
+	}
+	if rows > splitMaxRows || total*in < splitMinWeights || th == 1 || total < 2*splitAlign {
+		for i, w := range ws {
+			gemm(false, true, rows, w.Shape[0], in, x, w, ys[i], false)
+		}
 		return
 	}
-	chunk := ((out+th-1)/th + splitAlign - 1) / splitAlign * splitAlign
+	chunk := ((total+th-1)/th + splitAlign - 1) / splitAlign * splitAlign
 	xs := x.F32()
-	parallel.For(out, chunk, func(lo, hi int) {
-		if w.DType() == tensor.BF16 {
-			kernels.GemmBF16(true, rows, hi-lo, in, xs, in, w.Half[lo*in:hi*in], in, y[lo:], out, false)
-		} else {
-			kernels.Gemm(false, true, rows, hi-lo, in, xs, in, w.Data[lo*in:hi*in], in, y[lo:], out, false)
+	parallel.For(total, chunk, func(lo, hi int) {
+		base := 0 // first row of ws[i] in the end-to-end order
+		for i, w := range ws {
+			out := w.Shape[0]
+			a, b := max(lo-base, 0), min(hi-base, out)
+			base += out
+			if a >= b {
+				continue
+			}
+			if w.DType() == tensor.BF16 {
+				kernels.GemmBF16(true, rows, b-a, in, xs, in, w.Half[a*in:b*in], in, ys[i][a:], out, false)
+			} else {
+				kernels.Gemm(false, true, rows, b-a, in, xs, in, w.Data[a*in:b*in], in, ys[i][a:], out, false)
+			}
 		}
 	})
+}
+
+// Linears computes x·wᵢᵀ for several weights [out_i, in] sharing the input
+// x [..., in]: exactly what one Linear per weight gives, with the few-row
+// (decoding) products split over the threads together. Gradients are as
+// Linear's.
+func (tp *Tape) Linears(x *Var, ws ...*Var) []*Var {
+	in := x.Value.Cols()
+	rows := x.Value.Rows()
+	vals := make([]*tensor.Tensor, len(ws))
+	ys := make([]*tensor.Tensor, len(ws))
+	data := make([][]float32, len(ws))
+	for i, w := range ws {
+		if len(w.Value.Shape) != 2 || w.Value.Shape[1] != in {
+			panicShapes("Linears", x.Value.Shape, w.Value.Shape)
+		}
+		vals[i] = w.Value
+		ys[i] = tensor.New(append(append([]int(nil), x.Value.Shape[:len(x.Value.Shape)-1]...), w.Value.Shape[0])...)
+		data[i] = ys[i].Data
+	}
+	linearsForward(rows, in, x.Value, vals, data)
+	outs := make([]*Var, len(ws))
+	for i, w := range ws {
+		outs[i] = tp.linearResult(x, w, ys[i])
+	}
+	return outs
 }
 
 // Linear computes x·wᵀ for x [..., in] and w [out, in] (PyTorch's layout),
@@ -73,6 +124,13 @@ func (tp *Tape) Linear(x, w *Var) *Var {
 	shape := append(append([]int(nil), x.Value.Shape[:len(x.Value.Shape)-1]...), out)
 	y := tensor.New(shape...)
 	linearForward(rows, out, in, x.Value, w.Value, y.Data)
+	return tp.linearResult(x, w, y)
+}
+
+// linearResult records y = x·wᵀ's backward.
+func (tp *Tape) linearResult(x, w *Var, y *tensor.Tensor) *Var {
+	out, in := w.Value.Shape[0], w.Value.Shape[1]
+	rows := x.Value.Rows()
 	return tp.Result(y, func(y *Var) {
 		if x.requiresGrad {
 			gemm(false, false, rows, in, out, y.Grad, w.Value, x.GradBuf().Data, true)

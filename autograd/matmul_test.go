@@ -63,3 +63,55 @@ func TestAddLinear(t *testing.T) {
 		}
 	}
 }
+
+// Linears gives exactly each weight's Linear, bitwise, on any number of
+// threads (its few-row products split over the weights' rows end to end,
+// chunks crossing from one weight into the next), in f32 and bf16; with a
+// tape, gradients reach x and every trainable weight as Linear's do.
+func TestLinearsMatchesLinear(t *testing.T) {
+	g := tensor.NewRNG(13)
+	for _, bf16 := range []bool{false, true} {
+		for _, c := range []struct {
+			rows, in int
+			outs     []int
+		}{{1, 288, []int{288, 96, 96}}, {1, 288, []int{768, 768}}, {3, 100, []int{500, 17, 333}}, {16, 64, []int{1200, 40}}, {20, 64, []int{300, 300}}, {1, 8, []int{5, 3}}} {
+			t.Run(fmt.Sprintf("bf16=%v/%dx%d%v", bf16, c.rows, c.in, c.outs), func(t *testing.T) {
+				x := Const(tensor.New(c.rows, c.in).Normal(g, 0, 1))
+				var ws []*Var
+				for _, o := range c.outs {
+					w := tensor.New(o, c.in).Normal(g, 0, 1)
+					if bf16 {
+						w = w.ToBF16()
+					}
+					ws = append(ws, Const(w))
+				}
+				var want [][]float32
+				old := parallel.SetThreads(1)
+				for _, w := range ws {
+					want = append(want, (*Tape)(nil).Linear(x, w).Value.Data)
+				}
+				parallel.SetThreads(old)
+				for _, th := range []int{1, 2, 3, 8} {
+					old := parallel.SetThreads(th)
+					ys := (*Tape)(nil).Linears(x, ws...)
+					parallel.SetThreads(old)
+					for i, y := range ys {
+						if !tensor.SameShape(y.Value.Shape, []int{c.rows, c.outs[i]}) {
+							t.Fatalf("output %d has shape %v", i, y.Value.Shape)
+						}
+						for j := range want[i] {
+							if math.Float32bits(y.Value.Data[j]) != math.Float32bits(want[i][j]) {
+								t.Fatalf("%d threads: output %d element %d is %v, Linear gives %v", th, i, j, y.Value.Data[j], want[i][j])
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+	x, w1, w2 := randVar(g, true, 3, 5), randVar(g, true, 4, 5), randVar(g, false, 6, 5)
+	checkGrad(t, "Linears", []*Var{x, w1, w2}, func(tp *Tape) *Var {
+		ys := tp.Linears(x, w1, w2)
+		return tp.Add(tp.Sum(tp.Mul(ys[0], ys[0])), tp.Sum(ys[1]))
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/tensor"
 )
 
@@ -115,9 +116,10 @@ func (m *Model) positions(in Input) ([]int, []bool) {
 func (m *Model) block(tp *autograd.Tape, b *Block, x *autograd.Var, angles *autograd.RoPEAngles, shape autograd.AttnShape, keyMask []bool, cache *KVCache) *autograd.Var {
 	eps := float32(m.Config.RMSNormEps)
 	h := tp.RMSNorm(x, b.InputNorm, eps)
-	q := tp.RoPEAt(b.Q.Forward(tp, h), shape.Heads, angles)
-	k := tp.RoPEAt(b.K.Forward(tp, h), shape.KVHeads, angles)
-	v := b.V.Forward(tp, h)
+	qkv := linears(tp, h, b.Q, b.K, b.V)
+	q := tp.RoPEAt(qkv[0], shape.Heads, angles)
+	k := tp.RoPEAt(qkv[1], shape.KVHeads, angles)
+	v := qkv[2]
 	var pk, pv *autograd.Var
 	switch {
 	case cache != nil:
@@ -133,11 +135,30 @@ func (m *Model) block(tp *autograd.Tape, b *Block, x *autograd.Var, angles *auto
 	}
 	x = tp.Add(x, attn)
 	u := tp.RMSNorm(x, b.PostAttentionNorm, eps)
-	ffn := b.Down.Forward(tp, tp.SwiGLU(b.Gate.Forward(tp, u), b.Up.Forward(tp, u)))
+	gu := linears(tp, u, b.Gate, b.Up)
+	ffn := b.Down.Forward(tp, tp.SwiGLU(gu[0], gu[1]))
 	if b.AfterFFN != nil {
 		ffn = b.AfterFFN(tp, u, ffn)
 	}
 	return tp.Add(x, ffn)
+}
+
+// linears applies several layers to the same input: as one autograd
+// Linears (whose few-row products share one split over the threads) when
+// every layer is a plain weight, else layer by layer.
+func linears(tp *autograd.Tape, x *autograd.Var, ls ...*nn.Linear) []*autograd.Var {
+	ws := make([]*autograd.Var, len(ls))
+	for i, l := range ls {
+		if len(l.Deltas) > 0 || l.Bias != nil {
+			out := make([]*autograd.Var, len(ls))
+			for j, l := range ls {
+				out[j] = l.Forward(tp, x)
+			}
+			return out
+		}
+		ws[i] = l.Weight
+	}
+	return tp.Linears(x, ws...)
 }
 
 // Logits returns the LM head's output for the given hidden rows.
