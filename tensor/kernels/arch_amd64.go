@@ -12,6 +12,9 @@ import (
 func archImpls() []*impl {
 	var l []*impl
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL {
+		if cpu.X86.HasAVX512BF16 {
+			l = append(l, avx512bf16GemvImpl, avx512bf16Impl)
+		}
 		l = append(l, avx512Impl)
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
@@ -114,11 +117,13 @@ var (
 // 256×1024 B block 1 MiB (L2 is 2 MiB).
 var avx512Impl = &impl{
 	name: "avx512",
-	mr:   12, nr: 32,
-	kc: 256, mc: 144, nc: 1024,
-	micro: func(kc int, a, b, c []float32, ldc int, accumulate bool) {
-		_, _, _ = a[12*kc-1], b[32*kc-1], c[11*ldc+31]
-		micro12x32AVX512(kc, &a[0], &b[0], &c[0], ldc, accumulate)
+	blockKernel: blockKernel{
+		mr: 12, nr: 32,
+		kc: 256, mc: 144, nc: 1024,
+		micro: func(kc int, a, b, c []float32, ldc int, accumulate bool) {
+			_, _, _ = a[12*kc-1], b[32*kc-1], c[11*ldc+31]
+			micro12x32AVX512(kc, &a[0], &b[0], &c[0], ldc, accumulate)
+		},
 	},
 	dot4: func(k int, x, w []float32, ldw int, y *[4]float32) {
 		dotTail(k, 16, x, w, ldw, y, dot4AVX512)
@@ -137,11 +142,13 @@ var avx512Impl = &impl{
 // avx2Impl: 6×16 tiles in 12 ymm accumulators (16 registers in all).
 var avx2Impl = &impl{
 	name: "avx2",
-	mr:   6, nr: 16,
-	kc: 256, mc: 72, nc: 1024,
-	micro: func(kc int, a, b, c []float32, ldc int, accumulate bool) {
-		_, _, _ = a[6*kc-1], b[16*kc-1], c[5*ldc+15]
-		micro6x16AVX2(kc, &a[0], &b[0], &c[0], ldc, accumulate)
+	blockKernel: blockKernel{
+		mr: 6, nr: 16,
+		kc: 256, mc: 72, nc: 1024,
+		micro: func(kc int, a, b, c []float32, ldc int, accumulate bool) {
+			_, _, _ = a[6*kc-1], b[16*kc-1], c[5*ldc+15]
+			micro6x16AVX2(kc, &a[0], &b[0], &c[0], ldc, accumulate)
+		},
 	},
 	dot4: func(k int, x, w []float32, ldw int, y *[4]float32) {
 		dotTail(k, 8, x, w, ldw, y, dot4AVX2)
@@ -255,7 +262,9 @@ func axpyVecH(k, n int, x []float32, b []BF16, ldb int, y []float32, accumulate 
 func fmaPeakNames() []string {
 	var l []string
 	for _, im := range archImpls() {
-		l = append(l, im.name)
+		if im != avx512bf16GemvImpl {
+			l = append(l, im.name)
+		}
 	}
 	return l
 }
@@ -263,6 +272,12 @@ func fmaPeakNames() []string {
 // fmaPeak runs the named peak loop for iters iterations and returns the
 // flops of one iteration.
 func fmaPeak(name string, iters int) int {
+	if name == "avx512bf16" {
+		if iters > 0 {
+			fmaPeakBF16(iters)
+		}
+		return 24 * 16 * 2 * 2
+	}
 	if name == "avx512" {
 		if iters > 0 {
 			fmaPeakAVX512(iters)

@@ -21,3 +21,7 @@ func copyPanel(kc, w int, src []float32, ld int, dst []float32) bool { return fa
 func transposeBlock(k8 int, src []float32, ld int, dst []float32, ldd int) {}
 
 func copyPanelH(kc, w int, src []BF16, ld int, dst []float32) bool { return false }
+
+// roundBF16 rounds src into dst (the bf16 kernels' activations; unused
+// here, where no path has them).
+func roundBF16(dst []BF16, src []float32) { F32ToBF16(dst, src) }

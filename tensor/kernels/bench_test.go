@@ -227,3 +227,27 @@ func BenchmarkThreadsOverhead(b *testing.B) {
 }
 
 func benchRandSrc() *rand.Rand { return rand.New(rand.NewPCG(11, 12)) }
+
+// BenchmarkGemmBF16Path compares the paths for a bf16 weight (on AVX512_BF16
+// CPUs: VDPBF16PS against widening to float32) in the forward layout, for a
+// prompt (M=256) and a decode step (M=1, GB/s of weights).
+func BenchmarkGemmBF16Path(b *testing.B) {
+	const n, k = 2048, 768
+	for _, m := range []int{256, 1} {
+		a, c := benchRand(m*k), make([]float32, m*n)
+		w := make([]BF16, k*n)
+		F32ToBF16(w, benchRand(k*n))
+		for _, im := range impls {
+			b.Run(fmt.Sprintf("M=%d/%s", m, im.name), func(b *testing.B) {
+				old := active
+				active = im
+				defer func() { active = old }()
+				cc := startCPU(b)
+				for b.Loop() {
+					GemmBF16(true, m, n, k, a, k, w, k, c, n, false)
+				}
+				cc.report(b, gemmFlops(m, n, k), gemvBytes(m, 2*k*n))
+			})
+		}
+	}
+}

@@ -39,8 +39,22 @@ func F32ToBF16(dst []BF16, src []float32) {
 // the memory); products are accumulated in float32. transA is not supported
 // (weights are the right operand in every layout that uses them).
 //
-// A stays float32: B is widened exactly to float32 while it is packed (or,
-// for M=1, in registers), so the result equals Gemm on the widened B.
+// Numerics depend on the path chosen at start-up:
+//
+//   - Widening (no AVX512_BF16; and, on AVX512_BF16 CPUs, M > 1 and the
+//     stored-k×n GEMV): A stays float32 and B is widened exactly to float32
+//     while it is packed (or, for M=1, in registers), so the result equals
+//     Gemm on the widened B.
+//   - VDPBF16PS (AVX512_BF16 CPUs: the transposed GEMV, M=1 with transB,
+//     i.e. decoding through a Linear): A is rounded to bf16 (nearest even,
+//     as ToBF16; denormals flushed to zero) and pairs of exact bf16 products
+//     are summed in float32. The result equals Gemm on the rounded A and the
+//     widened B within float32 summation rounding, and differs from the
+//     widening path by A's rounding (relative 2⁻⁹ per element).
+//
+// The blocked VDPBF16PS path (M > 1, impl "avx512bf16") exists and is
+// tested but is not the default: on the CPUs measured, VDPBF16PS issues at
+// half the FMA rate and that GEMM is slower than widening.
 func GemmBF16(transB bool, m, n, k int, a []float32, lda int, b []BF16, ldb int, c []float32, ldc int, accumulate bool) {
 	checkGemm(false, transB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
 	gemm(active, false, m, n, k, a, lda, bMat{h: b, ld: ldb, trans: transB}, c, ldc, accumulate)

@@ -6,9 +6,9 @@ import (
 	"github.com/gopeft/gopeft/tensor/parallel"
 )
 
-// Block sizes shared by every path. K is cut into blocks of im.kc; each C
-// element receives one block's sum at a time, in K order, so the summation
-// order depends only on k and im.kc — never on threads or tiling.
+// Block sizes shared by every path. K is cut into blocks of the path's kc;
+// each C element receives one block's sum at a time, in K order, so the
+// summation order depends only on k and kc — never on threads or tiling.
 const (
 	// bBlockCols bounds how many columns of B one serial task packs at once
 	// (kc×bBlockCols float32s), so a huge N (LM head) needs no K×N copy.
@@ -35,6 +35,20 @@ func getBuf(n int) *[]float32 {
 
 func putBuf(p *[]float32) { bufPool.Put(p) }
 
+// bufPoolH recycles bf16 buffers (activations rounded for the bf16 GEMV).
+var bufPoolH sync.Pool
+
+func getBufH(n int) *[]BF16 {
+	if p, ok := bufPoolH.Get().(*[]BF16); ok && cap(*p) >= n {
+		*p = (*p)[:n]
+		return p
+	}
+	s := make([]BF16, n)
+	return &s
+}
+
+func putBufH(p *[]BF16) { bufPoolH.Put(p) }
+
 // forPar runs fn over [0,n) in chunks of grain, on one thread when serial.
 func forPar(serial bool, n, grain int, fn func(lo, hi int)) {
 	if serial {
@@ -49,9 +63,23 @@ func forPar(serial bool, n, grain int, fn func(lo, hi int)) {
 // row blocks when columns alone give too few tasks). Each task packs its own
 // nr-column micro-panels of op(B) — so one worker's packing, which waits on
 // memory, overlaps another's arithmetic — and computes its tile of C.
+//
+// The path's blockKernel says how: float32 panels, or for a bf16 B on a path
+// with im.bf16, bf16-pair panels of both operands.
 func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMat, c []float32, ldc int, accumulate bool) {
-	mr, nr := im.mr, im.nr
-	kcMax := min(im.kc, k)
+	bk := &im.blockKernel
+	if b.h != nil && im.bf16 != nil {
+		bk = im.bf16
+	}
+	pA, pB := bk.packA, bk.packB
+	if pA == nil {
+		pA = packA
+	}
+	if pB == nil {
+		pB = packB
+	}
+	mr, nr := bk.mr, bk.nr
+	kcMax := min(bk.kc, k)
 	threads := parallel.Threads()
 	serial := 2*float64(m)*float64(n)*float64(k) < serialFlops || threads == 1
 	slivers := (m + mr - 1) / mr
@@ -59,15 +87,15 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 	// Task shape. Tiling C never changes the arithmetic, only who does it.
 	// A task streams its rows of packed A once per column block and packs
 	// its columns of B once per row block, so prefer wide column blocks (up
-	// to im.nc: a kc×nc B block stays in L2) and split rows for parallelism;
+	// to bk.nc: a kc×nc B block stays in L2) and split rows for parallelism;
 	// narrow the columns only when rows alone give too few tasks.
 	want := 1
 	if !serial {
 		want = 4 * threads
 	}
-	nc := min((n+nr-1)/nr*nr, im.nc)
+	nc := min((n+nr-1)/nr*nr, bk.nc)
 	if serial {
-		nc = min((n+nr-1)/nr*nr, max(im.nc, bBlockCols))
+		nc = min((n+nr-1)/nr*nr, max(bk.nc, bBlockCols))
 	}
 	// Row tasks keep at least taskRowsMin rows, so the B packing each one
 	// repeats stays small next to its arithmetic.
@@ -82,20 +110,21 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 	sliversPerTask := (slivers + rowTasks - 1) / rowTasks
 	rowTasks = (slivers + sliversPerTask - 1) / sliversPerTask
 
-	apBuf := getBuf(slivers * mr * kcMax)
+	apBuf := getBuf(slivers * mr * bk.slots(kcMax))
 	defer putBuf(apBuf)
 	ap := *apBuf
 
 	for p0 := 0; p0 < k; p0 += kcMax {
 		kc := min(kcMax, k-p0)
+		ks := bk.slots(kc) // packed slots per row of A or column of B
 		acc := accumulate || p0 > 0
 		forPar(serial, slivers, 8, func(lo, hi int) {
 			for s := lo; s < hi; s++ {
-				packA(transA, a, lda, s*mr, min(mr, m-s*mr), p0, kc, mr, ap[s*mr*kc:(s+1)*mr*kc])
+				pA(transA, a, lda, s*mr, min(mr, m-s*mr), p0, kc, mr, ap[s*mr*ks:(s+1)*mr*ks])
 			}
 		})
 		forPar(serial, colTasks*rowTasks, 1, func(lo, hi int) {
-			bpBuf := getBuf(nc * kc)
+			bpBuf := getBuf(nc * ks)
 			defer putBuf(bpBuf)
 			bp := *bpBuf
 			var tmp []float32
@@ -105,19 +134,19 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 				s0 := (t % rowTasks) * sliversPerTask
 				s1 := min(slivers, s0+sliversPerTask)
 				for q := 0; q*nr < nb; q++ {
-					packB(b, j0+q*nr, min(nr, nb-q*nr), p0, kc, nr, bp[q*nr*kc:(q+1)*nr*kc])
+					pB(b, j0+q*nr, min(nr, nb-q*nr), p0, kc, nr, bp[q*nr*ks:(q+1)*nr*ks])
 				}
-				for i0 := s0 * mr; i0 < s1*mr; i0 += im.mc {
-					i1 := min(i0+im.mc, s1*mr, m)
+				for i0 := s0 * mr; i0 < s1*mr; i0 += bk.mc {
+					i1 := min(i0+bk.mc, s1*mr, m)
 					for jj := 0; jj < nb; jj += nr {
 						cols := min(nr, nb-jj)
-						bq := bp[(jj/nr)*nr*kc : (jj/nr+1)*nr*kc]
+						bq := bp[(jj/nr)*nr*ks : (jj/nr+1)*nr*ks]
 						for i := i0; i < i1; i += mr {
 							rows := min(mr, m-i)
-							as := ap[(i/mr)*mr*kc : (i/mr+1)*mr*kc]
+							as := ap[(i/mr)*mr*ks : (i/mr+1)*mr*ks]
 							ci := i*ldc + j0 + jj
 							if rows == mr && cols == nr {
-								im.micro(kc, as, bq, c[ci:], ldc, acc)
+								bk.micro(kc, as, bq, c[ci:], ldc, acc)
 								continue
 							}
 							// Edge tile: compute the full tile aside, copy
@@ -125,7 +154,7 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 							if tmp == nil {
 								tmp = make([]float32, mr*nr)
 							}
-							im.micro(kc, as, bq, tmp, nr, false)
+							bk.micro(kc, as, bq, tmp, nr, false)
 							for r := 0; r < rows; r++ {
 								storeRow(c[ci+r*ldc:ci+r*ldc+cols], tmp[r*nr:r*nr+cols], acc)
 							}

@@ -103,3 +103,33 @@ func fmaPeakAVX512(n int)
 //
 //go:noescape
 func fmaPeakAVX2(n int)
+
+// micro12x32BF16 sets (or adds to) the 12×32 tile at c the product of a packed bf16-pair A sliver and B panel over kp ≥ 1 k pairs.
+//
+//go:noescape
+func micro12x32BF16(kp int, a *float32, b *float32, c *float32, ldc int, accumulate bool)
+
+// dot4BF16 sets y[r] to the dot product of bf16 x and row r of w, over k a multiple of 32.
+//
+//go:noescape
+func dot4BF16(k int, x *uint16, w *uint16, ldw int, y *[4]float32)
+
+// cvtBF16 rounds n float32s (a multiple of 32) to bf16, nearest even, denormals flushed to zero.
+//
+//go:noescape
+func cvtBF16(n int, src *float32, dst *uint16)
+
+// transpose8w stores the transpose of 8 rows × kp bf16 pairs of b (stride ldb bf16s) at dst as dwords (kp a multiple of 8).
+//
+//go:noescape
+func transpose8w(kp int, b *uint16, ldb int, dst *float32, ldd int)
+
+// pairRowsH32 interleaves kp pairs of rows of 32 bf16 values (stride ld) into a packed bf16-pair panel (kp ≥ 1).
+//
+//go:noescape
+func pairRowsH32(kp int, src *uint16, ld int, dst *float32)
+
+// fmaPeakBF16 runs n×24 independent VDPBF16PS (1536 flops each iteration).
+//
+//go:noescape
+func fmaPeakBF16(n int)

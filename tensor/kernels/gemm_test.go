@@ -41,13 +41,16 @@ func randSlice(r *rand.Rand, n int) []float32 {
 }
 
 // gemmCase is one multiply with its storage; ld* exceed the widths by pad.
+// roundA: the path rounds A to bf16 (GemmBF16 on AVX512_BF16), so the
+// reference multiplies the rounded A.
 type gemmCase struct {
 	transA, transB, acc bool
 	m, n, k, pad        int
+	roundA              bool
 }
 
 func (g gemmCase) String() string {
-	return fmt.Sprintf("tA=%v tB=%v acc=%v m=%d n=%d k=%d pad=%d", g.transA, g.transB, g.acc, g.m, g.n, g.k, g.pad)
+	return fmt.Sprintf("tA=%v tB=%v acc=%v m=%d n=%d k=%d pad=%d roundA=%v", g.transA, g.transB, g.acc, g.m, g.n, g.k, g.pad, g.roundA)
 }
 
 // dims returns the stored rows, columns and leading dimension of A and B.
@@ -80,7 +83,15 @@ func checkGemmCase(t *testing.T, g gemmCase, r *rand.Rand, b []float32, mul func
 	c := randSlice(r, g.m*ldc)
 	c0 := append([]float32(nil), c...)
 	want := append([]float32(nil), c...)
-	gemmRef(g.transA, g.transB, g.m, g.n, g.k, a, lda, b, ldb, want, ldc, g.acc)
+	aRef := a
+	if g.roundA {
+		aRef = make([]float32, len(a))
+		for i, v := range a {
+			aRef[i] = FromBF16(ToBF16(v))
+		}
+	}
+	a0 := append([]float32(nil), a...)
+	gemmRef(g.transA, g.transB, g.m, g.n, g.k, aRef, lda, b, ldb, want, ldc, g.acc)
 	abs := func(s []float32) []float32 {
 		o := make([]float32, len(s))
 		for i, v := range s {
@@ -89,8 +100,13 @@ func checkGemmCase(t *testing.T, g gemmCase, r *rand.Rand, b []float32, mul func
 		return o
 	}
 	bound := make([]float32, len(c))
-	gemmRef(g.transA, g.transB, g.m, g.n, g.k, abs(a), lda, abs(b), ldb, bound, ldc, false)
+	gemmRef(g.transA, g.transB, g.m, g.n, g.k, abs(aRef), lda, abs(b), ldb, bound, ldc, false)
 	mul(a, lda, c)
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(a0[i]) {
+			t.Fatalf("%v: A[%d] changed %v -> %v", g, i, a0[i], a[i])
+		}
+	}
 	eps := math.Pow(2, -23)
 	for i := 0; i < g.m; i++ {
 		for j := 0; j < ldc; j++ {
@@ -149,22 +165,71 @@ func TestGemmAgainstReference(t *testing.T) {
 	})
 }
 
+// roundsA reports whether GemmBF16 on im rounds A to bf16 for this shape:
+// the VDPBF16PS paths (blocked, and the transposed GEMV).
+func roundsA(im *impl, m int, transB bool) bool {
+	if m == 1 {
+		return transB && im.dot4p != nil
+	}
+	return im.bf16 != nil
+}
+
+// runGemmBF16Case checks GemmBF16 (random bf16 B) against gemmRef on the
+// widened B, and A rounded to bf16 where the active path rounds it.
+func runGemmBF16Case(t *testing.T, g gemmCase, r *rand.Rand) {
+	t.Helper()
+	g.transA = false
+	g.roundA = roundsA(active, g.m, g.transB)
+	_, _, _, br, bc, ldb, ldc := g.dims()
+	h := make([]BF16, max(0, (br-1)*ldb+bc))
+	for j := range h {
+		h[j] = ToBF16(r.Float32()*2 - 1)
+	}
+	wide := make([]float32, len(h))
+	BF16ToF32(wide, h)
+	checkGemmCase(t, g, r, wide, func(a []float32, lda int, c []float32) {
+		GemmBF16(g.transB, g.m, g.n, g.k, a, lda, h, ldb, c, ldc, g.acc)
+	})
+}
+
 func TestGemmBF16AgainstReference(t *testing.T) {
 	withImpl(t, func(t *testing.T, im *impl) {
 		r := rand.New(rand.NewPCG(3, 4))
-		for i, s := range testShapes() {
+		shapes := append(testShapes(), [3]int{40, 70, 1025}, [3]int{13, 64, 2}, [3]int{300, 100, 1})
+		for i, s := range shapes {
 			for _, transB := range []bool{false, true} {
 				g := gemmCase{transB: transB, acc: i%2 == 0, m: s[0], n: s[1], k: s[2], pad: i % 3 * 5}
-				_, _, _, br, bc, ldb, ldc := g.dims()
-				h := make([]BF16, max(0, (br-1)*ldb+bc))
-				for j := range h {
-					h[j] = ToBF16(r.Float32()*2 - 1)
+				runGemmBF16Case(t, g, r)
+			}
+		}
+	})
+}
+
+// TestBF16RoundsA: on the VDPBF16PS path, A is rounded to bf16 (nearest
+// even) exactly as ToBF16 does, before the products: a multiply by the
+// identity returns the rounded A.
+func TestBF16RoundsA(t *testing.T) {
+	withImpl(t, func(t *testing.T, im *impl) {
+		for _, m := range []int{1, 40} {
+			for _, transB := range []bool{false, true} {
+				const k = 70
+				a := randSlice(rand.New(rand.NewPCG(9, 10)), m*k)
+				a[0], a[1] = 1+1.0/256, -(1 + 3.0/256) // ties: to even
+				eye := make([]BF16, k*k)
+				for p := 0; p < k; p++ {
+					eye[p*k+p] = ToBF16(1)
 				}
-				wide := make([]float32, len(h))
-				BF16ToF32(wide, h)
-				checkGemmCase(t, g, r, wide, func(a []float32, lda int, c []float32) {
-					GemmBF16(g.transB, g.m, g.n, g.k, a, lda, h, ldb, c, ldc, g.acc)
-				})
+				c := make([]float32, m*k)
+				GemmBF16(transB, m, k, k, a, k, eye, k, c, k, false)
+				for i, v := range a {
+					want := v
+					if roundsA(im, m, transB) {
+						want = FromBF16(ToBF16(v))
+					}
+					if c[i] != want {
+						t.Fatalf("m=%d transB=%v: C[%d] = %v, want %v (A %v)", m, transB, i, c[i], want, v)
+					}
+				}
 			}
 		}
 	})
@@ -235,7 +300,8 @@ func TestBF16RoundTrip(t *testing.T) {
 	}
 }
 
-// FuzzGemm drives random small shapes and layouts through every path.
+// FuzzGemm drives random small shapes and layouts through every path, with
+// float32 and bf16 B (GemmBF16 ignores transA).
 func FuzzGemm(f *testing.F) {
 	f.Add(uint8(3), uint8(5), uint8(7), uint8(0), uint64(1))
 	f.Add(uint8(13), uint8(33), uint8(1), uint8(15), uint64(2))
@@ -246,6 +312,7 @@ func FuzzGemm(f *testing.F) {
 		for _, im := range impls {
 			undo := forceImpl(im)
 			runGemmCase(t, g, rand.New(rand.NewPCG(seed, uint64(flags))))
+			runGemmBF16Case(t, g, rand.New(rand.NewPCG(seed, uint64(flags)+1)))
 			undo()
 		}
 	})

@@ -43,6 +43,10 @@ func gemv(im *impl, transA bool, n, k int, a []float32, lda int, b bMat, c []flo
 		return
 	}
 	// B stored n×k: one dot product per output, four rows at a time.
+	if b.h != nil && im.dot4p != nil {
+		gemvPairs(im, serial, n, k, x, b, c, accumulate)
+		return
+	}
 	forPar(serial, n, gemvGrain, func(lo, hi int) {
 		var y [4]float32
 		for j := lo; j < hi; j += 4 {
@@ -56,6 +60,32 @@ func gemv(im *impl, transA bool, n, k int, a []float32, lda int, b bMat, c []flo
 			} else {
 				for r := 0; r < rows; r++ {
 					y[r] = dot1(im, k, x, b, j+r)
+				}
+			}
+			storeRow(c[j:j+rows], y[:rows], accumulate)
+		}
+	})
+}
+
+// gemvPairs is the transposed GEMV with bf16 B on a path with dot4p: x is
+// rounded to bf16 once, then each output is a VDPBF16PS dot product.
+func gemvPairs(im *impl, serial bool, n, k int, x []float32, b bMat, c []float32, accumulate bool) {
+	xbuf := getBufH(k)
+	defer putBufH(xbuf)
+	xh := *xbuf
+	roundBF16(xh, x)
+	forPar(serial, n, gemvGrain, func(lo, hi int) {
+		var y [4]float32
+		for j := lo; j < hi; j += 4 {
+			rows := min(4, hi-j)
+			if rows == 4 {
+				im.dot4p(k, xh, b.h[j*b.ld:], b.ld, &y)
+			} else {
+				// Leftover rows: the same kernel, the row repeated.
+				for r := 0; r < rows; r++ {
+					var y1 [4]float32
+					im.dot4p(k, xh, b.h[(j+r)*b.ld:], 0, &y1)
+					y[r] = y1[0]
 				}
 			}
 			storeRow(c[j:j+rows], y[:rows], accumulate)

@@ -4,9 +4,11 @@ package kernels
 // registers. It is the only path off amd64 or with -tags purego.
 var goImpl = &impl{
 	name: "go",
-	mr:   4, nr: 4,
-	kc: 256, mc: 64, nc: 256,
-	micro: microGo,
+	blockKernel: blockKernel{
+		mr: 4, nr: 4,
+		kc: 256, mc: 64, nc: 256,
+		micro: microGo,
+	},
 	dot4:  dot4Go,
 	dot4h: dot4hGo,
 	axpy:  axpyGo,

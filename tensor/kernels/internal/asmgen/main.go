@@ -47,10 +47,17 @@ func main() {
 	for _, w := range []int{32, 16} {
 		copyRowsH(w)
 	}
-	transpose8(false)
-	transpose8(true)
+	transpose8(tF32)
+	transpose8(tWiden)
 	fmaPeak(avx512, 24)
 	fmaPeak(avx2, 12)
+	// AVX512_BF16 kernels (bf16.go).
+	microBF16(12)
+	dot4BF16()
+	cvtBF16()
+	transpose8(tPairs)
+	pairRowsH32()
+	peakBF16()
 	Generate()
 }
 
@@ -345,28 +352,49 @@ func fmaPeak(v isa, chains int) {
 	RET()
 }
 
+// Kinds of transpose8: float32, bf16 widened to float32, and bf16 pairs
+// (each dword two adjacent bf16 of a row, moved as one 32-bit value).
+const (
+	tF32 = iota
+	tWiden
+	tPairs
+)
+
 // transpose8 writes the 8-row transpose used to pack a stored-n×k B: dst
-// row p (stride ldd floats) gets column p of the 8 rows of b (stride ldb
-// elements), for p < kc (a multiple of 8). With half set b is bf16 and is
-// widened. Needs AVX2 only (ymm), so both paths share it.
-func transpose8(half bool) {
+// row p (stride ldd dwords) gets column p of the 8 rows of b (stride ldb
+// elements), for p < kc (a multiple of 8). With tWiden b is bf16 and is
+// widened; with tPairs b is bf16 and its columns are pairs of values (ldb
+// still counts bf16 values). Needs AVX2 only (ymm), so every path shares it.
+func transpose8(kind int) {
 	name := "transpose8"
 	sig := "func(kc int, b *float32, ldb int, dst *float32, ldd int)"
 	es := 4
-	if half {
+	half := kind == tWiden
+	doc := fmt.Sprintf("%s stores the transpose of an 8×kc block of b at dst (kc a multiple of 8).", name)
+	switch kind {
+	case tWiden:
 		name = "transpose8h"
 		sig = "func(kc int, b *uint16, ldb int, dst *float32, ldd int)"
 		es = 2
+		doc = fmt.Sprintf("%s stores the transpose of an 8×kc block of b at dst (kc a multiple of 8).", name)
+	case tPairs:
+		name = "transpose8w"
+		sig = "func(kp int, b *uint16, ldb int, dst *float32, ldd int)"
+		doc = name + " stores the transpose of 8 rows × kp bf16 pairs of b (stride ldb bf16s) at dst as dwords (kp a multiple of 8)."
 	}
 	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s stores the transpose of an 8×kc block of b at dst (kc a multiple of 8).", name))
-	kc := Load(Param("kc"), GP64())
+	Doc(doc)
+	kcName := "kc"
+	if kind == tPairs {
+		kcName = "kp"
+	}
+	kc := Load(Param(kcName), GP64())
 	b := Load(Param("b"), GP64())
 	ldb := Load(Param("ldb"), GP64())
 	d := Load(Param("dst"), GP64())
 	ldd := Load(Param("ldd"), GP64())
-	if half {
+	if kind != tF32 {
 		SHLQ(U8(1), ldb)
 	} else {
 		SHLQ(U8(2), ldb)
