@@ -21,6 +21,11 @@ const (
 	taskRowsMin = 384
 )
 
+// packedABudget bounds the packed copy of A (float32 slots) that one
+// parallel phase prepares: 8M slots, 32 MiB. A variable so tests can force
+// one K block per group.
+var packedABudget = 8 << 20
+
 // bufPool recycles packing buffers between calls.
 var bufPool sync.Pool
 
@@ -110,21 +115,34 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 	sliversPerTask := (slivers + rowTasks - 1) / rowTasks
 	rowTasks = (slivers + sliversPerTask - 1) / sliversPerTask
 
-	apBuf := getBuf(slivers * mr * bk.slots(kcMax))
+	// A is packed for a group of K blocks in one parallel phase, then one
+	// parallel phase computes the group: each task walks its K blocks in
+	// order, packing its own B micro-panels for each. That is two fork/joins
+	// per group instead of two per K block, and no worker idles at a barrier
+	// between K blocks. A group is as many K blocks as fit packedABudget
+	// (usually all of K).
+	blockSlots := slivers * mr * bk.slots(kcMax) // packed A of one K block
+	groupBlocks := max(1, packedABudget/blockSlots)
+	apBuf := getBuf(blockSlots * min(groupBlocks, (k+kcMax-1)/kcMax))
 	defer putBuf(apBuf)
 	ap := *apBuf
 
-	for p0 := 0; p0 < k; p0 += kcMax {
-		kc := min(kcMax, k-p0)
-		ks := bk.slots(kc) // packed slots per row of A or column of B
-		acc := accumulate || p0 > 0
-		forPar(serial, slivers, 8, func(lo, hi int) {
-			for s := lo; s < hi; s++ {
-				pA(transA, a, lda, s*mr, min(mr, m-s*mr), p0, kc, mr, ap[s*mr*ks:(s+1)*mr*ks])
+	for g0 := 0; g0 < k; g0 += groupBlocks * kcMax {
+		blocks := min(groupBlocks, (k-g0+kcMax-1)/kcMax)
+		// Packed A of the group's K block q starts at q*blockSlots; sliver
+		// s within it at s*mr*ks.
+		forPar(serial, slivers*blocks, 8, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				q, s := i/slivers, i%slivers
+				p0 := g0 + q*kcMax
+				kc := min(kcMax, k-p0)
+				ks := bk.slots(kc)
+				apq := ap[q*blockSlots:]
+				pA(transA, a, lda, s*mr, min(mr, m-s*mr), p0, kc, mr, apq[s*mr*ks:(s+1)*mr*ks])
 			}
 		})
 		forPar(serial, colTasks*rowTasks, 1, func(lo, hi int) {
-			bpBuf := getBuf(nc * ks)
+			bpBuf := getBuf(nc * bk.slots(kcMax))
 			defer putBuf(bpBuf)
 			bp := *bpBuf
 			var tmp []float32
@@ -133,30 +151,37 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 				nb := min(nc, n-j0)
 				s0 := (t % rowTasks) * sliversPerTask
 				s1 := min(slivers, s0+sliversPerTask)
-				for q := 0; q*nr < nb; q++ {
-					pB(b, j0+q*nr, min(nr, nb-q*nr), p0, kc, nr, bp[q*nr*ks:(q+1)*nr*ks])
-				}
-				for i0 := s0 * mr; i0 < s1*mr; i0 += bk.mc {
-					i1 := min(i0+bk.mc, s1*mr, m)
-					for jj := 0; jj < nb; jj += nr {
-						cols := min(nr, nb-jj)
-						bq := bp[(jj/nr)*nr*ks : (jj/nr+1)*nr*ks]
-						for i := i0; i < i1; i += mr {
-							rows := min(mr, m-i)
-							as := ap[(i/mr)*mr*ks : (i/mr+1)*mr*ks]
-							ci := i*ldc + j0 + jj
-							if rows == mr && cols == nr {
-								bk.micro(kc, as, bq, c[ci:], ldc, acc)
-								continue
-							}
-							// Edge tile: compute the full tile aside, copy
-							// the part inside C. Same arithmetic as above.
-							if tmp == nil {
-								tmp = make([]float32, mr*nr)
-							}
-							bk.micro(kc, as, bq, tmp, nr, false)
-							for r := 0; r < rows; r++ {
-								storeRow(c[ci+r*ldc:ci+r*ldc+cols], tmp[r*nr:r*nr+cols], acc)
+				for q := 0; q < blocks; q++ {
+					p0 := g0 + q*kcMax
+					kc := min(kcMax, k-p0)
+					ks := bk.slots(kc) // packed slots per row of A or column of B
+					acc := accumulate || p0 > 0
+					apq := ap[q*blockSlots:]
+					for jq := 0; jq*nr < nb; jq++ {
+						pB(b, j0+jq*nr, min(nr, nb-jq*nr), p0, kc, nr, bp[jq*nr*ks:(jq+1)*nr*ks])
+					}
+					for i0 := s0 * mr; i0 < s1*mr; i0 += bk.mc {
+						i1 := min(i0+bk.mc, s1*mr, m)
+						for jj := 0; jj < nb; jj += nr {
+							cols := min(nr, nb-jj)
+							bq := bp[(jj/nr)*nr*ks : (jj/nr+1)*nr*ks]
+							for i := i0; i < i1; i += mr {
+								rows := min(mr, m-i)
+								as := apq[(i/mr)*mr*ks : (i/mr+1)*mr*ks]
+								ci := i*ldc + j0 + jj
+								if rows == mr && cols == nr {
+									bk.micro(kc, as, bq, c[ci:], ldc, acc)
+									continue
+								}
+								// Edge tile: compute the full tile aside, copy
+								// the part inside C. Same arithmetic as above.
+								if tmp == nil {
+									tmp = make([]float32, mr*nr)
+								}
+								bk.micro(kc, as, bq, tmp, nr, false)
+								for r := 0; r < rows; r++ {
+									storeRow(c[ci+r*ldc:ci+r*ldc+cols], tmp[r*nr:r*nr+cols], acc)
+								}
 							}
 						}
 					}

@@ -285,6 +285,50 @@ func TestGemmDeterministic(t *testing.T) {
 	})
 }
 
+// TestGemmKGroups: packing A one K block at a time (a tiny budget) and all
+// K blocks at once must give bitwise the same C, as the summation order is
+// fixed by kc alone.
+func TestGemmKGroups(t *testing.T) {
+	withImpl(t, func(t *testing.T, im *impl) {
+		r := rand.New(rand.NewPCG(7, 8))
+		m, n, k := 150, 270, 1100 // several K blocks on every path
+		for layout := 0; layout < 6; layout++ {
+			transA, transB := layout&1 != 0, layout&2 != 0
+			bf := layout >= 4
+			if bf {
+				transA = false
+			}
+			a, b, c0 := randSlice(r, m*k), randSlice(r, k*n), randSlice(r, m*n)
+			h := make([]BF16, len(b))
+			F32ToBF16(h, b)
+			lda, ldb := k, n
+			if transA {
+				lda = m
+			}
+			if transB {
+				ldb = k
+			}
+			var out [2][]float32
+			for i, budget := range []int{packedABudget, 1} {
+				old := packedABudget
+				packedABudget = budget
+				out[i] = append([]float32(nil), c0...)
+				if bf {
+					GemmBF16(transB, m, n, k, a, lda, h, ldb, out[i], n, true)
+				} else {
+					Gemm(transA, transB, m, n, k, a, lda, b, ldb, out[i], n, true)
+				}
+				packedABudget = old
+			}
+			for x := range out[0] {
+				if math.Float32bits(out[0][x]) != math.Float32bits(out[1][x]) {
+					t.Fatalf("layout %d: C[%d] = %v with all K blocks packed at once, %v one block at a time", layout, x, out[0][x], out[1][x])
+				}
+			}
+		}
+	})
+}
+
 func TestBF16RoundTrip(t *testing.T) {
 	for _, f := range []float32{0, 1, -2.5, 1e-30, 3.3e38} {
 		if g := FromBF16(ToBF16(f)); math.Abs(float64(g-f)) > math.Abs(float64(f))/128 {
