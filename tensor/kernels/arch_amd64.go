@@ -12,6 +12,9 @@ import (
 func archImpls() []*impl {
 	var l []*impl
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL {
+		if haveAMX {
+			l = append(l, amxImpl)
+		}
 		if cpu.X86.HasAVX512BF16 {
 			l = append(l, avx512bf16GemvImpl, avx512bf16Impl)
 		}
@@ -262,7 +265,7 @@ func axpyVecH(k, n int, x []float32, b []BF16, ldb int, y []float32, accumulate 
 func fmaPeakNames() []string {
 	var l []string
 	for _, im := range archImpls() {
-		if im != avx512bf16GemvImpl {
+		if im != avx512bf16GemvImpl && im != amxImpl {
 			l = append(l, im.name)
 		}
 	}

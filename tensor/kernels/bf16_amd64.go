@@ -28,8 +28,9 @@ var avx512bf16Impl = func() *impl {
 
 // avx512bf16GemvImpl takes VDPBF16PS for the transposed GEMV only (decode,
 // memory-bound: half the instructions of widening) and widens B for the
-// blocked path. It comes first: on the CPU measured (an AMX-capable Xeon
-// under a VM; BenchmarkFMAPeak) VDPBF16PS zmm issues once every two cycles,
+// blocked path. It comes first where AMX is unusable (amxImpl is this with
+// the blocked path on AMX): on the CPU measured (an AMX-capable Xeon under
+// a VM; BenchmarkFMAPeak) VDPBF16PS zmm issues once every two cycles,
 // a quarter of the VFMADD231PS rate, so its 64 flops per instruction give
 // half the float32 FMA peak (116 against 224 GFLOP/s per core) and the
 // blocked bf16-pair GEMM, at 90% of its own peak, runs at about 0.67× the

@@ -11,8 +11,8 @@
 // over K in blocks of a fixed size, in order, whichever worker computes it.
 // They do depend on the instruction set chosen at start-up (FMA rounds once,
 // separate multiply and add twice), within float32 rounding — and, for
-// GemmBF16 on CPUs with AVX512_BF16, on whether A is rounded to bf16 (see
-// GemmBF16).
+// GemmBF16 on CPUs with AVX512_BF16 or AMX, on whether A is rounded to bf16
+// (see GemmBF16).
 package kernels
 
 import "fmt"

@@ -133,3 +133,8 @@ func pairRowsH32(kp int, src *uint16, ld int, dst *float32)
 //
 //go:noescape
 func fmaPeakBF16(n int)
+
+// micro32x32AMX sets (or adds to) the 32×32 tile at c the product of a packed row-major bf16 A sliver (lda bytes per row) and a bf16-pair B panel, over ks ≥ 1 steps of 32 k; cfg is the 64-byte tile configuration.
+//
+//go:noescape
+func micro32x32AMX(ks int, a *float32, lda int, b *float32, c *float32, ldc int, accumulate bool, cfg *byte)

@@ -205,6 +205,32 @@ func TestGemmBF16AgainstReference(t *testing.T) {
 	})
 }
 
+// TestGemmBF16Edges: GemmBF16 with M > 1 around the AMX tile (32×32, 32 k
+// per step) and K block (1024) edges, both layouts of B, accumulate on and
+// off, padded strides.
+func TestGemmBF16Edges(t *testing.T) {
+	withImpl(t, func(t *testing.T, im *impl) {
+		r := rand.New(rand.NewPCG(13, 14))
+		var shapes [][3]int
+		for _, m := range []int{2, 3, 17, 63, 65} {
+			for _, n := range []int{1, 17, 100} {
+				for _, k := range []int{1, 31, 33, 1025} {
+					shapes = append(shapes, [3]int{m, n, k})
+				}
+			}
+		}
+		shapes = append(shapes, [3]int{1000, 17, 33}, [3]int{1000, 100, 65}, [3]int{300, 40, 1025}, [3]int{64, 64, 2048})
+		for i, s := range shapes {
+			for _, transB := range []bool{false, true} {
+				for _, acc := range []bool{false, true} {
+					g := gemmCase{transB: transB, acc: acc, m: s[0], n: s[1], k: s[2], pad: i % 3 * 5}
+					runGemmBF16Case(t, g, r)
+				}
+			}
+		}
+	})
+}
+
 // TestBF16RoundsA: on the VDPBF16PS path, A is rounded to bf16 (nearest
 // even) exactly as ToBF16 does, before the products: a multiply by the
 // identity returns the rounded A.
@@ -240,7 +266,7 @@ func TestBF16RoundsA(t *testing.T) {
 func TestGemmDeterministic(t *testing.T) {
 	withImpl(t, func(t *testing.T, im *impl) {
 		r := rand.New(rand.NewPCG(5, 6))
-		shapes := [][3]int{{150, 270, 530}, {1, 700, 900}, {9, 300, 700}}
+		shapes := [][3]int{{150, 270, 530}, {1, 700, 900}, {9, 300, 700}, {800, 300, 2100}}
 		if im.name == "go" {
 			shapes = [][3]int{{70, 130, 300}, {1, 700, 900}}
 		}

@@ -36,6 +36,10 @@ type blockKernel struct {
 	// row (A) or column (B) in each 32-bit slot, an odd k padded with zero
 	// (kc must then be even). Otherwise one float32 per k.
 	pairs bool
+	// kstep, when set (with pairs), rounds each block's packed k up to a
+	// multiple of kstep, zero-padded in both operands (the AMX tiles take 32
+	// k at a time).
+	kstep int
 
 	// micro sets (or with accumulate adds to) the mr×nr tile at c, row
 	// stride ldc, the product of a packed mr×kc A sliver (k-major: mr slots
@@ -53,6 +57,9 @@ type blockKernel struct {
 // slots is the packed length per row or column of a kc block.
 func (bk *blockKernel) slots(kc int) int {
 	if bk.pairs {
+		if bk.kstep > 0 {
+			kc = (kc + bk.kstep - 1) / bk.kstep * bk.kstep
+		}
 		return (kc + 1) / 2
 	}
 	return kc

@@ -108,11 +108,16 @@ func evex(pp, opcode byte, d, v reg.Physical, rm Op, bcst bool) []byte {
 // assembly, declaring its register inputs and outputs for avo's liveness
 // analysis and its ISA for the function's "Requires" line.
 func rawInst(asm string, in, out []Op, code []byte) {
+	rawInstISA(asm, []string{"AVX512_BF16"}, in, out, code)
+}
+
+// rawInstISA is rawInst with the instruction's ISA list given.
+func rawInstISA(asm string, isa []string, in, out []Op, code []byte) {
 	Comment(asm)
 	for i, b := range code {
 		inst := &ir.Instruction{Opcode: "BYTE", Operands: []Op{U8(b)}}
 		if i == 0 {
-			inst.Inputs, inst.Outputs, inst.ISA = in, out, []string{"AVX512_BF16"}
+			inst.Inputs, inst.Outputs, inst.ISA = in, out, isa
 		}
 		Instruction(inst)
 	}

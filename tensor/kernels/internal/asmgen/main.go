@@ -58,6 +58,8 @@ func main() {
 	transpose8(tPairs)
 	pairRowsH32()
 	peakBF16()
+	// AMX kernels (amx.go).
+	microAMX()
 	Generate()
 }
 
