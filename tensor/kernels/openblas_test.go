@@ -51,7 +51,7 @@ func BenchmarkVsOpenBLAS(b *testing.B) {
 }
 
 func vsOpenBLAS(b *testing.B, th int) {
-	const rounds = 3
+	const rounds = 5
 	forEachBench(b, benchLayouts, func(b *testing.B, l benchLayout, m, n, k, lda, ldb int) {
 		if m == 1 || k == 1 {
 			b.Skip("GEMV")
