@@ -127,6 +127,20 @@ var avx512Impl = &impl{
 			_, _, _ = a[12*kc-1], b[32*kc-1], c[11*ldc+31]
 			micro12x32AVX512(kc, &a[0], &b[0], &c[0], ldc, accumulate)
 		},
+		microRows: func(rows, kc int, a, b, c []float32, ldc int, accumulate bool) bool {
+			_, _ = a[12*kc-1], b[32*kc-1]
+			switch rows {
+			case 4:
+				_ = c[3*ldc+31]
+				micro4x32AVX512A12(kc, &a[0], &b[0], &c[0], ldc, accumulate)
+			case 8:
+				_ = c[7*ldc+31]
+				micro8x32AVX512A12(kc, &a[0], &b[0], &c[0], ldc, accumulate)
+			default:
+				return false
+			}
+			return true
+		},
 	},
 	dot4: func(k int, x, w []float32, ldw int, y *[4]float32) {
 		dotTail(k, 16, x, w, ldw, y, dot4AVX512)

@@ -173,6 +173,9 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 									bk.micro(kc, as, bq, c[ci:], ldc, acc)
 									continue
 								}
+								if cols == nr && bk.microRows != nil && bk.microRows(rows, kc, as, bq, c[ci:], ldc, acc) {
+									continue
+								}
 								// Edge tile: compute the full tile aside, copy
 								// the part inside C. Same arithmetic as above.
 								if tmp == nil {

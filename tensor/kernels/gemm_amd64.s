@@ -49,6 +49,42 @@ TEXT ·micro12x32AVX512(SB), NOSPLIT, $0-41
 	PREFETCHT0 (BX)
 	PREFETCHT0 124(BX)
 	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
 	VXORPS     Z0, Z0, Z0
 	VXORPS     Z1, Z1, Z1
 	VXORPS     Z2, Z2, Z2
@@ -249,6 +285,18 @@ TEXT ·micro6x16AVX2(SB), NOSPLIT, $0-41
 	ADDQ       SI, BX
 	PREFETCHT0 (BX)
 	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	ADDQ       SI, BX
 	VXORPS     Y0, Y0, Y0
 	VXORPS     Y1, Y1, Y1
 	VXORPS     Y2, Y2, Y2
@@ -346,6 +394,298 @@ micro6x16AVX2_store:
 	ADDQ    CX, AX
 	VMOVUPS Y10, (AX)
 	VMOVUPS Y11, 32(AX)
+	ADDQ    CX, AX
+	VZEROUPPER
+	RET
+
+// func micro4x32AVX512A12(kc int, a *float32, b *float32, c *float32, ldc int, accumulate bool)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·micro4x32AVX512A12(SB), NOSPLIT, $0-41
+	MOVQ       kc+0(FP), AX
+	MOVQ       a+8(FP), CX
+	MOVQ       b+16(FP), DX
+	MOVQ       c+24(FP), BX
+	MOVQ       ldc+32(FP), SI
+	SHLQ       $0x02, SI
+	PREFETCHT0 (BX)
+	PREFETCHT0 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT0 (BX)
+	PREFETCHT0 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT0 (BX)
+	PREFETCHT0 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT0 (BX)
+	PREFETCHT0 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	VXORPS     Z0, Z0, Z0
+	VXORPS     Z1, Z1, Z1
+	VXORPS     Z2, Z2, Z2
+	VXORPS     Z3, Z3, Z3
+	VXORPS     Z4, Z4, Z4
+	VXORPS     Z5, Z5, Z5
+	VXORPS     Z6, Z6, Z6
+	VXORPS     Z7, Z7, Z7
+
+micro4x32AVX512A12_loop:
+	PREFETCHT0   384(CX)
+	PREFETCHT0   1024(DX)
+	VMOVUPS      (DX), Z8
+	VMOVUPS      64(DX), Z9
+	VBROADCASTSS (CX), Z10
+	VFMADD231PS  Z8, Z10, Z0
+	VFMADD231PS  Z9, Z10, Z1
+	VBROADCASTSS 4(CX), Z10
+	VFMADD231PS  Z8, Z10, Z2
+	VFMADD231PS  Z9, Z10, Z3
+	VBROADCASTSS 8(CX), Z10
+	VFMADD231PS  Z8, Z10, Z4
+	VFMADD231PS  Z9, Z10, Z5
+	VBROADCASTSS 12(CX), Z10
+	VFMADD231PS  Z8, Z10, Z6
+	VFMADD231PS  Z9, Z10, Z7
+	ADDQ         $0x00000030, CX
+	ADDQ         $0x00000080, DX
+	DECQ         AX
+	JNZ          micro4x32AVX512A12_loop
+	MOVQ         c+24(FP), AX
+	MOVQ         ldc+32(FP), CX
+	SHLQ         $0x02, CX
+	MOVB         accumulate+40(FP), DL
+	TESTB        DL, DL
+	JZ           micro4x32AVX512A12_store
+	VADDPS       (AX), Z0, Z0
+	VMOVUPS      Z0, (AX)
+	VADDPS       64(AX), Z1, Z1
+	VMOVUPS      Z1, 64(AX)
+	ADDQ         CX, AX
+	VADDPS       (AX), Z2, Z2
+	VMOVUPS      Z2, (AX)
+	VADDPS       64(AX), Z3, Z3
+	VMOVUPS      Z3, 64(AX)
+	ADDQ         CX, AX
+	VADDPS       (AX), Z4, Z4
+	VMOVUPS      Z4, (AX)
+	VADDPS       64(AX), Z5, Z5
+	VMOVUPS      Z5, 64(AX)
+	ADDQ         CX, AX
+	VADDPS       (AX), Z6, Z6
+	VMOVUPS      Z6, (AX)
+	VADDPS       64(AX), Z7, Z7
+	VMOVUPS      Z7, 64(AX)
+	ADDQ         CX, AX
+	VZEROUPPER
+	RET
+
+micro4x32AVX512A12_store:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	ADDQ    CX, AX
+	VMOVUPS Z2, (AX)
+	VMOVUPS Z3, 64(AX)
+	ADDQ    CX, AX
+	VMOVUPS Z4, (AX)
+	VMOVUPS Z5, 64(AX)
+	ADDQ    CX, AX
+	VMOVUPS Z6, (AX)
+	VMOVUPS Z7, 64(AX)
+	ADDQ    CX, AX
+	VZEROUPPER
+	RET
+
+// func micro8x32AVX512A12(kc int, a *float32, b *float32, c *float32, ldc int, accumulate bool)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·micro8x32AVX512A12(SB), NOSPLIT, $0-41
+	MOVQ       kc+0(FP), AX
+	MOVQ       a+8(FP), CX
+	MOVQ       b+16(FP), DX
+	MOVQ       c+24(FP), BX
+	MOVQ       ldc+32(FP), SI
+	SHLQ       $0x02, SI
+	PREFETCHT0 (BX)
+	PREFETCHT0 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT0 (BX)
+	PREFETCHT0 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT0 (BX)
+	PREFETCHT0 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT0 (BX)
+	PREFETCHT0 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT0 (BX)
+	PREFETCHT0 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT0 (BX)
+	PREFETCHT0 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT0 (BX)
+	PREFETCHT0 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT0 (BX)
+	PREFETCHT0 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	PREFETCHT1 (BX)
+	PREFETCHT1 124(BX)
+	ADDQ       SI, BX
+	VXORPS     Z0, Z0, Z0
+	VXORPS     Z1, Z1, Z1
+	VXORPS     Z2, Z2, Z2
+	VXORPS     Z3, Z3, Z3
+	VXORPS     Z4, Z4, Z4
+	VXORPS     Z5, Z5, Z5
+	VXORPS     Z6, Z6, Z6
+	VXORPS     Z7, Z7, Z7
+	VXORPS     Z8, Z8, Z8
+	VXORPS     Z9, Z9, Z9
+	VXORPS     Z10, Z10, Z10
+	VXORPS     Z11, Z11, Z11
+	VXORPS     Z12, Z12, Z12
+	VXORPS     Z13, Z13, Z13
+	VXORPS     Z14, Z14, Z14
+	VXORPS     Z15, Z15, Z15
+
+micro8x32AVX512A12_loop:
+	PREFETCHT0   384(CX)
+	PREFETCHT0   1024(DX)
+	VMOVUPS      (DX), Z16
+	VMOVUPS      64(DX), Z17
+	VBROADCASTSS (CX), Z18
+	VFMADD231PS  Z16, Z18, Z0
+	VFMADD231PS  Z17, Z18, Z1
+	VBROADCASTSS 4(CX), Z18
+	VFMADD231PS  Z16, Z18, Z2
+	VFMADD231PS  Z17, Z18, Z3
+	VBROADCASTSS 8(CX), Z18
+	VFMADD231PS  Z16, Z18, Z4
+	VFMADD231PS  Z17, Z18, Z5
+	VBROADCASTSS 12(CX), Z18
+	VFMADD231PS  Z16, Z18, Z6
+	VFMADD231PS  Z17, Z18, Z7
+	VBROADCASTSS 16(CX), Z18
+	VFMADD231PS  Z16, Z18, Z8
+	VFMADD231PS  Z17, Z18, Z9
+	VBROADCASTSS 20(CX), Z18
+	VFMADD231PS  Z16, Z18, Z10
+	VFMADD231PS  Z17, Z18, Z11
+	VBROADCASTSS 24(CX), Z18
+	VFMADD231PS  Z16, Z18, Z12
+	VFMADD231PS  Z17, Z18, Z13
+	VBROADCASTSS 28(CX), Z18
+	VFMADD231PS  Z16, Z18, Z14
+	VFMADD231PS  Z17, Z18, Z15
+	ADDQ         $0x00000030, CX
+	ADDQ         $0x00000080, DX
+	DECQ         AX
+	JNZ          micro8x32AVX512A12_loop
+	MOVQ         c+24(FP), AX
+	MOVQ         ldc+32(FP), CX
+	SHLQ         $0x02, CX
+	MOVB         accumulate+40(FP), DL
+	TESTB        DL, DL
+	JZ           micro8x32AVX512A12_store
+	VADDPS       (AX), Z0, Z0
+	VMOVUPS      Z0, (AX)
+	VADDPS       64(AX), Z1, Z1
+	VMOVUPS      Z1, 64(AX)
+	ADDQ         CX, AX
+	VADDPS       (AX), Z2, Z2
+	VMOVUPS      Z2, (AX)
+	VADDPS       64(AX), Z3, Z3
+	VMOVUPS      Z3, 64(AX)
+	ADDQ         CX, AX
+	VADDPS       (AX), Z4, Z4
+	VMOVUPS      Z4, (AX)
+	VADDPS       64(AX), Z5, Z5
+	VMOVUPS      Z5, 64(AX)
+	ADDQ         CX, AX
+	VADDPS       (AX), Z6, Z6
+	VMOVUPS      Z6, (AX)
+	VADDPS       64(AX), Z7, Z7
+	VMOVUPS      Z7, 64(AX)
+	ADDQ         CX, AX
+	VADDPS       (AX), Z8, Z8
+	VMOVUPS      Z8, (AX)
+	VADDPS       64(AX), Z9, Z9
+	VMOVUPS      Z9, 64(AX)
+	ADDQ         CX, AX
+	VADDPS       (AX), Z10, Z10
+	VMOVUPS      Z10, (AX)
+	VADDPS       64(AX), Z11, Z11
+	VMOVUPS      Z11, 64(AX)
+	ADDQ         CX, AX
+	VADDPS       (AX), Z12, Z12
+	VMOVUPS      Z12, (AX)
+	VADDPS       64(AX), Z13, Z13
+	VMOVUPS      Z13, 64(AX)
+	ADDQ         CX, AX
+	VADDPS       (AX), Z14, Z14
+	VMOVUPS      Z14, (AX)
+	VADDPS       64(AX), Z15, Z15
+	VMOVUPS      Z15, 64(AX)
+	ADDQ         CX, AX
+	VZEROUPPER
+	RET
+
+micro8x32AVX512A12_store:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	ADDQ    CX, AX
+	VMOVUPS Z2, (AX)
+	VMOVUPS Z3, 64(AX)
+	ADDQ    CX, AX
+	VMOVUPS Z4, (AX)
+	VMOVUPS Z5, 64(AX)
+	ADDQ    CX, AX
+	VMOVUPS Z6, (AX)
+	VMOVUPS Z7, 64(AX)
+	ADDQ    CX, AX
+	VMOVUPS Z8, (AX)
+	VMOVUPS Z9, 64(AX)
+	ADDQ    CX, AX
+	VMOVUPS Z10, (AX)
+	VMOVUPS Z11, 64(AX)
+	ADDQ    CX, AX
+	VMOVUPS Z12, (AX)
+	VMOVUPS Z13, 64(AX)
+	ADDQ    CX, AX
+	VMOVUPS Z14, (AX)
+	VMOVUPS Z15, 64(AX)
 	ADDQ    CX, AX
 	VZEROUPPER
 	RET
@@ -1069,142 +1409,164 @@ axpyhAVX2_done:
 	RET
 
 // func copyRows32(kc int, src *float32, ld int, dst *float32)
-// Requires: AVX
+// Requires: AVX, MMX+
 TEXT ·copyRows32(SB), NOSPLIT, $0-32
 	MOVQ kc+0(FP), AX
 	MOVQ src+8(FP), CX
 	MOVQ ld+16(FP), DX
 	MOVQ dst+24(FP), BX
 	SHLQ $0x02, DX
+	MOVQ DX, SI
+	SHLQ $0x04, SI
 
 copyRows32_loop:
-	VMOVUPS (CX), Y0
-	VMOVUPS Y0, (BX)
-	VMOVUPS 32(CX), Y0
-	VMOVUPS Y0, 32(BX)
-	VMOVUPS 64(CX), Y0
-	VMOVUPS Y0, 64(BX)
-	VMOVUPS 96(CX), Y0
-	VMOVUPS Y0, 96(BX)
-	ADDQ    DX, CX
-	ADDQ    $0x00000080, BX
-	DECQ    AX
-	JNZ     copyRows32_loop
+	PREFETCHT0 (CX)(SI*1)
+	PREFETCHT0 64(CX)(SI*1)
+	VMOVUPS    (CX), Y0
+	VMOVUPS    Y0, (BX)
+	VMOVUPS    32(CX), Y0
+	VMOVUPS    Y0, 32(BX)
+	VMOVUPS    64(CX), Y0
+	VMOVUPS    Y0, 64(BX)
+	VMOVUPS    96(CX), Y0
+	VMOVUPS    Y0, 96(BX)
+	ADDQ       DX, CX
+	ADDQ       $0x00000080, BX
+	DECQ       AX
+	JNZ        copyRows32_loop
 	VZEROUPPER
 	RET
 
 // func copyRows16(kc int, src *float32, ld int, dst *float32)
-// Requires: AVX
+// Requires: AVX, MMX+
 TEXT ·copyRows16(SB), NOSPLIT, $0-32
 	MOVQ kc+0(FP), AX
 	MOVQ src+8(FP), CX
 	MOVQ ld+16(FP), DX
 	MOVQ dst+24(FP), BX
 	SHLQ $0x02, DX
+	MOVQ DX, SI
+	SHLQ $0x04, SI
 
 copyRows16_loop:
-	VMOVUPS (CX), Y0
-	VMOVUPS Y0, (BX)
-	VMOVUPS 32(CX), Y0
-	VMOVUPS Y0, 32(BX)
-	ADDQ    DX, CX
-	ADDQ    $0x00000040, BX
-	DECQ    AX
-	JNZ     copyRows16_loop
+	PREFETCHT0 (CX)(SI*1)
+	VMOVUPS    (CX), Y0
+	VMOVUPS    Y0, (BX)
+	VMOVUPS    32(CX), Y0
+	VMOVUPS    Y0, 32(BX)
+	ADDQ       DX, CX
+	ADDQ       $0x00000040, BX
+	DECQ       AX
+	JNZ        copyRows16_loop
 	VZEROUPPER
 	RET
 
 // func copyRows12(kc int, src *float32, ld int, dst *float32)
-// Requires: AVX
+// Requires: AVX, MMX+
 TEXT ·copyRows12(SB), NOSPLIT, $0-32
 	MOVQ kc+0(FP), AX
 	MOVQ src+8(FP), CX
 	MOVQ ld+16(FP), DX
 	MOVQ dst+24(FP), BX
 	SHLQ $0x02, DX
+	MOVQ DX, SI
+	SHLQ $0x04, SI
 
 copyRows12_loop:
-	VMOVUPS (CX), Y0
-	VMOVUPS Y0, (BX)
-	VMOVUPS 32(CX), X0
-	VMOVUPS X0, 32(BX)
-	ADDQ    DX, CX
-	ADDQ    $0x00000030, BX
-	DECQ    AX
-	JNZ     copyRows12_loop
+	PREFETCHT0 (CX)(SI*1)
+	PREFETCHT0 47(CX)(SI*1)
+	VMOVUPS    (CX), Y0
+	VMOVUPS    Y0, (BX)
+	VMOVUPS    32(CX), X0
+	VMOVUPS    X0, 32(BX)
+	ADDQ       DX, CX
+	ADDQ       $0x00000030, BX
+	DECQ       AX
+	JNZ        copyRows12_loop
 	VZEROUPPER
 	RET
 
 // func copyRows6(kc int, src *float32, ld int, dst *float32)
-// Requires: AVX
+// Requires: AVX, MMX+
 TEXT ·copyRows6(SB), NOSPLIT, $0-32
 	MOVQ kc+0(FP), AX
 	MOVQ src+8(FP), CX
 	MOVQ ld+16(FP), DX
 	MOVQ dst+24(FP), BX
 	SHLQ $0x02, DX
+	MOVQ DX, SI
+	SHLQ $0x04, SI
 
 copyRows6_loop:
-	VMOVUPS (CX), X0
-	VMOVUPS X0, (BX)
-	MOVQ    16(CX), SI
-	MOVQ    SI, 16(BX)
-	ADDQ    DX, CX
-	ADDQ    $0x00000018, BX
-	DECQ    AX
-	JNZ     copyRows6_loop
+	PREFETCHT0 (CX)(SI*1)
+	PREFETCHT0 23(CX)(SI*1)
+	VMOVUPS    (CX), X0
+	VMOVUPS    X0, (BX)
+	MOVQ       16(CX), DI
+	MOVQ       DI, 16(BX)
+	ADDQ       DX, CX
+	ADDQ       $0x00000018, BX
+	DECQ       AX
+	JNZ        copyRows6_loop
 	VZEROUPPER
 	RET
 
 // func copyRowsH32(kc int, src *uint16, ld int, dst *float32)
-// Requires: AVX, AVX2
+// Requires: AVX, AVX2, MMX+
 TEXT ·copyRowsH32(SB), NOSPLIT, $0-32
 	MOVQ kc+0(FP), AX
 	MOVQ src+8(FP), CX
 	MOVQ ld+16(FP), DX
 	MOVQ dst+24(FP), BX
 	SHLQ $0x01, DX
+	MOVQ DX, SI
+	SHLQ $0x04, SI
 
 copyRowsH32_loop:
-	VPMOVZXWD (CX), Y0
-	VPSLLD    $0x10, Y0, Y0
-	VMOVUPS   Y0, (BX)
-	VPMOVZXWD 16(CX), Y0
-	VPSLLD    $0x10, Y0, Y0
-	VMOVUPS   Y0, 32(BX)
-	VPMOVZXWD 32(CX), Y0
-	VPSLLD    $0x10, Y0, Y0
-	VMOVUPS   Y0, 64(BX)
-	VPMOVZXWD 48(CX), Y0
-	VPSLLD    $0x10, Y0, Y0
-	VMOVUPS   Y0, 96(BX)
-	ADDQ      DX, CX
-	ADDQ      $0x00000080, BX
-	DECQ      AX
-	JNZ       copyRowsH32_loop
+	PREFETCHT0 (CX)(SI*1)
+	VPMOVZXWD  (CX), Y0
+	VPSLLD     $0x10, Y0, Y0
+	VMOVUPS    Y0, (BX)
+	VPMOVZXWD  16(CX), Y0
+	VPSLLD     $0x10, Y0, Y0
+	VMOVUPS    Y0, 32(BX)
+	VPMOVZXWD  32(CX), Y0
+	VPSLLD     $0x10, Y0, Y0
+	VMOVUPS    Y0, 64(BX)
+	VPMOVZXWD  48(CX), Y0
+	VPSLLD     $0x10, Y0, Y0
+	VMOVUPS    Y0, 96(BX)
+	ADDQ       DX, CX
+	ADDQ       $0x00000080, BX
+	DECQ       AX
+	JNZ        copyRowsH32_loop
 	VZEROUPPER
 	RET
 
 // func copyRowsH16(kc int, src *uint16, ld int, dst *float32)
-// Requires: AVX, AVX2
+// Requires: AVX, AVX2, MMX+
 TEXT ·copyRowsH16(SB), NOSPLIT, $0-32
 	MOVQ kc+0(FP), AX
 	MOVQ src+8(FP), CX
 	MOVQ ld+16(FP), DX
 	MOVQ dst+24(FP), BX
 	SHLQ $0x01, DX
+	MOVQ DX, SI
+	SHLQ $0x04, SI
 
 copyRowsH16_loop:
-	VPMOVZXWD (CX), Y0
-	VPSLLD    $0x10, Y0, Y0
-	VMOVUPS   Y0, (BX)
-	VPMOVZXWD 16(CX), Y0
-	VPSLLD    $0x10, Y0, Y0
-	VMOVUPS   Y0, 32(BX)
-	ADDQ      DX, CX
-	ADDQ      $0x00000040, BX
-	DECQ      AX
-	JNZ       copyRowsH16_loop
+	PREFETCHT0 (CX)(SI*1)
+	PREFETCHT0 31(CX)(SI*1)
+	VPMOVZXWD  (CX), Y0
+	VPSLLD     $0x10, Y0, Y0
+	VMOVUPS    Y0, (BX)
+	VPMOVZXWD  16(CX), Y0
+	VPSLLD     $0x10, Y0, Y0
+	VMOVUPS    Y0, 32(BX)
+	ADDQ       DX, CX
+	ADDQ       $0x00000040, BX
+	DECQ       AX
+	JNZ        copyRowsH16_loop
 	VZEROUPPER
 	RET
 

@@ -4,15 +4,25 @@
 
 package kernels
 
-// micro12x32AVX512 sets (or adds to) the 12×32 tile at c the product of a packed A sliver and a packed B panel (kc ≥ 1).
+// micro12x32AVX512 sets (or adds to) the 12×32 tile at c the product of a packed A sliver (12 slots per k) and a packed B panel (kc ≥ 1).
 //
 //go:noescape
 func micro12x32AVX512(kc int, a *float32, b *float32, c *float32, ldc int, accumulate bool)
 
-// micro6x16AVX2 sets (or adds to) the 6×16 tile at c the product of a packed A sliver and a packed B panel (kc ≥ 1).
+// micro6x16AVX2 sets (or adds to) the 6×16 tile at c the product of a packed A sliver (6 slots per k) and a packed B panel (kc ≥ 1).
 //
 //go:noescape
 func micro6x16AVX2(kc int, a *float32, b *float32, c *float32, ldc int, accumulate bool)
+
+// micro4x32AVX512A12 sets (or adds to) the 4×32 tile at c the product of a packed A sliver (12 slots per k) and a packed B panel (kc ≥ 1).
+//
+//go:noescape
+func micro4x32AVX512A12(kc int, a *float32, b *float32, c *float32, ldc int, accumulate bool)
+
+// micro8x32AVX512A12 sets (or adds to) the 8×32 tile at c the product of a packed A sliver (12 slots per k) and a packed B panel (kc ≥ 1).
+//
+//go:noescape
+func micro8x32AVX512A12(kc int, a *float32, b *float32, c *float32, ldc int, accumulate bool)
 
 // dot4AVX512 sets y[r] to the dot product of x and row r of w, over k rounded down to 16.
 //

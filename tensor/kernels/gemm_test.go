@@ -387,3 +387,26 @@ func FuzzGemm(f *testing.F) {
 		}
 	})
 }
+
+// TestGemmEdgeRows: rows of a last, partial row sliver (the 4- and 8-row
+// edge kernels) come out bitwise as they would inside a full sliver.
+func TestGemmEdgeRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, m := range []int{4, 8, 16, 20, 256, 260} {
+		for _, acc := range []bool{false, true} {
+			n, k := 96, 600
+			mp := (m + 11) / 12 * 12
+			a := randSlice(r, mp*k)
+			b := randSlice(r, k*n)
+			c0 := randSlice(r, mp*n)
+			c1 := append([]float32(nil), c0[:m*n]...)
+			Gemm(false, false, mp, n, k, a, k, b, n, c0, n, acc)
+			Gemm(false, false, m, n, k, a, k, b, n, c1, n, acc)
+			for i := range c1 {
+				if c1[i] != c0[i] {
+					t.Fatalf("m=%d acc=%v i=%d %v != %v", m, acc, i, c1[i], c0[i])
+				}
+			}
+		}
+	}
+}

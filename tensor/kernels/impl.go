@@ -47,6 +47,11 @@ type blockKernel struct {
 	// pair). Each element is summed over k in order from zero, then stored
 	// or added to C once.
 	micro func(kc int, a, b, c []float32, ldc int, accumulate bool)
+	// microRows, when set, is micro for an edge tile of full width and
+	// only rows < mr rows (the first rows of the packed sliver), written
+	// straight to C with the same arithmetic; it reports false for a row
+	// count it has no kernel for.
+	microRows func(rows, kc int, a, b, c []float32, ldc int, accumulate bool) bool
 
 	// packA and packB fill one sliver / micro-panel (see packA and packB,
 	// the float32 defaults used when these are nil).

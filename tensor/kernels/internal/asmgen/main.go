@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"math/bits"
 
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
@@ -33,8 +34,12 @@ var (
 
 func main() {
 	ConstraintExpr("amd64,!purego")
-	micro(avx512, 12, 2)
-	micro(avx2, 6, 2)
+	micro(avx512, 12, 2, 12)
+	micro(avx2, 6, 2, 6)
+	// Edge slivers of 4 and 8 rows, reading the first rows of 12-row
+	// packed A slivers.
+	micro(avx512, 4, 2, 12)
+	micro(avx512, 8, 2, 12)
 	for _, v := range []isa{avx512, avx2} {
 		dot4(v, false)
 		dot4(v, true)
@@ -65,13 +70,17 @@ func main() {
 
 // micro writes the mr×(nv·lanes) GEMM micro-kernel: acc[i][j] are mr×nv
 // accumulator vectors; each k step loads nv vectors of the packed B panel,
-// broadcasts mr values of the packed A sliver and issues mr·nv FMAs.
-func micro(v isa, mr, nv int) {
+// broadcasts mr values of the packed A sliver (as slots per k, as ≥ mr: the
+// first mr rows of a wider sliver) and issues mr·nv FMAs.
+func micro(v isa, mr, nv, as int) {
 	nr := nv * v.lanes
 	name := fmt.Sprintf("micro%dx%d%s", mr, nr, v.name)
+	if as != mr {
+		name = fmt.Sprintf("micro%dx%d%sA%d", mr, nr, v.name, as)
+	}
 	TEXT(name, NOSPLIT, "func(kc int, a, b, c *float32, ldc int, accumulate bool)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s sets (or adds to) the %d×%d tile at c the product of a packed A sliver and a packed B panel (kc ≥ 1).", name, mr, nr))
+	Doc(fmt.Sprintf("%s sets (or adds to) the %d×%d tile at c the product of a packed A sliver (%d slots per k) and a packed B panel (kc ≥ 1).", name, mr, nr, as))
 	kc := Load(Param("kc"), GP64())
 	pa := Load(Param("a"), GP64())
 	pb := Load(Param("b"), GP64())
@@ -88,6 +97,15 @@ func micro(v isa, mr, nv int) {
 			}
 			ADDQ(ldc, pc)
 		}
+		// And the next tile down (the next call's, as the driver walks
+		// row slivers) into L2, so it is close by when that call starts.
+		for i := 0; i < mr; i++ {
+			PREFETCHT1(Mem{Base: pc})
+			if nr*4 > 64 {
+				PREFETCHT1(Mem{Base: pc, Disp: nr*4 - 4})
+			}
+			ADDQ(ldc, pc)
+		}
 	}
 	acc := make([][]reg.VecVirtual, mr)
 	for i := range acc {
@@ -99,7 +117,7 @@ func micro(v isa, mr, nv int) {
 	}
 	Label(name + "_loop")
 	// Software prefetch a few k steps ahead: A slivers stream from L2.
-	PREFETCHT0(Mem{Base: pa, Disp: 4 * mr * prefetchSteps})
+	PREFETCHT0(Mem{Base: pa, Disp: 4 * as * prefetchSteps})
 	PREFETCHT0(Mem{Base: pb, Disp: 4 * nr * prefetchSteps})
 	bv := make([]reg.VecVirtual, nv)
 	for j := range bv {
@@ -113,7 +131,7 @@ func micro(v isa, mr, nv int) {
 			VFMADD231PS(bv[j], t, acc[i][j])
 		}
 	}
-	ADDQ(U32(4*mr), pa)
+	ADDQ(U32(4*as), pa)
 	ADDQ(U32(4*nr), pb)
 	DECQ(kc)
 	JNZ(LabelRef(name + "_loop"))
@@ -474,7 +492,9 @@ func copyRows(w int) {
 	ld := Load(Param("ld"), GP64())
 	dst := Load(Param("dst"), GP64())
 	SHLQ(U8(2), ld)
+	ahead := prefetchRows(ld)
 	Label(name + "_loop")
+	prefetchRow(src, ahead, 4*w)
 	for off := 0; off < w; {
 		switch {
 		case w-off >= 8:
@@ -507,6 +527,31 @@ func copyRows(w int) {
 	RET()
 }
 
+// copyAhead is how many rows ahead the packing copies prefetch: their
+// source rows are a stride apart, a pattern the hardware prefetchers do not
+// follow, so each row would otherwise miss.
+const copyAhead = 16 // a power of two
+
+// prefetchRows returns copyAhead rows of stride ld (bytes) in a register.
+func prefetchRows(ld reg.Register) reg.Register {
+	ahead := GP64()
+	MOVQ(ld, ahead)
+	SHLQ(U8(bits.TrailingZeros(copyAhead)), ahead)
+	return ahead
+}
+
+// prefetchRow prefetches the n bytes at src+ahead: every cache line they
+// touch when they start on a line (packed panels of 16 or 32 columns do),
+// and at most two lines' worth otherwise (the first and the last byte).
+func prefetchRow(src, ahead reg.Register, n int) {
+	for off := 0; off < n; off += 64 {
+		PREFETCHT0(Mem{Base: src, Index: ahead, Scale: 1, Disp: off})
+	}
+	if n%64 != 0 {
+		PREFETCHT0(Mem{Base: src, Index: ahead, Scale: 1, Disp: n - 1})
+	}
+}
+
 // copyRowsH is copyRows for a bf16 source (w a multiple of 8): each value is
 // widened exactly to float32 on the way.
 func copyRowsH(w int) {
@@ -519,7 +564,9 @@ func copyRowsH(w int) {
 	ld := Load(Param("ld"), GP64())
 	dst := Load(Param("dst"), GP64())
 	SHLQ(U8(1), ld)
+	ahead := prefetchRows(ld)
 	Label(name + "_loop")
+	prefetchRow(src, ahead, 2*w)
 	for off := 0; off < w; off += 8 {
 		t := YMM()
 		VPMOVZXWD(Mem{Base: src, Disp: 2 * off}, t)
