@@ -261,6 +261,44 @@ func TestBF16RoundsA(t *testing.T) {
 	})
 }
 
+// sameBits runs one random C += op(A)·op(B) of the given shape and layout
+// (bit 0: transA, bit 1: transB; 4 and 5: bf16 B) twice, under setting(0)
+// and setting(1), and fails unless both give bitwise the same C. setting
+// returns a function that restores what it changed.
+func sameBits(t *testing.T, r *rand.Rand, m, n, k, layout int, what string, setting func(i int) (restore func())) {
+	t.Helper()
+	transA, transB, bf := layout&1 != 0, layout&2 != 0, layout >= 4
+	if bf {
+		transA = false
+	}
+	a, b, c0 := randSlice(r, m*k), randSlice(r, k*n), randSlice(r, m*n)
+	h := make([]BF16, len(b))
+	F32ToBF16(h, b)
+	lda, ldb := k, n
+	if transA {
+		lda = m
+	}
+	if transB {
+		ldb = k
+	}
+	var out [2][]float32
+	for i := range out {
+		restore := setting(i)
+		out[i] = append([]float32(nil), c0...)
+		if bf {
+			GemmBF16(transB, m, n, k, a, lda, h, ldb, out[i], n, true)
+		} else {
+			Gemm(transA, transB, m, n, k, a, lda, b, ldb, out[i], n, true)
+		}
+		restore()
+	}
+	for x := range out[0] {
+		if math.Float32bits(out[0][x]) != math.Float32bits(out[1][x]) {
+			t.Fatalf("m=%d n=%d k=%d layout %d: C[%d] = %v vs %v (%s)", m, n, k, layout, x, out[0][x], out[1][x], what)
+		}
+	}
+}
+
 // TestGemmDeterministic: the same multiply on 1 and 2 threads must agree
 // bit for bit, for every layout, the GEMV path and bf16.
 func TestGemmDeterministic(t *testing.T) {
@@ -271,41 +309,11 @@ func TestGemmDeterministic(t *testing.T) {
 			shapes = [][3]int{{70, 130, 300}, {1, 700, 900}}
 		}
 		for _, s := range shapes {
-			m, n, k := s[0], s[1], s[2]
 			for layout := 0; layout < 6; layout++ {
-				transA, transB := layout&1 != 0, layout&2 != 0
-				bf := layout >= 4
-				if bf {
-					transA = false
-				}
-				a := randSlice(r, m*k)
-				b := randSlice(r, k*n)
-				h := make([]BF16, len(b))
-				F32ToBF16(h, b)
-				c0 := randSlice(r, m*n)
-				lda, ldb := k, n
-				if transA {
-					lda = m
-				}
-				if transB {
-					ldb = k
-				}
-				var out [2][]float32
-				for ti, th := range []int{1, 2} {
-					old := parallel.SetThreads(th)
-					out[ti] = append([]float32(nil), c0...)
-					if bf {
-						GemmBF16(transB, m, n, k, a, lda, h, ldb, out[ti], n, true)
-					} else {
-						Gemm(transA, transB, m, n, k, a, lda, b, ldb, out[ti], n, true)
-					}
-					parallel.SetThreads(old)
-				}
-				for x := range out[0] {
-					if math.Float32bits(out[0][x]) != math.Float32bits(out[1][x]) {
-						t.Fatalf("m=%d n=%d k=%d layout %d: C[%d] = %v on 1 thread, %v on 2", m, n, k, layout, x, out[0][x], out[1][x])
-					}
-				}
+				sameBits(t, r, s[0], s[1], s[2], layout, "1 thread vs 2", func(i int) func() {
+					old := parallel.SetThreads(i + 1)
+					return func() { parallel.SetThreads(old) }
+				})
 			}
 		}
 	})
@@ -317,40 +325,15 @@ func TestGemmDeterministic(t *testing.T) {
 func TestGemmKGroups(t *testing.T) {
 	withImpl(t, func(t *testing.T, im *impl) {
 		r := rand.New(rand.NewPCG(7, 8))
-		m, n, k := 150, 270, 1100 // several K blocks on every path
 		for layout := 0; layout < 6; layout++ {
-			transA, transB := layout&1 != 0, layout&2 != 0
-			bf := layout >= 4
-			if bf {
-				transA = false
-			}
-			a, b, c0 := randSlice(r, m*k), randSlice(r, k*n), randSlice(r, m*n)
-			h := make([]BF16, len(b))
-			F32ToBF16(h, b)
-			lda, ldb := k, n
-			if transA {
-				lda = m
-			}
-			if transB {
-				ldb = k
-			}
-			var out [2][]float32
-			for i, budget := range []int{packedABudget, 1} {
+			// 1100: several K blocks on every path.
+			sameBits(t, r, 150, 270, 1100, layout, "all K blocks packed at once vs one at a time", func(i int) func() {
 				old := packedABudget
-				packedABudget = budget
-				out[i] = append([]float32(nil), c0...)
-				if bf {
-					GemmBF16(transB, m, n, k, a, lda, h, ldb, out[i], n, true)
-				} else {
-					Gemm(transA, transB, m, n, k, a, lda, b, ldb, out[i], n, true)
+				if i == 1 {
+					packedABudget = 1
 				}
-				packedABudget = old
-			}
-			for x := range out[0] {
-				if math.Float32bits(out[0][x]) != math.Float32bits(out[1][x]) {
-					t.Fatalf("layout %d: C[%d] = %v with all K blocks packed at once, %v one block at a time", layout, x, out[0][x], out[1][x])
-				}
-			}
+				return func() { packedABudget = old }
+			})
 		}
 	})
 }
