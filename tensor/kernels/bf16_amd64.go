@@ -117,8 +117,8 @@ func packAPairs(transA bool, a []float32, lda, i0, rows, p0, kc, mr int, dst []f
 	kp := (kc + 1) / 2
 	d := asU32(dst[:mr*kp])
 	if rows == mr && mr >= 8 && haveBF16 {
-		buf := getBuf(mr * kp)
-		defer putBuf(buf)
+		buf := f32Bufs.get(mr * kp)
+		defer f32Bufs.put(buf)
 		scr := *buf
 		for r := 0; r < mr; r++ {
 			row := a[(i0+r)*lda+p0 : (i0+r)*lda+p0+kc]

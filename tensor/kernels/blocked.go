@@ -26,33 +26,27 @@ const (
 // one K block per group.
 var packedABudget = 8 << 20
 
-// bufPool recycles packing buffers between calls.
-var bufPool sync.Pool
+// scratch recycles buffers of T between calls.
+type scratch[T any] struct{ pool sync.Pool }
 
-func getBuf(n int) *[]float32 {
-	if p, ok := bufPool.Get().(*[]float32); ok && cap(*p) >= n {
+// get returns a buffer of length n (contents undefined).
+func (s *scratch[T]) get(n int) *[]T {
+	if p, ok := s.pool.Get().(*[]T); ok && cap(*p) >= n {
 		*p = (*p)[:n]
 		return p
 	}
-	s := make([]float32, n)
-	return &s
+	b := make([]T, n)
+	return &b
 }
 
-func putBuf(p *[]float32) { bufPool.Put(p) }
+func (s *scratch[T]) put(p *[]T) { s.pool.Put(p) }
 
-// bufPoolH recycles bf16 buffers (activations rounded for the bf16 GEMV).
-var bufPoolH sync.Pool
-
-func getBufH(n int) *[]BF16 {
-	if p, ok := bufPoolH.Get().(*[]BF16); ok && cap(*p) >= n {
-		*p = (*p)[:n]
-		return p
-	}
-	s := make([]BF16, n)
-	return &s
-}
-
-func putBufH(p *[]BF16) { bufPoolH.Put(p) }
+// f32Bufs holds packing buffers; bf16Bufs activations rounded for the bf16
+// GEMV.
+var (
+	f32Bufs  scratch[float32]
+	bf16Bufs scratch[BF16]
+)
 
 // forPar runs fn over [0,n) in chunks of grain, on one thread when serial.
 func forPar(serial bool, n, grain int, fn func(lo, hi int)) {
@@ -123,8 +117,8 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 	// (usually all of K).
 	blockSlots := slivers * mr * bk.slots(kcMax) // packed A of one K block
 	groupBlocks := max(1, packedABudget/blockSlots)
-	apBuf := getBuf(blockSlots * min(groupBlocks, (k+kcMax-1)/kcMax))
-	defer putBuf(apBuf)
+	apBuf := f32Bufs.get(blockSlots * min(groupBlocks, (k+kcMax-1)/kcMax))
+	defer f32Bufs.put(apBuf)
 	ap := *apBuf
 
 	for g0 := 0; g0 < k; g0 += groupBlocks * kcMax {
@@ -142,8 +136,8 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 			}
 		})
 		forPar(serial, colTasks*rowTasks, 1, func(lo, hi int) {
-			bpBuf := getBuf(nc * bk.slots(kcMax))
-			defer putBuf(bpBuf)
+			bpBuf := f32Bufs.get(nc * bk.slots(kcMax))
+			defer f32Bufs.put(bpBuf)
 			bp := *bpBuf
 			var tmp []float32
 			for t := lo; t < hi; t++ {

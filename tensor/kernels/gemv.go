@@ -16,8 +16,8 @@ const gemvRowBlock = 512
 func gemv(im *impl, transA bool, n, k int, a []float32, lda int, b bMat, c []float32, accumulate bool) {
 	x := a[:k]
 	if transA && lda != 1 { // A stored k×1: gather the column
-		buf := getBuf(k)
-		defer putBuf(buf)
+		buf := f32Bufs.get(k)
+		defer f32Bufs.put(buf)
 		x = *buf
 		for p := range x {
 			x[p] = a[p*lda]
@@ -43,48 +43,32 @@ func gemv(im *impl, transA bool, n, k int, a []float32, lda int, b bMat, c []flo
 		return
 	}
 	// B stored n×k: one dot product per output, four rows at a time.
-	if b.h != nil && im.dot4p != nil {
-		gemvPairs(im, serial, n, k, x, b, c, accumulate)
-		return
+	// dot4 sets y to the outputs of rows j..j+3 at stride ldw (0 repeats
+	// row j: leftover rows use the same kernel, so every output has the
+	// same rounding).
+	var dot4 func(j, ldw int, y *[4]float32)
+	switch {
+	case b.h != nil && im.dot4p != nil: // x rounded to bf16 once, VDPBF16PS
+		xbuf := bf16Bufs.get(k)
+		defer bf16Bufs.put(xbuf)
+		xh := *xbuf
+		roundBF16(xh, x)
+		dot4 = func(j, ldw int, y *[4]float32) { im.dot4p(k, xh, b.h[j*b.ld:], ldw, y) }
+	case b.h != nil:
+		dot4 = func(j, ldw int, y *[4]float32) { im.dot4h(k, x, b.h[j*b.ld:], ldw, y) }
+	default:
+		dot4 = func(j, ldw int, y *[4]float32) { im.dot4(k, x, b.f[j*b.ld:], ldw, y) }
 	}
 	forPar(serial, n, gemvGrain, func(lo, hi int) {
 		var y [4]float32
 		for j := lo; j < hi; j += 4 {
 			rows := min(4, hi-j)
 			if rows == 4 {
-				if b.h != nil {
-					im.dot4h(k, x, b.h[j*b.ld:], b.ld, &y)
-				} else {
-					im.dot4(k, x, b.f[j*b.ld:], b.ld, &y)
-				}
+				dot4(j, b.ld, &y)
 			} else {
-				for r := 0; r < rows; r++ {
-					y[r] = dot1(im, k, x, b, j+r)
-				}
-			}
-			storeRow(c[j:j+rows], y[:rows], accumulate)
-		}
-	})
-}
-
-// gemvPairs is the transposed GEMV with bf16 B on a path with dot4p: x is
-// rounded to bf16 once, then each output is a VDPBF16PS dot product.
-func gemvPairs(im *impl, serial bool, n, k int, x []float32, b bMat, c []float32, accumulate bool) {
-	xbuf := getBufH(k)
-	defer putBufH(xbuf)
-	xh := *xbuf
-	roundBF16(xh, x)
-	forPar(serial, n, gemvGrain, func(lo, hi int) {
-		var y [4]float32
-		for j := lo; j < hi; j += 4 {
-			rows := min(4, hi-j)
-			if rows == 4 {
-				im.dot4p(k, xh, b.h[j*b.ld:], b.ld, &y)
-			} else {
-				// Leftover rows: the same kernel, the row repeated.
 				for r := 0; r < rows; r++ {
 					var y1 [4]float32
-					im.dot4p(k, xh, b.h[(j+r)*b.ld:], 0, &y1)
+					dot4(j+r, 0, &y1)
 					y[r] = y1[0]
 				}
 			}
@@ -93,25 +77,13 @@ func gemvPairs(im *impl, serial bool, n, k int, x []float32, b bMat, c []float32
 	})
 }
 
-// dot1 is one output of the transposed GEMV for leftover rows; it uses the
-// same kernel (with the row repeated) so every output has one rounding.
-func dot1(im *impl, k int, x []float32, b bMat, j int) float32 {
-	var y [4]float32
-	if b.h != nil {
-		im.dot4h(k, x, b.h[j*b.ld:], 0, &y)
-	} else {
-		im.dot4(k, x, b.f[j*b.ld:], 0, &y)
-	}
-	return y[0]
-}
-
 // gemvRowBlocks is the stored-k×n GEMV for many rows: workers take blocks of
 // gemvRowBlock whole rows, each one long sequential stream of B, into
 // partial sums, which are then added in block order.
 func gemvRowBlocks(im *impl, serial bool, n, k int, x []float32, b bMat, c []float32, accumulate bool) {
 	blocks := (k + gemvRowBlock - 1) / gemvRowBlock
-	buf := getBuf(blocks * n)
-	defer putBuf(buf)
+	buf := f32Bufs.get(blocks * n)
+	defer f32Bufs.put(buf)
 	part := *buf
 	forPar(serial, blocks, 1, func(lo, hi int) {
 		for q := lo; q < hi; q++ {
