@@ -53,6 +53,7 @@ const spinFor = 200 * time.Microsecond
 // job is one For call's work: chunks are claimed from next; done counts the
 // finished ones.
 type job struct {
+	seq        uint64 // a job's number: workers remember numbers, not jobs
 	fn         func(lo, hi int)
 	n, grain   int
 	chunks     int64
@@ -138,6 +139,9 @@ func spin(done func() bool) bool {
 	}
 }
 
+// jobSeq numbers jobs from 1 (a worker's "last job" starts at 0).
+var jobSeq atomic.Uint64
+
 // slot holds the job workers should help with, or nil.
 var slot atomic.Pointer[job]
 
@@ -177,13 +181,15 @@ func workers(n int) []*worker {
 // loop helps with each new job it sees; between jobs it spins for spinFor,
 // then sleeps until a For wakes it.
 func (w *worker) loop() {
-	var last *job // jobs are never reused, so a new pointer is a new job
+	// The last job's number, not the job: holding the job would keep its
+	// fn (and what fn captures) alive while the worker idles.
+	var last uint64
 	for {
 		j := slot.Load()
-		if j == nil || j == last {
+		if j == nil || j.seq == last {
 			j = w.await(last)
 		}
-		last = j
+		last = j.seq
 		if j.helpers.Add(1) <= j.maxHelpers {
 			j.run()
 		}
@@ -191,11 +197,11 @@ func (w *worker) loop() {
 }
 
 // await returns the next job other than last, spinning, then sleeping.
-func (w *worker) await(last *job) *job {
+func (w *worker) await(last uint64) *job {
 	var j *job
 	fresh := func() bool {
 		j = slot.Load()
-		return j != nil && j != last
+		return j != nil && j.seq != last
 	}
 	for {
 		if spin(fresh) {
@@ -232,7 +238,7 @@ func For(n, grain int, fn func(lo, hi int)) {
 		inline(n, grain, fn)
 		return
 	}
-	j := &job{fn: fn, n: n, grain: grain, chunks: int64(chunks), maxHelpers: int32(helpers)}
+	j := &job{seq: jobSeq.Add(1), fn: fn, n: n, grain: grain, chunks: int64(chunks), maxHelpers: int32(helpers)}
 	if !slot.CompareAndSwap(nil, j) {
 		inline(n, grain, fn)
 		return
