@@ -53,13 +53,17 @@ const spinFor = 200 * time.Microsecond
 // job is one For call's work: chunks are claimed from next; done counts the
 // finished ones.
 type job struct {
+	// Set before the job is published, then only read (by spinning
+	// workers too): kept off the cache line the counters below bounce on.
 	seq        uint64 // a job's number: workers remember numbers, not jobs
 	fn         func(lo, hi int)
 	n, grain   int
 	chunks     int64
+	maxHelpers int32 // at most Threads()-1, and no more than chunks-1
+	_          [64]byte
+
 	next, done atomic.Int64
 	helpers    atomic.Int32 // workers that joined
-	maxHelpers int32        // at most Threads()-1, and no more than chunks-1
 	waiting    atomic.Bool  // the caller sleeps on wake
 	wake       chan struct{}
 }
