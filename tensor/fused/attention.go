@@ -265,8 +265,7 @@ func attentionDecode(out, lse, q, k, v, pk, pv []float32, keyMask []bool, d Attn
 			o := out[b*qd+h*hd : b*qd+h*hd+hd]
 			clear(o)
 			m, sum := softmaxRow(row, scale)
-			if m == negInf { // no key to attend to
-				clear(row)
+			if m == negInf { // no key to attend to: the output stays zero
 				lse[bh] = negInf
 				continue
 			}
