@@ -33,7 +33,7 @@ var amxCfg = func() (c [64]byte) {
 
 var amxBlock = &blockKernel{
 	mr: 32, nr: 32,
-	kc: 1024, mc: 256, nc: 512,
+	kc: 1024, nc: 512,
 	pairs: true, kstep: 32,
 	micro: func(kc int, a, b, c []float32, ldc int, accumulate bool) {
 		ks := (kc + 31) / 32 // 32-k steps

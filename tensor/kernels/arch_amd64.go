@@ -115,14 +115,14 @@ var (
 	}
 )
 
-// avx512Impl: 12×32 tiles in 24 zmm accumulators. A kc×32 B micro-panel is
-// 32 KiB at kc=256 (L1 is 48 KiB); a 144×256 A block is 144 KiB and a task's
-// 256×1024 B block 1 MiB (L2 is 2 MiB).
+// avx512Impl: 12×32 tiles in 24 zmm accumulators. A 12×kc A sliver is 12
+// KiB at kc=256 (L1 is 48 KiB) and a task's 256×1024 B block 1 MiB (L2 is 2
+// MiB), so each 32 KiB B micro-panel streams from L2.
 var avx512Impl = &impl{
 	name: "avx512",
 	blockKernel: blockKernel{
 		mr: 12, nr: 32,
-		kc: 256, mc: 144, nc: 1024,
+		kc: 256, nc: 1024,
 		micro: func(kc int, a, b, c []float32, ldc int, accumulate bool) {
 			_, _, _ = a[12*kc-1], b[32*kc-1], c[11*ldc+31]
 			micro12x32AVX512(kc, &a[0], &b[0], &c[0], ldc, accumulate)
@@ -161,7 +161,7 @@ var avx2Impl = &impl{
 	name: "avx2",
 	blockKernel: blockKernel{
 		mr: 6, nr: 16,
-		kc: 256, mc: 72, nc: 1024,
+		kc: 256, nc: 1024,
 		micro: func(kc int, a, b, c []float32, ldc int, accumulate bool) {
 			_, _, _ = a[6*kc-1], b[16*kc-1], c[5*ldc+15]
 			micro6x16AVX2(kc, &a[0], &b[0], &c[0], ldc, accumulate)

@@ -63,12 +63,12 @@ func dot4Pairs(k int, x, w []BF16, ldw int, y *[4]float32) {
 }
 
 // bf16Block: 12×32 tiles in 24 zmm accumulators, as avx512Impl, but kc is
-// twice as deep for the same bytes: a 512×32 bf16 B micro-panel is 32 KiB
-// (L1 48 KiB), a 144×512 A block 144 KiB and a task's 512×1024 B block 1 MiB
-// (L2 2 MiB). kc must be even (pairs never straddle K blocks).
+// twice as deep for the same bytes: a 12×512 bf16 A sliver is 12 KiB (L1 48
+// KiB) and a task's 512×1024 B block 1 MiB (L2 2 MiB). kc must be even
+// (pairs never straddle K blocks).
 var bf16Block = &blockKernel{
 	mr: 12, nr: 32,
-	kc: 512, mc: 144, nc: 1024,
+	kc: 512, nc: 1024,
 	pairs: true,
 	micro: func(kc int, a, b, c []float32, ldc int, accumulate bool) {
 		kp := (kc + 1) / 2

@@ -10,15 +10,15 @@ import (
 // each C element receives one block's sum at a time, in K order, so the
 // summation order depends only on k and kc — never on threads or tiling.
 const (
-	// bBlockCols bounds how many columns of B one serial task packs at once
-	// (kc×bBlockCols float32s), so a huge N (LM head) needs no K×N copy.
-	bBlockCols = 4096
 	// serialFlops: below this many flops a multiply runs on one thread; the
 	// fork/join would cost more than it saves.
 	serialFlops = 1 << 21
 	// taskRowsMin is the fewest rows a parallel task gets when rows are
 	// split (see gemmBlocked).
 	taskRowsMin = 384
+	// rowFirstCols: a task with at least this many B panels walks C a row
+	// sliver at a time, fewer a panel at a time (see gemmBlocked).
+	rowFirstCols = 4
 )
 
 // packedABudget bounds the packed copy of A (float32 slots) that one
@@ -93,9 +93,6 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 		want = 4 * threads
 	}
 	nc := min((n+nr-1)/nr*nr, bk.nc)
-	if serial {
-		nc = min((n+nr-1)/nr*nr, max(bk.nc, bBlockCols))
-	}
 	// Row tasks keep at least taskRowsMin rows, so the B packing each one
 	// repeats stays small next to its arithmetic.
 	maxRowTasks := max(1, m/taskRowsMin)
@@ -154,32 +151,49 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 					for jq := 0; jq*nr < nb; jq++ {
 						pB(b, j0+jq*nr, min(nr, nb-jq*nr), p0, kc, nr, bp[jq*nr*ks:(jq+1)*nr*ks])
 					}
-					for i0 := s0 * mr; i0 < s1*mr; i0 += bk.mc {
-						i1 := min(i0+bk.mc, s1*mr, m)
+					// tile computes the mr×nr tile of C at row i, column jj of
+					// the task's block.
+					tile := func(i, jj int) {
+						rows, cols := min(mr, m-i), min(nr, nb-jj)
+						as := apq[(i/mr)*mr*ks : (i/mr+1)*mr*ks]
+						bq := bp[(jj/nr)*nr*ks : (jj/nr+1)*nr*ks]
+						ci := i*ldc + j0 + jj
+						if rows == mr && cols == nr {
+							bk.micro(kc, as, bq, c[ci:], ldc, acc)
+							return
+						}
+						if cols == nr && bk.microRows != nil && bk.microRows(rows, kc, as, bq, c[ci:], ldc, acc) {
+							return
+						}
+						// Edge tile: compute the full tile aside, copy the
+						// part inside C. Same arithmetic as above.
+						if tmp == nil {
+							tmp = make([]float32, mr*nr)
+						}
+						bk.micro(kc, as, bq, tmp, nr, false)
+						for r := 0; r < rows; r++ {
+							storeRow(c[ci+r*ldc:ci+r*ldc+cols], tmp[r*nr:r*nr+cols], acc)
+						}
+					}
+					i0, i1 := s0*mr, min(s1*mr, m)
+					if nb < rowFirstCols*nr {
+						// Few panels: each stays in L1 for all the rows.
 						for jj := 0; jj < nb; jj += nr {
-							cols := min(nr, nb-jj)
-							bq := bp[(jj/nr)*nr*ks : (jj/nr+1)*nr*ks]
 							for i := i0; i < i1; i += mr {
-								rows := min(mr, m-i)
-								as := apq[(i/mr)*mr*ks : (i/mr+1)*mr*ks]
-								ci := i*ldc + j0 + jj
-								if rows == mr && cols == nr {
-									bk.micro(kc, as, bq, c[ci:], ldc, acc)
-									continue
-								}
-								if cols == nr && bk.microRows != nil && bk.microRows(rows, kc, as, bq, c[ci:], ldc, acc) {
-									continue
-								}
-								// Edge tile: compute the full tile aside, copy
-								// the part inside C. Same arithmetic as above.
-								if tmp == nil {
-									tmp = make([]float32, mr*nr)
-								}
-								bk.micro(kc, as, bq, tmp, nr, false)
-								for r := 0; r < rows; r++ {
-									storeRow(c[ci+r*ldc:ci+r*ldc+cols], tmp[r*nr:r*nr+cols], acc)
-								}
+								tile(i, jj)
 							}
+						}
+						continue
+					}
+					// Row slivers outermost: a sliver of A stays in L1 while
+					// the task's B panels stream from L2, and consecutive tiles
+					// of C sit side by side on the same rows (and pages), so
+					// the kernel's prefetch of the next tile finds them. Walking
+					// a column of tiles instead touched mr new pages of C per
+					// call and cost a tenth of the time when C is out of cache.
+					for i := i0; i < i1; i += mr {
+						for jj := 0; jj < nb; jj += nr {
+							tile(i, jj)
 						}
 					}
 				}

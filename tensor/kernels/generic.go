@@ -6,7 +6,7 @@ var goImpl = &impl{
 	name: "go",
 	blockKernel: blockKernel{
 		mr: 4, nr: 4,
-		kc: 256, mc: 64, nc: 256,
+		kc: 256, nc: 256,
 		micro: microGo,
 	},
 	dot4:  dot4Go,

@@ -28,9 +28,8 @@ type impl struct {
 // block sizes, the packing of A and B and the micro-kernel.
 type blockKernel struct {
 	mr, nr int // micro-tile of C computed in registers
-	kc     int // K block: a packed kc×nr B micro-panel stays in L1
-	mc     int // rows per task (multiple of mr): the packed A block stays in L2
-	nc     int // columns per task (multiple of nr)
+	kc     int // K block: a packed mr×kc A sliver stays in L1
+	nc     int // columns per task (multiple of nr): its kc×nc B block stays in L2
 
 	// pairs: operands are packed as bf16 pairs, two consecutive k of one
 	// row (A) or column (B) in each 32-bit slot, an odd k padded with zero

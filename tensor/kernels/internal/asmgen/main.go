@@ -23,7 +23,7 @@ type isa struct {
 }
 
 // prefetchSteps is how many k steps ahead the micro-kernels prefetch.
-const prefetchSteps = 8
+const prefetchSteps = 16
 
 func (v isa) bytes() int { return 4 * v.lanes }
 
@@ -84,28 +84,17 @@ func micro(v isa, mr, nv, as int) {
 	kc := Load(Param("kc"), GP64())
 	pa := Load(Param("a"), GP64())
 	pb := Load(Param("b"), GP64())
-	{
-		// Prefetch the C tile now: its rows are a stride apart and would
-		// otherwise miss, one by one, after the loop.
-		pc := Load(Param("c"), GP64())
-		ldc := Load(Param("ldc"), GP64())
-		SHLQ(U8(2), ldc)
-		for i := 0; i < mr; i++ {
-			PREFETCHT0(Mem{Base: pc})
-			if nr*4 > 64 {
-				PREFETCHT0(Mem{Base: pc, Disp: nr*4 - 4})
-			}
-			ADDQ(ldc, pc)
-		}
-		// And the next tile down (the next call's, as the driver walks
-		// row slivers) into L2, so it is close by when that call starts.
-		for i := 0; i < mr; i++ {
-			PREFETCHT1(Mem{Base: pc})
-			if nr*4 > 64 {
-				PREFETCHT1(Mem{Base: pc, Disp: nr*4 - 4})
-			}
-			ADDQ(ldc, pc)
-		}
+	// Bring this call's C tile into L1 now (the previous call brought it to
+	// L2): its rows are a stride apart and would otherwise miss, one by
+	// one, after the loop.
+	pc := Load(Param("c"), GP64())
+	ldcb := Load(Param("ldc"), GP64())
+	SHLQ(U8(2), ldcb)
+	next := GP64()
+	MOVQ(pc, next)
+	for i := 0; i < mr; i++ {
+		prefetchCRow(PREFETCHT0, pc, nr)
+		ADDQ(ldcb, pc)
 	}
 	acc := make([][]reg.VecVirtual, mr)
 	for i := range acc {
@@ -115,30 +104,49 @@ func micro(v isa, mr, nv, as int) {
 			VXORPS(acc[i][j], acc[i][j], acc[i][j])
 		}
 	}
+	// The k loop runs microUnroll steps at a time. Each round also brings
+	// one row of the next tile into L2: the driver walks a row sliver, so
+	// that is the tile nr columns on, on the same rows. Spread out like
+	// this, its misses to memory never crowd out the refills of A and B as
+	// a burst of them would.
+	ADDQ(U32(4*nr), next)
+	rows := GP64()
+	MOVQ(U32(mr), rows)
 	Label(name + "_loop")
-	// Software prefetch a few k steps ahead: A slivers stream from L2.
-	PREFETCHT0(Mem{Base: pa, Disp: 4 * as * prefetchSteps})
-	PREFETCHT0(Mem{Base: pb, Disp: 4 * nr * prefetchSteps})
-	bv := make([]reg.VecVirtual, nv)
-	for j := range bv {
-		bv[j] = v.vec()
-		VMOVUPS(Mem{Base: pb, Disp: j * v.bytes()}, bv[j])
+	CMPQ(kc, U8(microUnroll))
+	JL(LabelRef(name + "_tail"))
+	TESTQ(rows, rows)
+	JZ(LabelRef(name + "_steps"))
+	prefetchCRow(PREFETCHT1, next, nr)
+	ADDQ(ldcb, next)
+	DECQ(rows)
+	Label(name + "_steps")
+	// Software prefetch a few k steps ahead: B panels stream from L2.
+	for off := 0; off < 4*as*microUnroll; off += 64 {
+		PREFETCHT0(Mem{Base: pa, Disp: 4*as*prefetchSteps + off})
 	}
-	for i := 0; i < mr; i++ {
-		t := v.vec()
-		VBROADCASTSS(Mem{Base: pa, Disp: 4 * i}, t)
-		for j := 0; j < nv; j++ {
-			VFMADD231PS(bv[j], t, acc[i][j])
-		}
+	for off := 0; off < 4*nr*microUnroll; off += 64 {
+		PREFETCHT0(Mem{Base: pb, Disp: 4*nr*prefetchSteps + off})
 	}
+	for s := 0; s < microUnroll; s++ {
+		microStep(v, mr, nv, as, pa, pb, acc, s)
+	}
+	ADDQ(U32(4*as*microUnroll), pa)
+	ADDQ(U32(4*nr*microUnroll), pb)
+	SUBQ(U8(microUnroll), kc)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_tail")
+	TESTQ(kc, kc)
+	JZ(LabelRef(name + "_done"))
+	Label(name + "_one")
+	microStep(v, mr, nv, as, pa, pb, acc, 0)
 	ADDQ(U32(4*as), pa)
 	ADDQ(U32(4*nr), pb)
 	DECQ(kc)
-	JNZ(LabelRef(name + "_loop"))
+	JNZ(LabelRef(name + "_one"))
+	Label(name + "_done")
 
-	pc := Load(Param("c"), GP64())
-	ldc := Load(Param("ldc"), GP64())
-	SHLQ(U8(2), ldc)
+	pc = Load(Param("c"), GP64())
 	flag := Load(Param("accumulate"), GP8())
 	TESTB(flag, flag)
 	JZ(LabelRef(name + "_store"))
@@ -147,7 +155,7 @@ func micro(v isa, mr, nv, as int) {
 			VADDPS(Mem{Base: pc, Disp: j * v.bytes()}, acc[i][j], acc[i][j])
 			VMOVUPS(acc[i][j], Mem{Base: pc, Disp: j * v.bytes()})
 		}
-		ADDQ(ldc, pc)
+		ADDQ(ldcb, pc)
 	}
 	VZEROUPPER()
 	RET()
@@ -156,10 +164,39 @@ func micro(v isa, mr, nv, as int) {
 		for j := 0; j < nv; j++ {
 			VMOVUPS(acc[i][j], Mem{Base: pc, Disp: j * v.bytes()})
 		}
-		ADDQ(ldc, pc)
+		ADDQ(ldcb, pc)
 	}
 	VZEROUPPER()
 	RET()
+}
+
+// microUnroll is how many k steps one round of the micro-kernel loop runs.
+const microUnroll = 8
+
+// microStep issues k step s (counted from pa, pb) of the micro-kernel.
+func microStep(v isa, mr, nv, as int, pa, pb reg.Register, acc [][]reg.VecVirtual, s int) {
+	nr := nv * v.lanes
+	bv := make([]reg.VecVirtual, nv)
+	for j := range bv {
+		bv[j] = v.vec()
+		VMOVUPS(Mem{Base: pb, Disp: s*4*nr + j*v.bytes()}, bv[j])
+	}
+	for i := 0; i < mr; i++ {
+		t := v.vec()
+		VBROADCASTSS(Mem{Base: pa, Disp: s*4*as + 4*i}, t)
+		for j := 0; j < nv; j++ {
+			VFMADD231PS(bv[j], t, acc[i][j])
+		}
+	}
+}
+
+// prefetchCRow prefetches the nr float32s of one C row at p: its first
+// and last byte, two lines for the 128-byte rows of the AVX-512 tiles.
+func prefetchCRow(pf func(Op), p reg.Register, nr int) {
+	pf(Mem{Base: p})
+	if nr*4 > 64 {
+		pf(Mem{Base: p, Disp: nr*4 - 4})
+	}
 }
 
 // loadB loads lanes values of B at m into dst, widening bf16 (the high half
