@@ -17,8 +17,8 @@ import (
 // kc = 1024 (a multiple of 32; the last block is zero-padded to one): a
 // packed A sliver is 32 rows × 2 KiB (row-major, 32 consecutive k per tile
 // row), a B micro-panel 512 k pairs × 128 bytes = 64 KiB, the bf16-pair
-// layout of packBPairs; mc = 256 rows (512 KiB of A) and nc = 512 columns
-// (a task's 1 MiB B block) stay in L2 (2 MiB).
+// layout of packBPairs; a 64 KiB A sliver feeds a task's 1 MiB B block
+// (nc = 512 columns), which stays in L2 (2 MiB).
 
 // amxCfg is the tile configuration micro32x32AMX loads: palette 1, tiles 0
 // to 7 of 16 rows × 64 bytes. Only read (by LDTILECFG), so shared.
