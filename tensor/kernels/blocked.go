@@ -121,10 +121,18 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 	for g0 := 0; g0 < k; g0 += groupBlocks * kcMax {
 		blocks := min(groupBlocks, (k-g0+kcMax-1)/kcMax)
 		// Packed A of the group's K block q starts at q*blockSlots; sliver
-		// s within it at s*mr*ks.
+		// s within it at s*mr*ks. A stored m×k is packed a sliver at a time,
+		// all its K blocks in turn, so each of its rows is read from start
+		// to end in one stream (K block first read every row in pieces of
+		// kc, each one a fresh start for the prefetchers: 3–5% of an M=1024
+		// product); A stored k×m a K block at a time, whose rows all its
+		// slivers share.
 		forPar(serial, slivers*blocks, 8, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				q, s := i/slivers, i%slivers
+				if !transA {
+					q, s = i%blocks, i/blocks
+				}
 				p0 := g0 + q*kcMax
 				kc := min(kcMax, k-p0)
 				ks := bk.slots(kc)
