@@ -26,6 +26,10 @@ const (
 // one K block per group.
 var packedABudget = 8 << 20
 
+// packAInTasks lets a task with all of N pack its own slivers of A (see
+// gemmBlocked). A variable so tests can compare it with the packing phase.
+var packAInTasks = true
+
 // scratch recycles buffers of T between calls.
 type scratch[T any] struct{ pool sync.Pool }
 
@@ -112,9 +116,19 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 	// per group instead of two per K block, and no worker idles at a barrier
 	// between K blocks. A group is as many K blocks as fit packedABudget
 	// (usually all of K).
-	blockSlots := slivers * mr * bk.slots(kcMax) // packed A of one K block
-	groupBlocks := max(1, packedABudget/blockSlots)
-	apBuf := f32Bufs.get(blockSlots * min(groupBlocks, (k+kcMax-1)/kcMax))
+	//
+	// With a single column block, though, the task that computes a sliver
+	// is the only one that reads it. It then packs the sliver itself, just
+	// before use, into a buffer that stays in L1: no phase writes a packed
+	// copy of all of A to memory only to read it back.
+	inTask := packAInTasks && colTasks == 1 && n >= rowFirstCols*nr
+	blockSlots := 0 // packed A of one K block
+	groupBlocks := (k + kcMax - 1) / kcMax
+	if !inTask {
+		blockSlots = slivers * mr * bk.slots(kcMax)
+		groupBlocks = max(1, min(groupBlocks, packedABudget/blockSlots))
+	}
+	apBuf := f32Bufs.get(blockSlots * groupBlocks)
 	defer f32Bufs.put(apBuf)
 	ap := *apBuf
 
@@ -127,7 +141,11 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 		// kc, each one a fresh start for the prefetchers: 3–5% of an M=1024
 		// product); A stored k×m a K block at a time, whose rows all its
 		// slivers share.
-		forPar(serial, slivers*blocks, 8, func(lo, hi int) {
+		packed := slivers * blocks
+		if inTask {
+			packed = 0
+		}
+		forPar(serial || packed == 0, packed, 8, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				q, s := i/slivers, i%slivers
 				if !transA {
@@ -144,7 +162,12 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 			bpBuf := f32Bufs.get(nc * bk.slots(kcMax))
 			defer f32Bufs.put(bpBuf)
 			bp := *bpBuf
-			var tmp []float32
+			var tmp, sliver []float32
+			if inTask {
+				sliverBuf := f32Bufs.get(mr * bk.slots(kcMax))
+				defer f32Bufs.put(sliverBuf)
+				sliver = *sliverBuf
+			}
 			for t := lo; t < hi; t++ {
 				j0 := (t / rowTasks) * nc
 				nb := min(nc, n-j0)
@@ -161,9 +184,8 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 					}
 					// tile computes the mr×nr tile of C at row i, column jj of
 					// the task's block.
-					tile := func(i, jj int) {
+					tile := func(i, jj int, as []float32) {
 						rows, cols := min(mr, m-i), min(nr, nb-jj)
-						as := apq[(i/mr)*mr*ks : (i/mr+1)*mr*ks]
 						bq := bp[(jj/nr)*nr*ks : (jj/nr+1)*nr*ks]
 						ci := i*ldc + j0 + jj
 						if rows == mr && cols == nr {
@@ -188,7 +210,7 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 						// Few panels: each stays in L1 for all the rows.
 						for jj := 0; jj < nb; jj += nr {
 							for i := i0; i < i1; i += mr {
-								tile(i, jj)
+								tile(i, jj, apq[(i/mr)*mr*ks:(i/mr+1)*mr*ks])
 							}
 						}
 						continue
@@ -200,8 +222,15 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 					// a column of tiles instead touched mr new pages of C per
 					// call and cost a tenth of the time when C is out of cache.
 					for i := i0; i < i1; i += mr {
+						var as []float32
+						if inTask {
+							as = sliver[:mr*ks]
+							pA(transA, a, lda, i, min(mr, m-i), p0, kc, mr, as)
+						} else {
+							as = apq[(i/mr)*mr*ks : (i/mr+1)*mr*ks]
+						}
 						for jj := 0; jj < nb; jj += nr {
-							tile(i, jj)
+							tile(i, jj, as)
 						}
 					}
 				}

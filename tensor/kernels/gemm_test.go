@@ -326,13 +326,33 @@ func TestGemmKGroups(t *testing.T) {
 	withImpl(t, func(t *testing.T, im *impl) {
 		r := rand.New(rand.NewPCG(7, 8))
 		for layout := 0; layout < 6; layout++ {
-			// 1100: several K blocks on every path.
+			// 1100: several K blocks on every path. A is packed in a phase
+			// of its own here, which is what the budget bounds.
 			sameBits(t, r, 150, 270, 1100, layout, "all K blocks packed at once vs one at a time", func(i int) func() {
-				old := packedABudget
+				oldBudget, oldInTasks := packedABudget, packAInTasks
+				packAInTasks = false
 				if i == 1 {
 					packedABudget = 1
 				}
-				return func() { packedABudget = old }
+				return func() { packedABudget, packAInTasks = oldBudget, oldInTasks }
+			})
+		}
+	})
+}
+
+// TestGemmPackAInTasks: slivers of A packed by the task that uses them, on
+// one thread (one column block, so the tasks take that path), give the
+// same bits as A packed in a phase of its own. 150 rows leave a partial
+// last sliver on every path.
+func TestGemmPackAInTasks(t *testing.T) {
+	withImpl(t, func(t *testing.T, im *impl) {
+		r := rand.New(rand.NewPCG(9, 10))
+		defer parallel.SetThreads(parallel.SetThreads(1))
+		for layout := 0; layout < 6; layout++ {
+			sameBits(t, r, 150, 270, 1100, layout, "A packed in the tasks vs in a phase", func(i int) func() {
+				old := packAInTasks
+				packAInTasks = i == 1
+				return func() { packAInTasks = old }
 			})
 		}
 	})
