@@ -120,7 +120,8 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 	// With a single column block, though, the task that computes a sliver
 	// is the only one that reads it. It then packs the sliver itself, just
 	// before use, into a buffer that stays in L1: no phase writes a packed
-	// copy of all of A to memory only to read it back.
+	// copy of all of A to memory only to read it back. (Such a task has at
+	// least rowFirstCols panels, so it walks row slivers, where it packs.)
 	inTask := packAInTasks && colTasks == 1 && n >= rowFirstCols*nr
 	blockSlots := 0 // packed A of one K block
 	groupBlocks := (k + kcMax - 1) / kcMax
@@ -137,10 +138,10 @@ func gemmBlocked(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMa
 		// Packed A of the group's K block q starts at q*blockSlots; sliver
 		// s within it at s*mr*ks. A stored m×k is packed a sliver at a time,
 		// all its K blocks in turn, so each of its rows is read from start
-		// to end in one stream (K block first read every row in pieces of
-		// kc, each one a fresh start for the prefetchers: 3–5% of an M=1024
-		// product); A stored k×m a K block at a time, whose rows all its
-		// slivers share.
+		// to end in one stream (K block by K block, every row was read in
+		// kc-long pieces, each a fresh start for the prefetchers: 1–5% of an
+		// M=1024 product); A stored k×m a K block at a time, whose rows all
+		// its slivers share.
 		packed := slivers * blocks
 		if inTask {
 			packed = 0
