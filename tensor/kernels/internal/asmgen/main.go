@@ -106,7 +106,9 @@ func micro(v isa, mr, nv, as int) {
 	}
 	// The k loop runs microUnroll steps at a time. Each round also brings
 	// one row of the next tile into L2: the driver walks a row sliver, so
-	// that is the tile nr columns on, on the same rows. Spread out like
+	// that is the tile nr columns on, on the same rows (a task of only a
+	// few panels walks a column instead; the guess is then wasted, not
+	// harmful). Spread out like
 	// this, its misses to memory never crowd out the refills of A and B as
 	// a burst of them would.
 	ADDQ(U32(4*nr), next)
@@ -121,7 +123,8 @@ func micro(v isa, mr, nv, as int) {
 	ADDQ(ldcb, next)
 	DECQ(rows)
 	Label(name + "_steps")
-	// Software prefetch a few k steps ahead: B panels stream from L2.
+	// Software prefetch a few k steps ahead: B panels stream from L2, and
+	// so does A on the first call of a sliver.
 	for off := 0; off < 4*as*microUnroll; off += 64 {
 		PREFETCHT0(Mem{Base: pa, Disp: 4*as*prefetchSteps + off})
 	}
