@@ -39,6 +39,19 @@ func TestOpenBLASAgrees(t *testing.T) {
 	}
 }
 
+// A BenchmarkVsOpenBLAS trial starts from the same state on either side:
+// the other side's threads parked (settle), then its own cores brought up
+// to speed by running it (warm). OpenBLAS's idle threads spin for about
+// 0.1 s after a call: a 2-thread trial of gopeft that started meanwhile ran
+// at a quarter to a half of its speed for tens of milliseconds (at full
+// speed after a 100 ms pause). After any pause, though, the first calls run
+// slow until the cores clock up again.
+const (
+	settle = 200 * time.Millisecond
+	warm   = 50 * time.Millisecond
+	timed  = 100 * time.Millisecond
+)
+
 // BenchmarkVsOpenBLAS times gopeft and OpenBLAS on each shape in alternating
 // trials, on 1 and on all threads, and reports each side's best trial and
 // their ratio. On a machine shared with other jobs the best of interleaved
@@ -67,9 +80,12 @@ func vsOpenBLAS(b *testing.B, th int) {
 		for range b.N {
 			for r := 0; r < rounds; r++ {
 				for i, f := range []func(){ours, theirs} {
-					f() // warm
+					time.Sleep(settle)
+					for start := time.Now(); time.Since(start) < warm; {
+						f()
+					}
 					reps, start := 0, time.Now()
-					for time.Since(start) < 100*time.Millisecond || reps < 2 {
+					for time.Since(start) < timed || reps < 2 {
 						f()
 						reps++
 					}
