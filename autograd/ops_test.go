@@ -177,6 +177,11 @@ func TestGradRows(t *testing.T) {
 	in := []*Var{a, b, shared}
 	checkGrad(t, "ConcatSeq", in, func(tp *Tape) *Var { return tp.ConcatSeq(a, b, 2, false) })
 	checkGrad(t, "ConcatSeqBroadcast", in, func(tp *Tape) *Var { return tp.ConcatSeq(shared, b, 2, true) })
+	sub := randVar(g, true, 2, 5)
+	checkGrad(t, "ScatterRows", []*Var{a, sub}, func(tp *Tape) *Var { return tp.ScatterRows(a, sub, []int{4, 1}) })
+	if got := (*Tape)(nil).ScatterRows(a, sub, []int{4, 1}).Value; got.Data[4*5] != sub.Value.Data[0] || got.Data[5] != sub.Value.Data[5] || got.Data[0] != a.Value.Data[0] {
+		t.Error("ScatterRows did not put sub's rows at 4 and 1 and keep the others")
+	}
 
 	// ConcatSeq layout: sequence s is a's rows for s, then b's.
 	out := (*Tape)(nil).ConcatSeq(shared, b, 2, true).Value

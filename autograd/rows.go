@@ -97,3 +97,46 @@ func (tp *Tape) ConcatSeq(a, b *Var, batch int, broadcastA bool) *Var {
 		}
 	}, a, b)
 }
+
+// ScatterRows returns x (seen as a matrix [rows, cols]) with its rows idx
+// replaced by the rows of sub [len(idx), cols], in order; idx must not
+// repeat. It is how a change computed on some sequences of a batch (those
+// of one adapter) goes back into the batch: x's gradient is the output's
+// with those rows zero, sub's is those rows.
+func (tp *Tape) ScatterRows(x, sub *Var, idx []int) *Var {
+	n, c := x.Value.Rows(), x.Value.Cols()
+	if sub.Value.Cols() != c || sub.Value.Rows() != len(idx) {
+		panicShapes(fmt.Sprintf("ScatterRows(%d rows)", len(idx)), x.Value.Shape, sub.Value.Shape)
+	}
+	seen := make([]bool, n)
+	for i, r := range idx {
+		if r < 0 || r >= n || seen[r] {
+			panic(fmt.Sprintf("autograd.ScatterRows: index %d at position %d repeats or lies outside [0,%d)", r, i, n))
+		}
+		seen[r] = true
+	}
+	idx = append([]int(nil), idx...)
+	out := tensor.New(x.Value.Shape...)
+	copy(out.Data, x.Value.F32())
+	sv := sub.Value.F32()
+	for i, r := range idx {
+		copy(out.Data[r*c:(r+1)*c], sv[i*c:(i+1)*c])
+	}
+	return tp.Result(out, func(o *Var) {
+		g := o.Grad.Data
+		if sub.requiresGrad {
+			ds := sub.GradBuf().Data
+			for i, r := range idx {
+				fused.Axpy(ds[i*c:(i+1)*c], 1, g[r*c:(r+1)*c], c)
+			}
+		}
+		if x.requiresGrad {
+			dx := x.GradBuf().Data
+			for r := 0; r < n; r++ {
+				if !seen[r] {
+					fused.Axpy(dx[r*c:(r+1)*c], 1, g[r*c:(r+1)*c], c)
+				}
+			}
+		}
+	}, x, sub)
+}

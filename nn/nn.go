@@ -1,6 +1,3 @@
-// Package nn holds the model building blocks that PEFT methods attach to:
-// named Linear layers with a list of deltas, and a registry of named
-// parameters in Hugging Face's naming.
 package nn
 
 import (
@@ -9,26 +6,55 @@ import (
 	"github.com/gopeft/gopeft/autograd"
 )
 
+// Hook is what every hook at a site has: the adapter it belongs to. The
+// pass decides, sequence by sequence, whether it runs (see Pass.Uses); a
+// hook owned by "" always runs. Embed OwnedBy to implement it.
+type Hook interface {
+	Owner() string
+}
+
+// OwnedBy implements Hook for the adapter it names.
+type OwnedBy struct{ Adapter string }
+
+// Owner implements Hook.
+func (o OwnedBy) Owner() string { return o.Adapter }
+
 // Delta changes what a Linear computes, on top of its frozen base. LoRA adds
 // s·B·A·x, IA³ scales, SSF scales and shifts, BitFit adds a bias. Apply
-// receives the layer, its input x and the output y computed so far, and
-// returns the new output.
+// receives the layer, its input x and the output y computed so far (the
+// base's, then each earlier delta's), and returns the new output: two
+// deltas on one layer compose as PEFT composes two adapters.
 type Delta interface {
-	Apply(tp *autograd.Tape, l *Linear, x, y *autograd.Var) *autograd.Var
+	Hook
+	Apply(p *Pass, l *Linear, x, y *autograd.Var) *autograd.Var
 }
 
 // InputDelta changes a Linear's input before the base weight sees it (IA³
-// on feed-forward layers scales the input).
+// on feed-forward layers scales the input). The output deltas still
+// receive the layer's original input.
 type InputDelta interface {
-	ApplyInput(tp *autograd.Tape, l *Linear, x *autograd.Var) *autograd.Var
+	Hook
+	ApplyInput(p *Pass, l *Linear, x *autograd.Var) *autograd.Var
 }
 
-// Linear is y = x·Wᵀ (+ b) for W [out, in], followed by its deltas. Name is
-// the module's full Hugging Face name (model.layers.0.self_attn.q_proj).
+// Replacer is a Delta that stands for the whole layer (modules_to_save's
+// trained copy): when every sequence of a pass uses it, the layer
+// multiplies by Replacement() instead of its own weight, and Apply is not
+// called; when only some do, Apply computes those rows.
+type Replacer interface {
+	Delta
+	Replacement() *autograd.Var
+}
+
+// Linear is y = x·Wᵀ (+ b) for W [out, in], with input deltas before the
+// product and output deltas after it: the hook site of every projection.
+// Name is the module's full Hugging Face name
+// (model.layers.0.self_attn.q_proj).
 type Linear struct {
 	Name   string
 	Weight *autograd.Var
 	Bias   *autograd.Var // nil: LLaMA has no biases
+	Inputs []InputDelta
 	Deltas []Delta
 }
 
@@ -42,21 +68,55 @@ func (l *Linear) In() int  { return l.Weight.Value.Shape[1] }
 func (l *Linear) Out() int { return l.Weight.Value.Shape[0] }
 
 // Forward computes the layer on x [..., in].
-func (l *Linear) Forward(tp *autograd.Tape, x *autograd.Var) *autograd.Var {
+func (l *Linear) Forward(p *Pass, x *autograd.Var) *autograd.Var {
 	in := x
-	for _, d := range l.Deltas {
-		if id, ok := d.(InputDelta); ok {
-			in = id.ApplyInput(tp, l, in)
-		}
+	for _, d := range l.Inputs {
+		in = p.Route(d.Owner(), func(xs ...*autograd.Var) *autograd.Var { return d.ApplyInput(p, l, xs[0]) }, in)
 	}
-	y := tp.Linear(in, l.Weight)
+	w, deltas := l.weight(p)
+	y := p.Tape.Linear(in, w)
 	if l.Bias != nil {
-		y = tp.Add(y, l.Bias)
+		y = p.Tape.Add(y, l.Bias)
 	}
-	for _, d := range l.Deltas {
-		y = d.Apply(tp, l, x, y)
+	for _, d := range deltas {
+		y = p.Route(d.Owner(), func(xs ...*autograd.Var) *autograd.Var { return d.Apply(p, l, xs[1], xs[0]) }, y, x)
 	}
 	return y
+}
+
+// weight is the weight the pass multiplies by and the deltas left to run:
+// a Replacer that every sequence uses takes the base weight's place.
+func (l *Linear) weight(p *Pass) (*autograd.Var, []Delta) {
+	for i, d := range l.Deltas {
+		if r, ok := d.(Replacer); ok {
+			if all, _ := p.scope(r.Owner(), p.batch); all {
+				return r.Replacement(), append(l.Deltas[:i:i], l.Deltas[i+1:]...)
+			}
+		}
+	}
+	return l.Weight, l.Deltas
+}
+
+// Plain returns the weight the layer multiplies by in this pass when the
+// layer is nothing more than that product (no bias, no hook that runs): the
+// model then may fuse it with others (q, k and v in one split; the LM head
+// with the loss).
+func (l *Linear) Plain(p *Pass) (*autograd.Var, bool) {
+	if l.Bias != nil {
+		return nil, false
+	}
+	for _, d := range l.Inputs {
+		if p.Applies(d.Owner()) {
+			return nil, false
+		}
+	}
+	w, deltas := l.weight(p)
+	for _, d := range deltas {
+		if p.Applies(d.Owner()) {
+			return nil, false
+		}
+	}
+	return w, true
 }
 
 // Param is a named parameter.

@@ -8,7 +8,10 @@ package peft
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 )
 
 // BaseConfig holds the adapter_config.json keys every method shares, as
@@ -83,15 +86,19 @@ func MarshalConfig(c Config) ([]byte, error) {
 	return json.MarshalIndent(m, "", "  ")
 }
 
-// UnmarshalConfig reads adapter_config.json into c, keeping keys the method
-// does not know (PEFT versions add keys often; none is fatal).
-func UnmarshalConfig(data []byte, c Config, file string) error {
+// DecodeConfig reads a method's configuration (adapter_config.json's
+// keys) into c and validates it; source names the file or block in errors.
+// A key the method does not know is an error naming it when strict (a
+// recipe's peft block: a typo must not be ignored), and is otherwise kept
+// and listed by ExtraKeys (a file that another PEFT version wrote: its new
+// keys are written back unchanged).
+func DecodeConfig(data []byte, c Config, source string, strict bool) error {
 	if err := json.Unmarshal(data, c); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
+		return fmt.Errorf("%s: %w", source, err)
 	}
 	var all map[string]json.RawMessage
 	if err := json.Unmarshal(data, &all); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
+		return fmt.Errorf("%s: %w", source, err)
 	}
 	known, err := json.Marshal(c)
 	if err != nil {
@@ -100,16 +107,22 @@ func UnmarshalConfig(data []byte, c Config, file string) error {
 	var knownKeys map[string]json.RawMessage
 	_ = json.Unmarshal(known, &knownKeys)
 	base := c.Base()
+	var unknown []string
 	for k, v := range all {
 		if _, ok := knownKeys[k]; !ok {
 			if base.extra == nil {
 				base.extra = map[string]json.RawMessage{}
 			}
 			base.extra[k] = v
+			unknown = append(unknown, k)
 		}
 	}
+	if strict && len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("%s: unknown key %q for %s (its keys: %s)", source, unknown[0], base.PeftType, strings.Join(slices.Sorted(maps.Keys(knownKeys)), ", "))
+	}
 	if err := c.Validate(); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
+		return fmt.Errorf("%s: %w", source, err)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gopeft/gopeft/internal/atomicfile"
 	"github.com/gopeft/gopeft/model/format"
+	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/tensor"
 )
 
@@ -32,8 +33,12 @@ func (m *Model) SaveAdapter(dir, name string) error {
 	if err != nil {
 		return err
 	}
-	ts := make([]*format.Tensor, 0, len(a.Params))
-	for _, p := range a.Params {
+	saved, err := savedParams(a)
+	if err != nil {
+		return err
+	}
+	ts := make([]*format.Tensor, 0, len(saved))
+	for _, p := range saved {
 		v := p.Var.Value.ToF32()
 		ts = append(ts, format.TensorFromF32(p.Name, v.Shape, v.Data))
 	}
@@ -44,8 +49,22 @@ func (m *Model) SaveAdapter(dir, name string) error {
 	return atomicfile.WriteFile(filepath.Join(dir, ConfigFile), append(cfg, '\n'))
 }
 
+// savedParams are the tensors an adapter file holds: the trained ones, or
+// what a Saver computes from them.
+func savedParams(a *Adapter) (nn.Params, error) {
+	if s, ok := a.Method.(Saver); ok {
+		ps, err := s.SavedParams()
+		if err != nil {
+			return nil, fmt.Errorf("adapter %q: %w", a.Name, err)
+		}
+		return append(ps, a.Params[len(a.Params)-a.extra:]...), nil
+	}
+	return a.Params, nil
+}
+
 // ReadMethod reads an adapter_config.json into the method its peft_type
-// names.
+// names. Keys the method does not know are kept (PEFT versions add keys
+// often) and listed by the config's ExtraKeys.
 func ReadMethod(dir string) (Method, error) {
 	path := filepath.Join(dir, ConfigFile)
 	data, err := os.ReadFile(path)
@@ -65,7 +84,7 @@ func ReadMethod(dir string) (Method, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if err := UnmarshalConfig(data, method.Config(), path); err != nil {
+	if err := DecodeConfig(data, method.Config(), path, false); err != nil {
 		return nil, err
 	}
 	return method, nil
@@ -106,7 +125,11 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 		dropHead()
 		return nil, err
 	}
-	for _, p := range a.Params {
+	want, err := savedParams(a)
+	if err != nil {
+		return fail(err)
+	}
+	for _, p := range want {
 		t, ok := stored[p.Name]
 		if !ok {
 			return fail(fmt.Errorf("%s: missing tensor %s (shape %v)", path, p.Name, p.Var.Value.Shape))
@@ -124,29 +147,24 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 	for name := range stored {
 		return fail(fmt.Errorf("%s: unexpected tensor %s: it matches no module of this base model", path, name))
 	}
+	if s, ok := a.Method.(Saver); ok {
+		if err := s.Loaded(); err != nil {
+			return fail(fmt.Errorf("%s: %w", dir, err))
+		}
+	}
 	return a, nil
 }
 
-// removeAdapter takes a half-loaded adapter back out.
-func (m *Model) removeAdapter(a *Adapter) {
-	if d, ok := a.Method.(Detacher); ok {
-		d.Detach(m, a)
+
+// Save writes the active adapter's result to dir: the adapter in PEFT's
+// layout, or for a WholeModel method the model directory.
+func (m *Model) Save(dir string) error {
+	a := m.Active()
+	if a == nil {
+		return fmt.Errorf("no active adapter to save")
 	}
-	if m.saved != nil {
-		delete(m.saved.copies, a)
+	if w, ok := a.Method.(WholeModel); ok {
+		return w.SaveModel(m, dir)
 	}
-	delete(m.adapters, a.Name)
-	for i, n := range m.order {
-		if n == a.Name {
-			m.order = append(m.order[:i], m.order[i+1:]...)
-			break
-		}
-	}
-	if m.current == a.Name {
-		m.current = ""
-		if len(m.order) > 0 {
-			m.current = m.order[len(m.order)-1]
-		}
-	}
-	m.refresh()
+	return m.SaveAdapter(dir, a.Name)
 }

@@ -7,12 +7,26 @@ import (
 	"github.com/gopeft/gopeft/nn"
 )
 
-// modulesToSave tracks the trainable full copies that modules_to_save makes
-// (an LM head, a classification head): each adapter has its own copy, and
-// the module computes with the active adapter's copy or its original.
-type modulesToSave struct {
-	orig   map[*nn.Linear]*autograd.Var
-	copies map[*Adapter]map[*nn.Linear]*autograd.Var
+// savedModule is modules_to_save's trainable full copy of a Linear (an LM
+// head, a classification head) for one adapter: a Replacer at the layer,
+// so sequences of that adapter compute with the copy and the others with
+// the original.
+type savedModule struct {
+	nn.OwnedBy
+	copy *autograd.Var
+}
+
+// Replacement implements nn.Replacer.
+func (s *savedModule) Replacement() *autograd.Var { return s.copy }
+
+// Apply implements nn.Delta for a pass that runs the copy on some
+// sequences only: their rows are recomputed with it.
+func (s *savedModule) Apply(p *nn.Pass, l *nn.Linear, x, _ *autograd.Var) *autograd.Var {
+	y := p.Tape.Linear(x, s.copy)
+	if l.Bias != nil {
+		y = p.Tape.Add(y, l.Bias)
+	}
+	return y
 }
 
 // matchesModulesToSave applies PEFT's rule: a module is saved when its name
@@ -26,56 +40,47 @@ func matchesModulesToSave(list []string, name string) bool {
 	return false
 }
 
-func (m *Model) attachModulesToSave(a *Adapter) (nn.Params, error) {
+// attachModulesToSave gives adapter a a trainable copy of each Linear that
+// modules_to_save names, unless the method already trains that weight
+// itself (full fine-tuning).
+func (m *Model) attachModulesToSave(a *Adapter, trained nn.Params) nn.Params {
 	list := a.Method.Config().Base().ModulesToSave
-	if len(list) == 0 {
-		return nil, nil
-	}
-	if m.saved == nil {
-		m.saved = &modulesToSave{orig: map[*nn.Linear]*autograd.Var{}, copies: map[*Adapter]map[*nn.Linear]*autograd.Var{}}
-	}
 	var ps nn.Params
 	for _, l := range m.Linears() {
-		if !matchesModulesToSave(list, l.Name) {
+		if !matchesModulesToSave(list, l.Name) || contains(trained, l.Weight) {
 			continue
 		}
-		if _, ok := m.saved.orig[l]; !ok {
-			m.saved.orig[l] = l.Weight
-		}
-		w := autograd.Param(SavePrefix+l.Name+".weight", m.saved.orig[l].Value.ToF32(), true)
-		if m.saved.copies[a] == nil {
-			m.saved.copies[a] = map[*nn.Linear]*autograd.Var{}
-		}
-		m.saved.copies[a][l] = w
+		w := autograd.Param(SavePrefix+l.Name+".weight", l.Weight.Value.ToF32(), true)
+		l.Deltas = append([]nn.Delta{&savedModule{OwnedBy: nn.OwnedBy{Adapter: a.Name}, copy: w}}, l.Deltas...)
 		ps = append(ps, nn.Param{Name: w.Name, Var: w})
 	}
-	return ps, nil
+	return ps
 }
 
-// applyModulesToSave points each saved module at the active adapter's copy.
-func (m *Model) applyModulesToSave() {
-	if m.saved == nil {
+func contains(ps nn.Params, v *autograd.Var) bool {
+	for _, p := range ps {
+		if p.Var == v {
+			return true
+		}
+	}
+	return false
+}
+
+// bakeModulesToSave makes adapter a's copies the modules' own weights. An
+// LM head that was tied to the embedding is untied.
+func (m *Model) bakeModulesToSave(a *Adapter) {
+	if a == nil {
 		return
 	}
-	for l, orig := range m.saved.orig {
-		l.Weight = orig
-		for a, cs := range m.saved.copies {
-			if c, ok := cs[l]; ok && a.active {
-				l.Weight = c
+	for _, l := range m.Linears() {
+		for _, d := range l.Deltas {
+			if s, ok := d.(*savedModule); ok && s.OwnedBy.Adapter == a.Name {
+				if l == m.Base.LMHead && l.Weight == m.Base.Embed.Weight {
+					m.Base.Config.TieWordEmbeddings = false
+				}
+				s.copy.SetTrainable(false)
+				l.Weight = s.copy
 			}
 		}
 	}
-}
-
-// bakeModulesToSave makes the active copies the modules' own weights. An
-// LM head that was tied to the embedding is untied.
-func (m *Model) bakeModulesToSave() {
-	if m.saved == nil {
-		return
-	}
-	m.applyModulesToSave()
-	if w, ok := m.saved.orig[m.Base.LMHead]; ok && w == m.Base.Embed && m.Base.LMHead.Weight != w {
-		m.Base.Config.TieWordEmbeddings = false
-	}
-	m.saved = nil
 }

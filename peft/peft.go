@@ -2,7 +2,6 @@ package peft
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/gopeft/gopeft/model/llama"
@@ -16,13 +15,15 @@ const DefaultAdapter = "default"
 // PeftModel wraps LlamaForCausalLM as base_model.model.
 const SavePrefix = "base_model.model."
 
-// Method is one PEFT method's way of changing a model.
+// Method is one PEFT method's way of changing a model. A method value
+// belongs to one adapter: Attach is called once.
 type Method interface {
 	// Config is the method's configuration.
 	Config() Config
-	// Attach adds the adapter to the model's modules and returns its
-	// trainable tensors under their PEFT save names (SavePrefix + module
-	// name + the method's suffix, e.g. ".lora_A.weight").
+	// Attach adds the adapter's hooks to the model's sites (see Model.Sites
+	// and Match), each owned by a.Name (nn.OwnedBy{Adapter: a.Name}), and
+	// returns its trainable tensors under their PEFT save names (SavePrefix
+	// + module name + the method's suffix, e.g. ".lora_A.weight").
 	Attach(m *Model, a *Adapter) (nn.Params, error)
 }
 
@@ -32,58 +33,29 @@ type Merger interface {
 	Unmerge(a *Adapter) error
 }
 
-// Detacher removes an adapter's hooks from the model.
-type Detacher interface {
-	Detach(m *Model, a *Adapter)
-}
-
-var registry = map[string]func() Method{}
-
-// Register makes a method loadable by its peft_type. Sub-packages call it
-// from init.
-func Register(peftType string, newMethod func() Method) { registry[peftType] = newMethod }
-
-// NewMethod returns an empty method for a peft_type (in any case), ready
-// to receive its config from a file.
-func NewMethod(peftType string) (Method, error) {
-	f, ok := registry[strings.ToUpper(peftType)]
-	if !ok {
-		known := make([]string, 0, len(registry))
-		for k := range registry {
-			known = append(known, k)
-		}
-		sort.Strings(known)
-		return nil, fmt.Errorf("unsupported peft_type %q (supported: %s)", peftType, strings.Join(known, ", "))
-	}
-	return f(), nil
-}
-
 // Adapter is one named set of changes to the base model.
 type Adapter struct {
 	Name   string
 	Method Method
-	// Params are the trainable tensors by PEFT save name.
+	// Params are the trainable tensors by PEFT save name: the method's,
+	// then modules_to_save's copies (the last extra).
 	Params nn.Params
-	active bool
+	extra  int
 	merged bool
 }
 
-// Active reports whether the adapter takes part in the forward pass: it is
-// the model's active adapter, adapters are enabled, and it is not merged
-// (a merged adapter already lives in the base weights).
-func (a *Adapter) Active() bool { return a.active && !a.merged }
+// Merged reports whether the adapter lives in the base weights now.
+func (a *Adapter) Merged() bool { return a.merged }
 
-// Model is a base model with named adapters, at most one active at a time.
+// Model is a base model with named adapters. One adapter is active: the
+// one a pass runs when it names none, and the one that trains. A pass may
+// name another adapter for each sequence (nn.Pass.Adapters).
 type Model struct {
 	Base     *llama.Model
 	adapters map[string]*Adapter
 	order    []string
 	current  string
 	disabled bool
-	saved    *modulesToSave
-	// Step is the training step, for methods whose forward draws random
-	// numbers (dropout): masks depend on it, so a resumed run repeats them.
-	Step uint64
 }
 
 // Wrap starts a PEFT model over a base whose weights all stay frozen.
@@ -94,8 +66,10 @@ func Wrap(base *llama.Model) *Model {
 	return &Model{Base: base, adapters: map[string]*Adapter{}}
 }
 
-// Linears lists the base's Linear modules with whether each is the output
-// layer.
+// Sites lists the base's hook sites.
+func (m *Model) Sites() nn.Sites { return m.Base.Sites() }
+
+// Linears lists the base's Linear modules.
 func (m *Model) Linears() []*nn.Linear { return m.Base.Linears() }
 
 // IsOutput reports whether a module is an output layer: the LM head or
@@ -106,44 +80,64 @@ func (m *Model) IsOutput(l *nn.Linear) bool { return m.Base.IsOutput(l) }
 // what exists when nothing matches. As in PEFT, a module listed in
 // modules_to_save is trained whole and never also targeted.
 func (m *Model) Targets(c *BaseConfig) ([]*nn.Linear, error) {
-	if !c.TargetModules.IsSet() || (c.TargetModules.Names != nil && len(c.TargetModules.Names) == 0) {
-		return nil, fmt.Errorf("target_modules is empty: name modules (e.g. [\"q_proj\", \"v_proj\"]) or use \"all-linear\"; the model's Linear modules are %s",
-			m.moduleSummary())
-	}
-	var out []*nn.Linear
+	var ls []*nn.Linear
 	for _, l := range m.Linears() {
-		if matchesModulesToSave(c.ModulesToSave, l.Name) {
-			continue
+		if !matchesModulesToSave(c.ModulesToSave, l.Name) {
+			ls = append(ls, l)
 		}
-		if c.Selects(l.Name, m.IsOutput(l)) {
-			out = append(out, l)
+	}
+	return Match(c, "Linear", ls, func(l *nn.Linear) (string, bool) { return l.Name, m.IsOutput(l) })
+}
+
+// Match returns the sites of one kind (nn.Sites' Norms, Attentions, ...)
+// that a config's target_modules, exclude_modules, layers_to_transform and
+// layers_pattern select. name gives a site's module name and whether it is
+// an output layer (which "all-linear" leaves out). When nothing matches,
+// the error names the pattern and lists the model's sites of that kind.
+func Match[S any](c *BaseConfig, kind string, sites []S, name func(S) (string, bool)) ([]S, error) {
+	if !c.TargetModules.IsSet() || (c.TargetModules.Names != nil && len(c.TargetModules.Names) == 0) {
+		return nil, fmt.Errorf("target_modules is empty: name modules (e.g. [\"q_proj\", \"v_proj\"]) or use \"all-linear\"; the model's %s modules are %s",
+			kind, siteSummary(sites, name))
+	}
+	var out []S
+	for _, s := range sites {
+		if n, isOutput := name(s); c.Selects(n, isOutput) {
+			out = append(out, s)
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("target_modules %s matches no module; the model's Linear modules are %s",
-			targetsString(c.TargetModules), m.moduleSummary())
+		return nil, fmt.Errorf("target_modules %s matches no %s module; the model's %s modules are %s",
+			targetsString(c.TargetModules), kind, kind, siteSummary(sites, name))
 	}
 	return out, nil
 }
 
-// moduleSummary names each distinct module kind once, with an example.
-func (m *Model) moduleSummary() string {
+// siteSummary names each distinct module kind once, with an example.
+func siteSummary[S any](sites []S, name func(S) (string, bool)) string {
+	if len(sites) == 0 {
+		return "none"
+	}
 	seen := map[string]bool{}
 	var kinds []string
-	for _, l := range m.Linears() {
-		k := l.Name[strings.LastIndex(l.Name, ".")+1:]
+	for _, s := range sites {
+		n, _ := name(s)
+		k := n[strings.LastIndex(n, ".")+1:]
 		if !seen[k] {
 			seen[k] = true
 			kinds = append(kinds, k)
 		}
 	}
-	return strings.Join(kinds, ", ") + " (e.g. " + m.Linears()[0].Name + ")"
+	first, _ := name(sites[0])
+	return strings.Join(kinds, ", ") + " (e.g. " + first + ")"
 }
 
 // AddAdapter attaches a method's adapter under name and makes it active.
 func (m *Model) AddAdapter(name string, method Method) (*Adapter, error) {
 	if _, ok := m.adapters[name]; ok {
 		return nil, fmt.Errorf("adapter %q already exists", name)
+	}
+	if name == "" {
+		return nil, fmt.Errorf("an adapter needs a name")
 	}
 	if err := method.Config().Validate(); err != nil {
 		return nil, err
@@ -154,13 +148,11 @@ func (m *Model) AddAdapter(name string, method Method) (*Adapter, error) {
 	a := &Adapter{Name: name, Method: method}
 	ps, err := method.Attach(m, a)
 	if err != nil {
+		m.Sites().Remove(name)
 		return nil, err
 	}
-	extra, err := m.attachModulesToSave(a)
-	if err != nil {
-		return nil, err
-	}
-	a.Params = append(ps, extra...)
+	extra := m.attachModulesToSave(a, ps)
+	a.Params, a.extra = append(ps, extra...), len(extra)
 	m.adapters[name] = a
 	m.order = append(m.order, name)
 	if err := m.SetAdapter(name); err != nil {
@@ -203,14 +195,20 @@ func (m *Model) DisableAdapters() { m.disabled = true; m.refresh() }
 // EnableAdapters undoes DisableAdapters.
 func (m *Model) EnableAdapters() { m.disabled = false; m.refresh() }
 
+// refresh makes the active, unmerged adapter the base's default and its
+// tensors (alone) trainable.
 func (m *Model) refresh() {
-	for name, a := range m.adapters {
-		a.active = !m.disabled && name == m.current
+	m.Base.Adapter = ""
+	for _, name := range m.order {
+		a := m.adapters[name]
+		live := a == m.Active() && !a.merged
+		if live {
+			m.Base.Adapter = name
+		}
 		for _, p := range a.Params {
-			p.Var.SetTrainable(a.active && !a.merged)
+			p.Var.SetTrainable(live)
 		}
 	}
-	m.applyModulesToSave()
 }
 
 // TrainableParams are the active adapter's tensors by save name.
@@ -222,18 +220,15 @@ func (m *Model) TrainableParams() nn.Params {
 }
 
 // ParamLine is PEFT's print_trainable_parameters line for the model with
-// its active adapter.
+// its active adapter. A tensor counts once however many names it has (a
+// tied head, full fine-tuning's base weights).
 func (m *Model) ParamLine() string {
-	all, _ := m.Base.Params().Count()
-	trainable := 0
-	for _, p := range m.TrainableParams() {
-		trainable += p.Var.Value.Numel()
-	}
+	ps := m.Base.Params()
 	for _, name := range m.order {
-		for _, p := range m.adapters[name].Params {
-			all += p.Var.Value.Numel()
-		}
+		ps = append(ps, m.adapters[name].Params...)
 	}
+	all, _ := ps.Count()
+	trainable, _ := m.TrainableParams().Count()
 	return nn.TrainableLine(all, trainable)
 }
 
@@ -278,14 +273,32 @@ func (m *Model) MergeAndUnload() (*llama.Model, error) {
 	if err := m.Merge(); err != nil {
 		return nil, err
 	}
-	m.bakeModulesToSave()
+	m.bakeModulesToSave(m.Active())
 	for _, name := range m.order {
-		if d, ok := m.adapters[name].Method.(Detacher); ok {
-			d.Detach(m, m.adapters[name])
-		}
+		m.Sites().Remove(name)
 	}
 	m.adapters, m.order, m.current = map[string]*Adapter{}, nil, ""
+	m.refresh()
 	return m.Base, nil
+}
+
+// removeAdapter takes a half-loaded adapter back out.
+func (m *Model) removeAdapter(a *Adapter) {
+	m.Sites().Remove(a.Name)
+	delete(m.adapters, a.Name)
+	for i, n := range m.order {
+		if n == a.Name {
+			m.order = append(m.order[:i], m.order[i+1:]...)
+			break
+		}
+	}
+	if m.current == a.Name {
+		m.current = ""
+		if len(m.order) > 0 {
+			m.current = m.order[len(m.order)-1]
+		}
+	}
+	m.refresh()
 }
 
 // targetsString renders target_modules as it appears in adapter_config.json.

@@ -10,6 +10,7 @@ import (
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/peft/lora"
 )
@@ -56,7 +57,8 @@ func TestSeqClsGradientsAndTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if base.Score.Weight == frozen[len(frozen)-1].Var {
+	pass, _ := (*nn.Pass)(nil).Begin(1, base.Adapter)
+	if w, ok := base.Score.Plain(pass); !ok || w == frozen[len(frozen)-1].Var {
 		t.Error("the active adapter does not compute with its own copy of the head")
 	}
 	cfg := a.Method.Config().Base()
@@ -81,11 +83,11 @@ func TestSeqClsGradientsAndTargets(t *testing.T) {
 			t.Errorf("unexpected adapter tensor %s", n)
 		}
 	}
-	if len(base.Score.Deltas) != 0 || len(base.LMHead.Deltas) != 0 {
+	if _, copyOnly := base.Score.Deltas[0].(nn.Replacer); len(base.Score.Deltas) != 1 || !copyOnly || len(base.LMHead.Deltas) != 0 {
 		t.Error("all-linear put LoRA on an output head")
 	}
 	tp := autograd.NewTape()
-	lg, err := base.ClassifyLogits(tp, clsInput)
+	lg, err := base.ClassifyLogits(&nn.Pass{Tape: tp, Training: true}, clsInput)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,8 +49,8 @@ func (c AdamWConfig) validate() error {
 // formed in float64 first as PyTorch's Python code does.
 type AdamW struct {
 	stateful
-	cfg   AdamWConfig
-	decay []bool // per parameter: whether weight decay applies
+	cfg     AdamWConfig
+	decayOn []bool // per parameter: whether weight decay applies
 }
 
 // NewAdamW returns an AdamW optimizer over the trainable parameters of ps
@@ -60,9 +60,9 @@ func NewAdamW(ps nn.Params, cfg AdamWConfig) (*AdamW, error) {
 		return nil, err
 	}
 	o := &AdamW{stateful: newStateful("adamw", ps, "exp_avg", "exp_avg_sq"), cfg: cfg}
-	o.decay = make([]bool, len(o.params))
+	o.decayOn = make([]bool, len(o.params))
 	for i, p := range o.params {
-		o.decay[i] = cfg.NoDecay == nil || !cfg.NoDecay(p.Name)
+		o.decayOn[i] = cfg.NoDecay == nil || !cfg.NoDecay(p.Name)
 	}
 	return o, nil
 }
@@ -82,9 +82,11 @@ func (o *AdamW) Step(lr float64) {
 		}
 		t := float64(o.steps[i])
 		wd := o.cfg.WeightDecay
-		if !o.decay[i] {
+		if !o.decayOn[i] {
 			wd = 0
 		}
+		wd = o.decay(i, wd)
+		lr := lr * o.lrScale[i]
 		bc1 := 1 - math.Pow(o.cfg.Beta1, t)
 		bc2 := 1 - math.Pow(o.cfg.Beta2, t)
 		sc[i] = adamScalars{

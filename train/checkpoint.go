@@ -20,6 +20,7 @@ import (
 
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/nn"
+	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/tensor"
 )
 
@@ -30,6 +31,8 @@ import (
 //	params.safetensors     the trainable tensors under their parameter names
 //	optimizer.safetensors  optimizer buffers, named "<param>.<buffer>"
 //	                       (e.g. "...q_proj.lora_A.weight.exp_avg")
+//	method.safetensors     the method's own state (peft.Stateful), when it
+//	                       keeps some; its JSON part is in trainer_state.json
 //
 // It is written as <dir>.tmp and renamed into place, so an interrupted save
 // leaves the previous checkpoint untouched. The safetensors files carry
@@ -40,6 +43,7 @@ const (
 	StateFile     = "trainer_state.json"
 	ParamsFile    = "params.safetensors"
 	OptimizerFile = "optimizer.safetensors"
+	MethodFile    = "method.safetensors"
 )
 
 // checkpointFormat and checkpointVersion identify trainer_state.json.
@@ -68,6 +72,8 @@ type Checkpoint struct {
 	Optimizer *OptimizerState
 	// Meta is free-form JSON (config, recipe, best metric); nil for none.
 	Meta json.RawMessage
+	// Method is the PEFT method's own state (peft.Stateful); nil for none.
+	Method *peft.State
 }
 
 // Capture points ck.Params and ck.Optimizer at the live trainable tensors of
@@ -154,6 +160,14 @@ type stateJSON struct {
 	Optimizer   *optimizerJSON    `json:"optimizer,omitempty"`
 	Files       map[string]string `json:"files"` // file name → SHA-256 (hex)
 	Meta        json.RawMessage   `json:"meta,omitempty"`
+	Method      *methodJSON       `json:"method,omitempty"`
+}
+
+// methodJSON is a method's state: its JSON and the names of its tensors
+// in method.safetensors.
+type methodJSON struct {
+	State   json.RawMessage `json:"state,omitempty"`
+	Tensors []string        `json:"tensors"`
 }
 
 type optimizerJSON struct {
@@ -263,6 +277,27 @@ func writeCheckpoint(tmp string, ck *Checkpoint) error {
 		}
 		st.Files[OptimizerFile] = sum
 		st.Optimizer = oj
+	}
+	if m := ck.Method; m != nil {
+		if len(m.JSON) > 0 && !json.Valid(m.JSON) {
+			return fmt.Errorf("method state is not valid JSON")
+		}
+		mj := &methodJSON{State: m.JSON, Tensors: []string{}}
+		tensors = tensors[:0]
+		for name, t := range m.Tensors {
+			if t == nil || t.DType() != tensor.F32 {
+				return fmt.Errorf("method state %q: want a float32 tensor, have %s", name, describe(t))
+			}
+			mj.Tensors = append(mj.Tensors, name)
+			tensors = append(tensors, f32Tensor(name, t))
+		}
+		sort.Strings(mj.Tensors)
+		sum, err := writeSafetensors(filepath.Join(tmp, MethodFile), tensors)
+		if err != nil {
+			return err
+		}
+		st.Files[MethodFile] = sum
+		st.Method = mj
 	}
 	js, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -394,6 +429,22 @@ func LoadCheckpoint(dir string) (*Checkpoint, error) {
 			return nil, fmt.Errorf("load checkpoint: %w", err)
 		}
 	}
+	if mj := st.Method; mj != nil {
+		ts, err := readChecked(dir, MethodFile, st.Files[MethodFile])
+		if err != nil {
+			return nil, fmt.Errorf("load checkpoint: %w", err)
+		}
+		path := filepath.Join(dir, MethodFile)
+		ck.Method = &peft.State{JSON: mj.State, Tensors: map[string]*tensor.Tensor{}}
+		for _, name := range mj.Tensors {
+			if ck.Method.Tensors[name], err = takeF32(path, ts, name); err != nil {
+				return nil, fmt.Errorf("load checkpoint: %w", err)
+			}
+		}
+		if err := noneLeft(path, ts); err != nil {
+			return nil, fmt.Errorf("load checkpoint: %w", err)
+		}
+	}
 	return ck, nil
 }
 
@@ -418,6 +469,9 @@ func parseState(name string, data []byte) (*stateJSON, error) {
 	}
 	if _, ok := st.Files[OptimizerFile]; !ok && st.Optimizer != nil {
 		return nil, fmt.Errorf("%s: no checksum for %s", name, OptimizerFile)
+	}
+	if _, ok := st.Files[MethodFile]; !ok && st.Method != nil {
+		return nil, fmt.Errorf("%s: no checksum for %s", name, MethodFile)
 	}
 	if o := st.Optimizer; o != nil {
 		for p, pj := range o.Params {

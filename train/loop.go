@@ -125,9 +125,15 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 	if len(params) == 0 {
 		return Summary{}, fmt.Errorf("train: nothing is trainable (no active adapter)")
 	}
+	method := r.Model.Active().Method
 	opt, err := r.newOptimizer(cfg)
 	if err != nil {
 		return Summary{}, err
+	}
+	if g, ok := method.(peft.ParamGrouper); ok {
+		if err := opt.SetGroups(g.ParamGroups()); err != nil {
+			return Summary{}, err
+		}
 	}
 	sched, err := NewSchedule(cfg.Schedule, cfg.LR, cfg.Warmup, cfg.Steps, cfg.MinLRRatio)
 	if err != nil {
@@ -153,6 +159,9 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 			return sum, err
 		}
 		if err := ck.Restore(r.Fingerprint, params, opt); err != nil {
+			return sum, fmt.Errorf("%s: %w", dir, err)
+		}
+		if err := restoreMethodState(method, ck); err != nil {
 			return sum, fmt.Errorf("%s: %w", dir, err)
 		}
 		step, pos = ck.Step, ck.DataPos
@@ -181,7 +190,6 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 			}
 			return sum, err
 		}
-		r.Model.Step = uint64(step)
 		var lossSum float64
 		tokens := 0
 		t0 := time.Now()
@@ -197,7 +205,8 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 				pos++
 			}
 			tp := autograd.NewTape()
-			bl, err := r.batchLoss(tp, batch)
+			pass := &nn.Pass{Tape: tp, Training: true, Seed: MicroBatchSeed(cfg.Seed, step, micro)}
+			bl, err := r.batchLoss(pass, batch)
 			if err != nil {
 				return sum, err
 			}
@@ -206,7 +215,15 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 			}
 			lossSum += float64(bl.loss.Value.Data[0])
 			tokens += bl.tokens
-			tp.Backward(tp.Scale(bl.loss, 1/float32(cfg.GradAccum)))
+			loss := bl.loss
+			if lt, ok := method.(peft.LossTerm); ok {
+				extra, err := lt.ExtraLoss(pass)
+				if err != nil {
+					return sum, err
+				}
+				loss = tp.Add(loss, extra)
+			}
+			tp.Backward(tp.Scale(loss, 1/float32(cfg.GradAccum)))
 		}
 		lossVal := lossSum / float64(cfg.GradAccum)
 		var norm float64
@@ -223,9 +240,19 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 			return sum, fmt.Errorf("%w at step %d (loss %v, gradient norm %v); stopped without updating; last good checkpoint: %s",
 				ErrNonFinite, step+1, lossVal, norm, last)
 		}
+		if h, ok := method.(peft.GradHook); ok {
+			if err := h.BeforeUpdate(step); err != nil {
+				return sum, err
+			}
+		}
 		lr := sched.At(step)
 		opt.Step(lr)
 		opt.ZeroGrad()
+		if h, ok := method.(peft.StepHook); ok {
+			if err := h.AfterUpdate(step); err != nil {
+				return sum, err
+			}
+		}
 		step++
 		dt := time.Since(t0).Seconds()
 		sum.Tokens += tokens
@@ -302,6 +329,10 @@ func (r *Run) newOptimizer(cfg Config) (Optimizer, error) {
 func (r *Run) save(cfg Config, step int, pos int64, params nn.Params, opt Optimizer) (string, error) {
 	ck := &Checkpoint{Step: step, DataPos: pos, Epoch: int(pos / int64(len(r.Train))), Fingerprint: r.Fingerprint, Meta: r.Meta}
 	ck.Capture(params, opt)
+	if s, ok := r.Model.Active().Method.(peft.Stateful); ok {
+		st := s.TrainState()
+		ck.Method = &st
+	}
 	return SaveRotating(r.OutputDir, ck, cfg.Keep)
 }
 
@@ -315,30 +346,51 @@ type batchResult struct {
 	correct   int
 }
 
+// MicroBatchSeed is the pass seed of one micro-batch of a run: every
+// micro-batch of every update draws its own dropout masks, and a resumed
+// run draws the same ones again.
+func MicroBatchSeed(runSeed uint64, step, micro int) uint64 {
+	return runSeed ^ (uint64(step)*0x9E3779B97F4A7C15 + uint64(micro)*0xD1B54A32D192ED03 + 1)
+}
+
+// restoreMethodState hands a checkpoint's method state back to a stateful
+// method; a checkpoint must carry state exactly when the method keeps some.
+func restoreMethodState(method peft.Method, ck *Checkpoint) error {
+	s, ok := method.(peft.Stateful)
+	switch {
+	case ok && ck.Method == nil:
+		return fmt.Errorf("checkpoint has no state for the %s method", method.Config().Base().PeftType)
+	case !ok && ck.Method != nil:
+		return fmt.Errorf("checkpoint has method state, but the %s method keeps none", method.Config().Base().PeftType)
+	case ok:
+		return s.RestoreTrainState(*ck.Method)
+	}
+	return nil
+}
+
 // batchLoss is the mean loss of a batch under the run's objective.
-func (r *Run) batchLoss(tp *autograd.Tape, batch []data.Example) (batchResult, error) {
+func (r *Run) batchLoss(p *nn.Pass, batch []data.Example) (batchResult, error) {
 	ids, labels, mask, T := data.Batch(batch, 0)
 	in := llama.Input{IDs: ids, Batch: len(batch), T: T, Mask: mask}
 	if r.Classify {
-		return r.classifyLoss(tp, in, batch)
+		return r.classifyLoss(p, in, batch)
 	}
-	targets := ShiftLabels(labels, len(batch), T)
 	n := 0
-	for _, t := range targets {
-		if t != autograd.IgnoreIndex {
+	for i, l := range labels { // the rows that predict a label
+		if l != autograd.IgnoreIndex && i%T != 0 {
 			n++
 		}
 	}
 	if n == 0 {
 		return batchResult{}, nil
 	}
-	loss, err := r.Model.Base.Loss(tp, in, targets)
+	loss, err := r.Model.Base.Loss(p, in, labels)
 	return batchResult{loss: loss, n: n, tokens: n}, err
 }
 
 // classifyLoss is the classification head's mean cross-entropy over the
 // batch's sequences.
-func (r *Run) classifyLoss(tp *autograd.Tape, in llama.Input, batch []data.Example) (batchResult, error) {
+func (r *Run) classifyLoss(p *nn.Pass, in llama.Input, batch []data.Example) (batchResult, error) {
 	classes := make([]int, len(batch))
 	res := batchResult{n: len(batch)}
 	for i, e := range batch {
@@ -346,7 +398,7 @@ func (r *Run) classifyLoss(tp *autograd.Tape, in llama.Input, batch []data.Examp
 		res.tokens += len(e.IDs)
 	}
 	m := r.Model.Base
-	logits, err := m.ClassifyLogits(tp, in)
+	logits, err := m.ClassifyLogits(p, in)
 	if err != nil {
 		return res, err
 	}
@@ -365,25 +417,8 @@ func (r *Run) classifyLoss(tp *autograd.Tape, in llama.Input, batch []data.Examp
 			res.correct++
 		}
 	}
-	res.loss = tp.CrossEntropy(logits, classes)
+	res.loss = p.Tape.CrossEntropy(logits, classes)
 	return res, nil
-}
-
-// ShiftLabels turns Hugging Face labels (aligned with the ids) into
-// per-row targets: row t predicts labels[t+1]; the last row of each
-// sequence predicts nothing.
-func ShiftLabels(labels []int, batch, T int) []int {
-	tg := make([]int, len(labels))
-	for b := 0; b < batch; b++ {
-		for t := 0; t < T; t++ {
-			i := b*T + t
-			tg[i] = autograd.IgnoreIndex
-			if t+1 < T {
-				tg[i] = labels[i+1]
-			}
-		}
-	}
-	return tg
 }
 
 // evalLoss is the target-weighted mean loss over the eval set, without a
@@ -393,7 +428,7 @@ func (r *Run) evalLoss(cfg Config) (loss, acc float64, err error) {
 	var count, correct int
 	for i := 0; i < len(r.Eval); i += cfg.BatchSize {
 		batch := r.Eval[i:min(i+cfg.BatchSize, len(r.Eval))]
-		bl, err := r.batchLoss(nil, batch)
+		bl, err := r.batchLoss(&nn.Pass{}, batch)
 		if err != nil {
 			return 0, 0, err
 		}

@@ -2,10 +2,12 @@ package train
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 
 	"github.com/gopeft/gopeft/nn"
+	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/tensor"
 )
 
@@ -24,6 +26,9 @@ type Optimizer interface {
 	// parameter or buffer, when st belongs to another kind of optimizer or
 	// does not match the parameters' names and shapes.
 	LoadState(st *OptimizerState) error
+	// SetGroups gives the parameters of each group their own learning-rate
+	// scale and weight decay.
+	SetGroups(gs []peft.ParamGroup) error
 }
 
 // OptimizerState is an optimizer's resumable state, keyed by parameter name.
@@ -53,6 +58,8 @@ type stateful struct {
 	bufNames []string
 	bufs     [][]*tensor.Tensor // bufs[param][buffer]; nil until the first update
 	active   []bool             // scratch: which parameters this Step updates
+	lrScale  []float64          // per parameter: its learning rate over the schedule's
+	decayOf  []float64          // per parameter: its weight decay, NaN for the optimizer's
 }
 
 func newStateful(kind string, ps nn.Params, bufNames ...string) stateful {
@@ -69,7 +76,57 @@ func newStateful(kind string, ps nn.Params, bufNames ...string) stateful {
 		bufNames: bufNames,
 		bufs:     make([][]*tensor.Tensor, len(ps)),
 		active:   make([]bool, len(ps)),
+		lrScale:  filled(len(ps), 1),
+		decayOf:  filled(len(ps), math.NaN()),
 	}
+}
+
+func filled(n int, v float64) []float64 {
+	s := make([]float64, n)
+	for i := range s {
+		s[i] = v
+	}
+	return s
+}
+
+// SetGroups implements Optimizer. Every name must be a parameter the
+// optimizer trains, in one group at most.
+func (o *stateful) SetGroups(gs []peft.ParamGroup) error {
+	index := map[string]int{}
+	for i, p := range o.params {
+		index[p.Name] = i
+	}
+	lr, wd := filled(len(o.params), 1), filled(len(o.params), math.NaN())
+	in := map[string]string{}
+	for _, g := range gs {
+		if !(g.LRScale >= 0) || math.IsInf(g.LRScale, 0) || (g.WeightDecay != nil && !(*g.WeightDecay >= 0)) {
+			return fmt.Errorf("train: parameter group %q: learning-rate scale %v and weight decay must be finite and ≥ 0", g.Name, g.LRScale)
+		}
+		for _, name := range g.Params {
+			i, ok := index[name]
+			if !ok {
+				return fmt.Errorf("train: parameter group %q names %q, which is not trained", g.Name, name)
+			}
+			if other, dup := in[name]; dup {
+				return fmt.Errorf("train: parameter %q is in groups %q and %q", name, other, g.Name)
+			}
+			in[name] = g.Name
+			lr[i] = g.LRScale
+			if g.WeightDecay != nil {
+				wd[i] = *g.WeightDecay
+			}
+		}
+	}
+	o.lrScale, o.decayOf = lr, wd
+	return nil
+}
+
+// decay is parameter i's weight decay: its group's, or def.
+func (o *stateful) decay(i int, def float64) float64 {
+	if math.IsNaN(o.decayOf[i]) {
+		return def
+	}
+	return o.decayOf[i]
 }
 
 // Params returns the parameters the optimizer updates.

@@ -57,12 +57,12 @@ func NewSGD(ps nn.Params, cfg SGDConfig) (*SGD, error) {
 // Step applies one SGD update with learning rate lr.
 func (o *SGD) Step(lr float64) {
 	o.begin()
-	wd, mu := float32(o.cfg.WeightDecay), float32(o.cfg.Momentum)
-	damp, nlr := float32(1-o.cfg.Dampening), float32(-lr)
+	mu, damp := float32(o.cfg.Momentum), float32(1-o.cfg.Dampening)
 	forSegments(o.segs, func(_ int, s segment) {
 		if !o.active[s.p] {
 			return
 		}
+		wd, nlr := float32(o.decay(s.p, o.cfg.WeightDecay)), float32(-lr*o.lrScale[s.p])
 		v := o.params[s.p].Var
 		p, g := v.Value.F32()[s.lo:s.hi], v.Grad.F32()[s.lo:s.hi]
 		g = g[:len(p)]

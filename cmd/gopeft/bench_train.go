@@ -11,24 +11,24 @@ import (
 
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/train"
 )
 
 type trainBench struct {
-	Preset       string  `json:"preset"`
-	Method       string  `json:"method"`
-	Rank         int     `json:"rank,omitempty"`
-	Targets      string  `json:"targets,omitempty"`
-	Batch        int     `json:"batch"`
-	Seq          int     `json:"seq"`
-	Steps        int     `json:"steps"`
-	BF16         bool    `json:"bf16"`
-	Trainable    int     `json:"trainable_params"`
-	TokensPerSec float64 `json:"tokens_per_s"`
-	StepSeconds  float64 `json:"step_seconds"`
-	PeakRSSBytes int64   `json:"peak_rss_bytes"`
+	Preset       string         `json:"preset"`
+	Method       string         `json:"method"`
+	Peft         map[string]any `json:"peft,omitempty"` // the method's config keys as trained
+	Batch        int            `json:"batch"`
+	Seq          int            `json:"seq"`
+	Steps        int            `json:"steps"`
+	BF16         bool           `json:"bf16"`
+	Trainable    int            `json:"trainable_params"`
+	TokensPerSec float64        `json:"tokens_per_s"`
+	StepSeconds  float64        `json:"step_seconds"`
+	PeakRSSBytes int64          `json:"peak_rss_bytes"`
 }
 
 // newBenchTrainCmd measures training steps (forward, backward, optimizer)
@@ -37,6 +37,7 @@ func newBenchTrainCmd() *cobra.Command {
 	var b trainBench
 	var asJSON bool
 	var cpuProfile string
+	var mf *methodFlags
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Training tokens/s and peak memory of a preset with a method",
@@ -49,19 +50,18 @@ func newBenchTrainCmd() *cobra.Command {
 			if b.BF16 {
 				base.ToBF16()
 			}
-			method, err := peft.NewMethod(b.Method)
+			b.Peft = map[string]any{}
+			reg, err := mf.apply(b.Method, b.Peft)
 			if err != nil {
 				return err
 			}
-			cfg := map[string]any{}
-			if b.Method == "LORA" {
-				cfg = map[string]any{"r": b.Rank, "lora_alpha": 2 * b.Rank, "target_modules": splitList(b.Targets)}
-				if b.Targets == "all-linear" {
-					cfg["target_modules"] = b.Targets
-				}
+			b.Method = reg.Type
+			method := reg.New()
+			pj, err := json.Marshal(b.Peft)
+			if err != nil {
+				return err
 			}
-			pj, _ := json.Marshal(cfg)
-			if err := peft.UnmarshalConfig(pj, method.Config(), "bench"); err != nil {
+			if err := peft.DecodeConfig(pj, method.Config(), "bench", true); err != nil {
 				return err
 			}
 			pm := peft.Wrap(base)
@@ -81,10 +81,13 @@ func newBenchTrainCmd() *cobra.Command {
 			for i := range in.IDs {
 				in.IDs[i] = 3 + g.IntN(base.Config.VocabSize-3)
 			}
-			targets := llama.NextTokenTargets(in)
+			labels := llama.LMLabels(in)
+			micro := 0
 			step := func() error {
 				tp := autograd.NewTape()
-				loss, err := base.Loss(tp, in, targets)
+				micro++
+				pass := &nn.Pass{Tape: tp, Training: true, Seed: train.MicroBatchSeed(1, micro, 0)}
+				loss, err := base.Loss(pass, in, labels)
 				if err != nil {
 					return err
 				}
@@ -124,9 +127,8 @@ func newBenchTrainCmd() *cobra.Command {
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&b.Preset, "preset", "stories15M", fmt.Sprintf("model shape: one of %v", llama.PresetNames()))
-	fl.StringVar(&b.Method, "method", "LORA", "peft_type: LORA or FULL")
-	fl.IntVar(&b.Rank, "rank", 8, "LoRA rank")
-	fl.StringVar(&b.Targets, "targets", "q_proj,v_proj", "LoRA target modules (comma list or all-linear)")
+	fl.StringVar(&b.Method, "method", "LORA", methodUsage())
+	mf = registerMethodFlags(fl)
 	fl.IntVar(&b.Batch, "batch", 4, "sequences a step")
 	fl.IntVar(&b.Seq, "seq", 256, "tokens a sequence")
 	fl.IntVar(&b.Steps, "steps", 5, "measured steps (after one warm-up step)")

@@ -18,8 +18,6 @@ import (
 	"github.com/gopeft/gopeft/internal/atomicfile"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/peft"
-	"github.com/gopeft/gopeft/peft/full"
-	"github.com/gopeft/gopeft/peft/lora"
 	"github.com/gopeft/gopeft/tokenizer"
 	"github.com/gopeft/gopeft/train"
 )
@@ -27,10 +25,8 @@ import (
 func newTrainCmd() *cobra.Command {
 	var recipePath string
 	var resume bool
-	r := &Recipe{Method: lora.PeftType, Data: DataRecipe{Format: data.FormatAuto}}
-	var rank int
-	var alpha, dropout float64
-	var targets string
+	r := &Recipe{Method: "LORA", Data: DataRecipe{Format: data.FormatAuto}}
+	var mf *methodFlags
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Fine-tune a model with a PEFT method (or fully) on a dataset",
@@ -56,28 +52,17 @@ An interrupted run continues with --resume.`,
 					}
 				}
 			}
-			if r.Method == lora.PeftType {
-				if r.Peft == nil {
-					r.Peft = map[string]any{}
-				}
-				fl := cmd.Flags()
-				setIf := func(flag, key string, v any) {
-					if _, ok := r.Peft[key]; !ok || fl.Changed(flag) {
-						r.Peft[key] = v
-					}
-				}
-				setIf("rank", "r", rank)
-				setIf("alpha", "lora_alpha", alpha)
-				setIf("dropout", "lora_dropout", dropout)
-				if targets == "all-linear" {
-					setIf("targets", "target_modules", targets)
-				} else {
-					setIf("targets", "target_modules", splitList(targets))
-				}
+			if r.Peft == nil {
+				r.Peft = map[string]any{}
 			}
+			reg, err := mf.apply(r.Method, r.Peft)
+			if err != nil {
+				return err
+			}
+			r.Method = reg.Type
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 			defer stop()
-			_, err := runTrain(ctx, r, resume, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			_, err = runTrain(ctx, r, resume, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			return err
 		},
 	}
@@ -86,11 +71,8 @@ An interrupted run continues with --resume.`,
 	fl.StringVar(&r.Model, "model", "", "base checkpoint")
 	fl.StringVar(&r.Tokenizer, "tokenizer", "", "tokenizer (default: found beside the model)")
 	fl.BoolVar(&r.BF16, "bf16", false, "hold the frozen base in bfloat16")
-	fl.StringVar(&r.Method, "method", r.Method, "peft_type: LORA or FULL")
-	fl.IntVar(&rank, "rank", 8, "LoRA rank r")
-	fl.Float64Var(&alpha, "alpha", 16, "LoRA alpha")
-	fl.Float64Var(&dropout, "dropout", 0, "LoRA dropout")
-	fl.StringVar(&targets, "targets", "q_proj,v_proj", "target modules: comma list, or all-linear")
+	fl.StringVar(&r.Method, "method", r.Method, methodUsage())
+	mf = registerMethodFlags(fl)
 	fl.StringVar(&r.Data.Task, "task", "", "train a classification head on a GLUE task's train split instead of --data: "+strings.Join(eval.ClassificationTasks(), ", "))
 	fl.StringVar(&r.Data.DataDir, "data-dir", "", "folder the --task files are found in (default ../shared/data when it exists)")
 	fl.StringVar(&r.Data.Path, "data", "", "training data file")
@@ -169,16 +151,16 @@ func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, eva
 	if err != nil {
 		return train.Summary{}, err
 	}
-	if err := peft.UnmarshalConfig(pj, method.Config(), "recipe peft block"); err != nil {
+	if err := peft.DecodeConfig(pj, method.Config(), "recipe peft block", true); err != nil {
 		return train.Summary{}, err
 	}
 	bc := method.Config().Base()
 	bc.Seed = r.Train.Seed
 	bc.BaseModelNameOrPath = r.Model
-	if r.Data.Task != "" && r.Method != full.PeftType {
+	if r.Data.Task != "" {
 		// PEFT's SEQ_CLS: the head trains whole and is saved with the
-		// adapter (modules_to_save); full fine-tuning trains it as a base
-		// weight.
+		// adapter (modules_to_save); a method that trains the base's own
+		// weights (full fine-tuning) trains it in place.
 		bc.TaskType = peft.TaskSeqCls
 	}
 	pm := peft.Wrap(base)
@@ -211,12 +193,7 @@ func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, eva
 	if err != nil {
 		return sum, err
 	}
-	if r.Method == full.PeftType {
-		err = llama.SaveHF(base, r.Output)
-	} else {
-		err = pm.SaveAdapter(r.Output, peft.DefaultAdapter)
-	}
-	if err != nil {
+	if err := pm.Save(r.Output); err != nil {
 		return sum, err
 	}
 	// The metrics and plot sit beside the result.

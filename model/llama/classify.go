@@ -75,8 +75,8 @@ func LastTokenRows(in Input) ([]int, error) {
 
 // ClassifyLogits runs the decoder and the classification head on each
 // sequence's last real token: [Batch, numLabels] logits. With a recording
-// tape the result can be differentiated.
-func (m *Model) ClassifyLogits(tp *autograd.Tape, in Input) (*autograd.Var, error) {
+// tape in the pass the result can be differentiated.
+func (m *Model) ClassifyLogits(p *nn.Pass, in Input) (*autograd.Var, error) {
 	if m.Score == nil {
 		return nil, fmt.Errorf("llama: the model has no classification head (AddScoreHead, or load a SEQ_CLS adapter)")
 	}
@@ -84,9 +84,14 @@ func (m *Model) ClassifyLogits(tp *autograd.Tape, in Input) (*autograd.Var, erro
 	if err != nil {
 		return nil, err
 	}
-	h, err := m.Forward(tp, in)
+	h, p, _, err := m.forward(p, in)
 	if err != nil {
 		return nil, err
 	}
-	return m.Score.Forward(tp, tp.GatherRows(h, rows)), nil
+	if virtual := h.Value.Rows()/in.Batch - in.T; virtual > 0 {
+		for b := range rows { // the rows of the forward, virtual ones included
+			rows[b] += (b + 1) * virtual
+		}
+	}
+	return m.Score.Forward(p, p.Tape.GatherRows(h, rows)), nil
 }

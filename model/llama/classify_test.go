@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/nn"
 )
 
 func classifier(t testing.TB, labels int) *Model {
@@ -186,7 +187,7 @@ func BenchmarkClassifyStep(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		tp := autograd.NewTape()
-		lg, err := m.ClassifyLogits(tp, in)
+		lg, err := m.ClassifyLogits(&nn.Pass{Tape: tp, Training: true}, in)
 		if err != nil {
 			b.Fatal(err)
 		}

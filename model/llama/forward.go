@@ -3,6 +3,8 @@ package llama
 import (
 	"fmt"
 
+	"slices"
+
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/tensor"
@@ -44,15 +46,41 @@ func (in *Input) check(vocab int) error {
 }
 
 // Forward runs the decoder and returns the final normalised hidden states
-// [Batch·T, hidden]. With a recording tape the computation can be
-// differentiated; with nil it is plain inference.
-func (m *Model) Forward(tp *autograd.Tape, in Input) (*autograd.Var, error) {
+// of the input's rows [Batch·T, hidden]. The pass says whether the
+// computation is recorded for a backward (its tape), whether this is
+// training, its seed and which adapter each sequence runs; a nil pass is
+// inference with the model's default adapter. Virtual tokens that a hook
+// prepends are computed but not returned (ForwardVirtual returns them).
+func (m *Model) Forward(p *nn.Pass, in Input) (*autograd.Var, error) {
+	h, p, virtual, err := m.forward(p, in)
+	if err != nil || virtual == 0 {
+		return h, err
+	}
+	rows := make([]int, 0, in.Batch*in.T)
+	for b := 0; b < in.Batch; b++ {
+		for t := 0; t < in.T; t++ {
+			rows = append(rows, b*(virtual+in.T)+virtual+t)
+		}
+	}
+	return p.Tape.GatherRows(h, rows), nil
+}
+
+// ForwardVirtual is Forward that also returns the rows of the virtual
+// tokens a hook prepends: each sequence's virtual rows first, then its
+// own, [Batch·(virtual+T), hidden].
+func (m *Model) ForwardVirtual(p *nn.Pass, in Input) (h *autograd.Var, virtual int, err error) {
+	h, _, virtual, err = m.forward(p, in)
+	return h, virtual, err
+}
+
+func (m *Model) forward(p *nn.Pass, in Input) (*autograd.Var, *nn.Pass, int, error) {
 	cfg := &m.Config
 	if err := in.check(cfg.VocabSize); err != nil {
-		return nil, err
+		return nil, nil, 0, err
 	}
-	if in.Cache != nil && in.Cache.Len()+in.T > in.Cache.capacity {
-		return nil, fmt.Errorf("llama: %d cached + %d new tokens exceed the cache's %d positions", in.Cache.Len(), in.T, in.Cache.capacity)
+	p, err := p.Begin(in.Batch, m.Adapter)
+	if err != nil {
+		return nil, nil, 0, err
 	}
 	ids := in.IDs
 	if in.Mask != nil { // padding may hold any id: look up a valid one
@@ -63,37 +91,169 @@ func (m *Model) Forward(tp *autograd.Tape, in Input) (*autograd.Var, error) {
 			}
 		}
 	}
-	pos, keyMask := m.positions(in)
-	x := tp.Embedding(m.Embed, ids)
+	x := m.Embed.Lookup(p, ids)
+	// Virtual tokens and prefixes start a sequence: with a cache, only its
+	// first call adds them (the cache then holds them).
+	virtual := 0
+	var pre prefixes
+	if in.Cache == nil || in.Cache.Len() == 0 {
+		if x, in, virtual, err = m.prependVirtual(p, x, in); err != nil {
+			return nil, nil, 0, err
+		}
+		if pre, err = m.prefixes(p); err != nil {
+			return nil, nil, 0, err
+		}
+		if in.Cache != nil && virtual+pre.n > 0 {
+			// The capacity asked for stays free for the input's tokens.
+			in.Cache.grow(virtual + pre.n)
+			if pre.n > 0 {
+				in.Cache.startWith(pre)
+				pre = prefixes{} // read from the cache from here on
+			}
+		}
+	}
+	if in.Cache != nil && in.Cache.Len()+in.T > in.Cache.capacity {
+		return nil, nil, 0, fmt.Errorf("llama: %d cached + %d new tokens exceed the cache's %d positions", in.Cache.Len(), in.T, in.Cache.capacity)
+	}
+	pos, keyMask := m.positions(in, pre)
 	shape := autograd.AttnShape{Batch: in.Batch, T: in.T, Heads: cfg.NumAttentionHeads, KVHeads: cfg.NumKeyValueHeads, HeadDim: cfg.HeadSize()}
 	angles := m.rope.Angles(pos) // every layer rotates the same positions
 	for _, b := range m.Layers {
-		x = m.block(tp, b, x, angles, shape, keyMask, in.Cache)
+		var pk, pv *autograd.Var
+		if pre.n > 0 {
+			pk, pv = pre.k[b.Index], pre.v[b.Index]
+		}
+		x = m.block(p, b, x, angles, shape, keyMask, in.Cache, pk, pv)
 	}
 	if in.Cache != nil {
 		in.Cache.commit(in.T, in.Mask)
 	}
-	return tp.RMSNorm(x, m.Norm, float32(cfg.RMSNormEps)), nil
+	return m.Norm.Forward(p, x), p, virtual, nil
 }
 
-// positions gives each row its RoPE position (cached real tokens plus real
-// tokens before it) and the key mask over cached and new keys (nil when no
-// key is padding).
-func (m *Model) positions(in Input) ([]int, []bool) {
+// prependVirtual places the prompt hooks' virtual tokens before every
+// sequence: real for the sequences whose adapter owns them, padding for
+// the others. It returns the embeddings, the input with T and the mask
+// extended (IDs are left as they were: they have been looked up), and the
+// number of virtual tokens.
+func (m *Model) prependVirtual(p *nn.Pass, x *autograd.Var, in Input) (*autograd.Var, Input, int, error) {
+	var virt *autograd.Var
+	var owners []string // owner of each virtual token
+	for _, h := range m.Embed.Hooks {
+		if !p.Applies(h.Owner()) {
+			continue
+		}
+		v := h.VirtualTokens(p, m.Embed)
+		if v.Value.Cols() != m.Config.HiddenSize || len(v.Value.Shape) != 2 {
+			return nil, in, 0, fmt.Errorf("llama: virtual tokens of %s have shape %v, want [n, %d]", h.Owner(), v.Value.Shape, m.Config.HiddenSize)
+		}
+		for range v.Value.Rows() {
+			owners = append(owners, h.Owner())
+		}
+		if virt == nil {
+			virt = v
+		} else {
+			virt = p.Tape.ConcatSeq(virt, v, 1, false)
+		}
+	}
+	n := len(owners)
+	if n == 0 {
+		return x, in, 0, nil
+	}
+	T := n + in.T
+	mask := make([]bool, in.Batch*T)
+	padded := false
+	for b := 0; b < in.Batch; b++ {
+		for j, o := range owners {
+			mask[b*T+j] = p.Uses(o, b)
+			padded = padded || !mask[b*T+j]
+		}
+		for t := 0; t < in.T; t++ {
+			mask[b*T+n+t] = in.Mask == nil || in.Mask[b*in.T+t]
+		}
+	}
+	if in.Mask == nil && !padded {
+		mask = nil
+	}
+	in.T, in.Mask = T, mask
+	return p.Tape.ConcatSeq(virt, x, in.Batch, true), in, n, nil
+}
+
+// prefixes are every layer's key/value prefixes ([n, kvDim] each) and, per
+// sequence, which of the n rows it sees (batch × n, sequence-major).
+type prefixes struct {
+	n    int
+	k, v []*autograd.Var
+	seen []bool
+}
+
+// prefixes gathers the attention sites' prefix hooks. Every layer must
+// give the same rows: the real tokens' positions start after them.
+func (m *Model) prefixes(p *nn.Pass) (prefixes, error) {
+	var pre prefixes
+	kvDim := m.Config.KVDim()
+	for _, b := range m.Layers {
+		var k, v *autograd.Var
+		var owners []string
+		for _, h := range b.Attn.Hooks {
+			if !p.Applies(h.Owner()) {
+				continue
+			}
+			hk, hv := h.PrefixKV(p, b.Attn)
+			if len(hk.Value.Shape) != 2 || hk.Value.Cols() != kvDim || !tensor.SameShape(hk.Value.Shape, hv.Value.Shape) {
+				return pre, fmt.Errorf("llama: %s: prefix of %s has keys %v and values %v, want [n, %d] each", b.Attn.Name, h.Owner(), hk.Value.Shape, hv.Value.Shape, kvDim)
+			}
+			for range hk.Value.Rows() {
+				owners = append(owners, h.Owner())
+			}
+			if k == nil {
+				k, v = hk, hv
+			} else {
+				k, v = p.Tape.ConcatSeq(k, hk, 1, false), p.Tape.ConcatSeq(v, hv, 1, false)
+			}
+		}
+		seen := make([]bool, p.Batch()*len(owners))
+		for s := 0; s < p.Batch(); s++ {
+			for j, o := range owners {
+				seen[s*len(owners)+j] = p.Uses(o, s)
+			}
+		}
+		if b.Index > 0 && (len(owners) != pre.n || !slices.Equal(seen, pre.seen)) {
+			return pre, fmt.Errorf("llama: %s has %d prefix rows, layer 0 has %d: prefixes must cover every layer alike", b.Attn.Name, len(owners), pre.n)
+		}
+		pre.n, pre.seen = len(owners), seen
+		pre.k, pre.v = append(pre.k, k), append(pre.v, v)
+	}
+	return pre, nil
+}
+
+// positions gives each row its RoPE position (cached real tokens, prefix
+// rows it sees and real tokens before it) and the key mask over prefix,
+// cached and new keys (nil when every key is visible).
+func (m *Model) positions(in Input, pre prefixes) ([]int, []bool) {
 	pos := make([]int, in.Batch*in.T)
 	past := 0
 	if in.Cache != nil {
 		past = in.Cache.Len()
 	}
-	padded := in.Mask != nil || (in.Cache != nil && in.Cache.padded)
+	padded := in.Mask != nil || (in.Cache != nil && in.Cache.padded) || slices.Contains(pre.seen, false)
 	var keyMask []bool
 	if padded {
-		keyMask = make([]bool, 0, in.Batch*(past+in.T))
+		keyMask = make([]bool, 0, in.Batch*(pre.n+past+in.T))
 	}
 	for b := 0; b < in.Batch; b++ {
 		n := 0
+		seen := pre.seen[b*pre.n : (b+1)*pre.n]
+		for _, s := range seen {
+			if s {
+				n++
+			}
+		}
+		if padded {
+			keyMask = append(keyMask, seen...)
+		}
 		if in.Cache != nil {
-			n = in.Cache.real[b]
+			n += in.Cache.real[b]
 			if padded {
 				keyMask = append(keyMask, in.Cache.mask[b][:past]...)
 			}
@@ -113,92 +273,99 @@ func (m *Model) positions(in Input) ([]int, []bool) {
 	return pos, keyMask
 }
 
-func (m *Model) block(tp *autograd.Tape, b *Block, x *autograd.Var, angles *autograd.RoPEAngles, shape autograd.AttnShape, keyMask []bool, cache *KVCache) *autograd.Var {
-	eps := float32(m.Config.RMSNormEps)
-	h := tp.RMSNorm(x, b.InputNorm, eps)
-	qkv := linears(tp, h, b.Q, b.K, b.V)
+func (m *Model) block(p *nn.Pass, b *Block, x *autograd.Var, angles *autograd.RoPEAngles, shape autograd.AttnShape, keyMask []bool, cache *KVCache, pk, pv *autograd.Var) *autograd.Var {
+	tp := p.Tape
+	h := b.InputNorm.Forward(p, x)
+	qkv := linears(p, h, b.Q, b.K, b.V)
 	q := tp.RoPEAt(qkv[0], shape.Heads, angles)
 	k := tp.RoPEAt(qkv[1], shape.KVHeads, angles)
 	v := qkv[2]
-	var pk, pv *autograd.Var
-	switch {
-	case cache != nil:
+	if cache != nil {
 		pk, pv = cache.prefix(b.Index)
 		shape.PrefixPerBatch, shape.PrefixLen = true, cache.length
 		cache.append(b.Index, k.Value, v.Value)
-	case b.PrefixKV != nil:
-		pk, pv = b.PrefixKV(tp, shape.Batch)
 	}
-	attn := b.O.Forward(tp, tp.Attention(q, k, v, pk, pv, shape, keyMask))
-	if b.AfterAttention != nil {
-		attn = b.AfterAttention(tp, h, attn)
-	}
-	x = tp.Add(x, attn)
-	u := tp.RMSNorm(x, b.PostAttentionNorm, eps)
-	gu := linears(tp, u, b.Gate, b.Up)
-	ffn := b.Down.Forward(tp, tp.SwiGLU(gu[0], gu[1]))
-	if b.AfterFFN != nil {
-		ffn = b.AfterFFN(tp, u, ffn)
-	}
-	return tp.Add(x, ffn)
+	attn := b.O.Forward(p, tp.Attention(q, k, v, pk, pv, shape, keyMask))
+	x = tp.Add(x, b.AttnOut.Forward(p, x, h, attn))
+	u := b.PostAttentionNorm.Forward(p, x)
+	gu := linears(p, u, b.Gate, b.Up)
+	ffn := b.Down.Forward(p, tp.SwiGLU(gu[0], gu[1]))
+	return tp.Add(x, b.MLPOut.Forward(p, x, u, ffn))
 }
 
 // linears applies several layers to the same input: as one autograd
 // Linears (whose few-row products share one split over the threads) when
-// every layer is a plain weight, else layer by layer.
-func linears(tp *autograd.Tape, x *autograd.Var, ls ...*nn.Linear) []*autograd.Var {
+// every layer is a plain weight in this pass, else layer by layer.
+func linears(p *nn.Pass, x *autograd.Var, ls ...*nn.Linear) []*autograd.Var {
 	ws := make([]*autograd.Var, len(ls))
 	for i, l := range ls {
-		if len(l.Deltas) > 0 || l.Bias != nil {
+		w, ok := l.Plain(p)
+		if !ok {
 			out := make([]*autograd.Var, len(ls))
 			for j, l := range ls {
-				out[j] = l.Forward(tp, x)
+				out[j] = l.Forward(p, x)
 			}
 			return out
 		}
-		ws[i] = l.Weight
+		ws[i] = w
 	}
-	return tp.Linears(x, ws...)
+	return p.Tape.Linears(x, ws...)
 }
 
-// Logits returns the LM head's output for the given hidden rows.
-func (m *Model) Logits(tp *autograd.Tape, hidden *autograd.Var) *autograd.Var {
-	return m.LMHead.Forward(tp, hidden)
+// Logits returns the LM head's output for the given hidden rows: one row a
+// sequence of the pass, or any rows when the pass runs one adapter.
+func (m *Model) Logits(p *nn.Pass, hidden *autograd.Var) *autograd.Var {
+	p, err := p.Begin(hidden.Value.Rows(), m.Adapter)
+	if err != nil {
+		panic(err) // a caller's bug: the pass was built for another batch
+	}
+	return m.LMHead.Forward(p, hidden)
 }
 
-// Loss is the mean next-token cross-entropy of a batch: targets[i] is the
-// token row i should predict, or autograd.IgnoreIndex. The LM head and the
+// Loss is the mean next-token cross-entropy of a batch. labels are aligned
+// with the ids, as Hugging Face's are: row t is trained to predict
+// labels[t+1], and autograd.IgnoreIndex (-100) marks tokens not to predict;
+// padding rows predict nothing. Virtual tokens get label -100, so the last
+// one predicts the sequence's first label, as in PEFT. The LM head and the
 // softmax are fused so the rows × vocab logits are never held at once; a
-// head with deltas (a trained or adapted lm_head) is computed in full.
-func (m *Model) Loss(tp *autograd.Tape, in Input, targets []int) (*autograd.Var, error) {
-	if len(targets) != len(in.IDs) {
-		return nil, fmt.Errorf("llama: %d targets for %d tokens", len(targets), len(in.IDs))
+// head with hooks or a bias is computed in full.
+func (m *Model) Loss(p *nn.Pass, in Input, labels []int) (*autograd.Var, error) {
+	if len(labels) != len(in.IDs) {
+		return nil, fmt.Errorf("llama: %d labels for %d tokens", len(labels), len(in.IDs))
 	}
-	h, err := m.Forward(tp, in)
+	h, p, virtual, err := m.forward(p, in)
 	if err != nil {
 		return nil, err
 	}
-	if len(m.LMHead.Deltas) > 0 || m.LMHead.Bias != nil {
-		return tp.CrossEntropy(m.Logits(tp, h), targets), nil
-	}
-	return tp.LMHeadCrossEntropy(h, m.LMHead.Weight, targets, 64), nil
-}
-
-// NextTokenTargets shifts a batch's ids left by one within each sequence:
-// row t predicts token t+1; the last row of each sequence and padding
-// predict nothing.
-func NextTokenTargets(in Input) []int {
-	tg := make([]int, len(in.IDs))
+	T := virtual + in.T
+	targets := make([]int, in.Batch*T)
 	for b := 0; b < in.Batch; b++ {
-		for t := 0; t < in.T; t++ {
-			i := b*in.T + t
-			tg[i] = autograd.IgnoreIndex
-			if t+1 < in.T && (in.Mask == nil || (in.Mask[i] && in.Mask[i+1])) {
-				tg[i] = in.IDs[i+1]
+		for t := 0; t < T; t++ {
+			i, next := b*T+t, t+1-virtual // next: the input position row t predicts
+			targets[i] = autograd.IgnoreIndex
+			real := t < virtual || in.Mask == nil || in.Mask[b*in.T+t-virtual]
+			if real && next >= 0 && next < in.T {
+				targets[i] = labels[b*in.T+next]
 			}
 		}
 	}
-	return tg
+	if w, ok := m.LMHead.Plain(p); ok {
+		return p.Tape.LMHeadCrossEntropy(h, w, targets, 64), nil
+	}
+	return p.Tape.CrossEntropy(m.LMHead.Forward(p, h), targets), nil
+}
+
+// LMLabels are the labels of plain language modelling: each real token is
+// its own label, padding IgnoreIndex.
+func LMLabels(in Input) []int {
+	labels := make([]int, len(in.IDs))
+	for i, id := range in.IDs {
+		labels[i] = id
+		if in.Mask != nil && !in.Mask[i] {
+			labels[i] = autograd.IgnoreIndex
+		}
+	}
+	return labels
 }
 
 // KVCache keeps each layer's keys (after RoPE) and values for incremental
@@ -250,6 +417,37 @@ func (c *KVCache) append(l int, k, v *tensor.Tensor) {
 		copy(c.k[l][dst:dst+t*c.kvDim], k.Data[src:src+t*c.kvDim])
 		copy(c.v[l][dst:dst+t*c.kvDim], v.Data[src:src+t*c.kvDim])
 	}
+}
+
+// grow makes room for extra more positions in an empty cache.
+func (c *KVCache) grow(extra int) {
+	c.capacity += extra
+	for l := range c.k {
+		c.k[l] = make([]float32, c.batch*c.capacity*c.kvDim)
+		c.v[l] = make([]float32, c.batch*c.capacity*c.kvDim)
+	}
+	for b := range c.mask {
+		c.mask[b] = make([]bool, c.capacity)
+	}
+}
+
+// startWith stores every layer's prefix as the first positions of an empty
+// cache: each sequence the rows it sees, the others as padding.
+func (c *KVCache) startWith(pre prefixes) {
+	for l := range c.k {
+		c.append(l, repeatRows(pre.k[l].Value, c.batch), repeatRows(pre.v[l].Value, c.batch))
+	}
+	c.commit(pre.n, pre.seen)
+}
+
+// repeatRows stacks n copies of t's rows.
+func repeatRows(t *tensor.Tensor, n int) *tensor.Tensor {
+	src := t.F32()
+	out := tensor.New(n*t.Rows(), t.Cols())
+	for i := 0; i < n; i++ {
+		copy(out.Data[i*len(src):], src)
+	}
+	return out
 }
 
 // commit advances the cache by t positions once every layer has appended.

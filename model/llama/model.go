@@ -13,11 +13,11 @@ import (
 // PEFT methods and full fine-tuning mark what they train.
 type Model struct {
 	Config Config
-	Embed  *autograd.Var // model.embed_tokens.weight [vocab, hidden]
+	Embed  *nn.Embedding // model.embed_tokens [vocab, hidden]
 	Layers []*Block
-	Norm   *autograd.Var // model.norm.weight [hidden]
+	Norm   *nn.RMSNorm // model.norm [hidden]
 	// LMHead is lm_head [vocab, hidden]; with tied embeddings its weight is
-	// Embed itself.
+	// the embedding's.
 	LMHead *nn.Linear
 	// Score is the optional sequence-classification head "score"
 	// [num_labels, hidden] (LlamaForSequenceClassification's); nil for a
@@ -26,32 +26,32 @@ type Model struct {
 	// StopAtBOS ends generation at a BOS token too: llama2.c's models
 	// delimit stories with BOS.
 	StopAtBOS bool
+	// Adapter is the adapter a pass that names none runs (the active
+	// adapter of peft.Model); "" runs the base alone.
+	Adapter string
 
 	rope *autograd.RoPE
 }
 
 // Block is one decoder layer: h = x + o(Attn(RMSNorm(x))), out = h +
-// down(silu(gate(u)) ⊙ up(u)) with u = RMSNorm(h).
+// down(silu(gate(u)) ⊙ up(u)) with u = RMSNorm(h). Each part is a hook
+// site (nn's doc lists them): the norms, the seven Linears, the attention
+// (key/value prefixes) and the two sublayers' outputs.
 type Block struct {
 	Index                        int
-	InputNorm, PostAttentionNorm *autograd.Var
+	InputNorm, PostAttentionNorm *nn.RMSNorm
 	Q, K, V, O, Gate, Up, Down   *nn.Linear
-	// Hooks run after the attention and after the feed-forward sublayer
-	// (serial and parallel adapters); PrefixKV supplies extra keys and values
-	// (prefix tuning). All nil in a plain model.
-	AfterAttention, AfterFFN BlockHook
-	PrefixKV                 func(tp *autograd.Tape, batch int) (k, v *autograd.Var)
+	Attn                         *nn.Attention // model.layers.i.self_attn: prefixes
+	AttnOut, MLPOut              *nn.Sublayer  // after self_attn and after mlp
 }
-
-// BlockHook adapts a sublayer: given the sublayer's input and output it
-// returns the output to add to the residual stream.
-type BlockHook func(tp *autograd.Tape, in, out *autograd.Var) *autograd.Var
 
 // Tensor names, as Hugging Face's LlamaForCausalLM state dict has them.
 const (
-	NameEmbed  = "model.embed_tokens.weight"
-	NameNorm   = "model.norm.weight"
-	NameLMHead = "lm_head.weight"
+	ModuleEmbed = "model.embed_tokens"
+	ModuleNorm  = "model.norm"
+	NameEmbed   = ModuleEmbed + ".weight"
+	NameNorm    = ModuleNorm + ".weight"
+	NameLMHead  = "lm_head.weight"
 )
 
 func layerName(i int, suffix string) string { return fmt.Sprintf("model.layers.%d.%s", i, suffix) }
@@ -107,9 +107,13 @@ func New(cfg Config, tensors map[string]*tensor.Tensor, source string) (*Model, 
 		}
 	}
 	frozen := func(name string) *autograd.Var { return autograd.Param(name, tensors[name], false) }
-	m := &Model{Config: cfg, Embed: frozen(NameEmbed), Norm: frozen(NameNorm)}
+	eps := float32(cfg.RMSNormEps)
+	norm := func(module string) *nn.RMSNorm {
+		return &nn.RMSNorm{Name: module, Weight: frozen(module + ".weight"), Eps: eps}
+	}
+	m := &Model{Config: cfg, Embed: &nn.Embedding{Name: ModuleEmbed, Weight: frozen(NameEmbed)}, Norm: norm(ModuleNorm)}
 	if cfg.TieWordEmbeddings {
-		m.LMHead = nn.NewLinear("lm_head", m.Embed, nil)
+		m.LMHead = nn.NewLinear("lm_head", m.Embed.Weight, nil)
 	} else {
 		m.LMHead = nn.NewLinear("lm_head", frozen(NameLMHead), nil)
 	}
@@ -120,9 +124,12 @@ func New(cfg Config, tensors map[string]*tensor.Tensor, source string) (*Model, 
 		}
 		m.Layers = append(m.Layers, &Block{
 			Index:             i,
-			InputNorm:         frozen(layerName(i, "input_layernorm.weight")),
-			PostAttentionNorm: frozen(layerName(i, "post_attention_layernorm.weight")),
+			InputNorm:         norm(layerName(i, "input_layernorm")),
+			PostAttentionNorm: norm(layerName(i, "post_attention_layernorm")),
 			Q:                 lin[0], K: lin[1], V: lin[2], O: lin[3], Gate: lin[4], Up: lin[5], Down: lin[6],
+			Attn:              &nn.Attention{Name: layerName(i, "self_attn"), Layer: i},
+			AttnOut:           &nn.Sublayer{Name: layerName(i, "self_attn")},
+			MLPOut:            &nn.Sublayer{Name: layerName(i, "mlp")},
 		})
 	}
 	if t, ok := tensors[NameScore]; ok {
@@ -135,16 +142,15 @@ func New(cfg Config, tensors map[string]*tensor.Tensor, source string) (*Model, 
 // Params lists the base model's parameters under their Hugging Face names,
 // in state-dict order. A tied LM head is listed once, as the embedding.
 func (m *Model) Params() nn.Params {
-	ps := nn.Params{{Name: NameEmbed, Var: m.Embed}}
+	ps := nn.Params{{Name: NameEmbed, Var: m.Embed.Weight}}
 	for _, b := range m.Layers {
-		i := b.Index
-		ps = append(ps, nn.Param{Name: layerName(i, "input_layernorm.weight"), Var: b.InputNorm})
+		ps = append(ps, nn.Param{Name: b.InputNorm.Name + ".weight", Var: b.InputNorm.Weight})
 		for _, l := range b.Linears() {
 			ps = append(ps, nn.Param{Name: l.Name + ".weight", Var: l.Weight})
 		}
-		ps = append(ps, nn.Param{Name: layerName(i, "post_attention_layernorm.weight"), Var: b.PostAttentionNorm})
+		ps = append(ps, nn.Param{Name: b.PostAttentionNorm.Name + ".weight", Var: b.PostAttentionNorm.Weight})
 	}
-	ps = append(ps, nn.Param{Name: NameNorm, Var: m.Norm})
+	ps = append(ps, nn.Param{Name: NameNorm, Var: m.Norm.Weight})
 	if !m.Config.TieWordEmbeddings {
 		ps = append(ps, nn.Param{Name: NameLMHead, Var: m.LMHead.Weight})
 	}
@@ -171,6 +177,19 @@ func (m *Model) Linears() []*nn.Linear {
 		ls = append(ls, m.Score)
 	}
 	return ls
+}
+
+// Sites lists every hook site of the model by its Hugging Face module
+// name, in model order.
+func (m *Model) Sites() nn.Sites {
+	s := nn.Sites{Linears: m.Linears(), Embeddings: []*nn.Embedding{m.Embed}}
+	for _, b := range m.Layers {
+		s.Norms = append(s.Norms, b.InputNorm, b.PostAttentionNorm)
+		s.Attentions = append(s.Attentions, b.Attn)
+		s.Sublayers = append(s.Sublayers, b.AttnOut, b.MLPOut)
+	}
+	s.Norms = append(s.Norms, m.Norm)
+	return s
 }
 
 // IsOutput reports whether l is one of the model's output layers (the LM

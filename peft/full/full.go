@@ -7,6 +7,7 @@ package full
 import (
 	"fmt"
 
+	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/tensor"
@@ -15,7 +16,7 @@ import (
 // PeftType names full fine-tuning in recipes (PEFT has no such type).
 const PeftType = "FULL"
 
-func init() { peft.Register(PeftType, func() peft.Method { return New() }) }
+func init() { peft.Register(peft.Registration{Type: PeftType, New: func() peft.Method { return New() }}) }
 
 // Config has no keys of its own.
 type Config struct{ peft.BaseConfig }
@@ -51,3 +52,7 @@ func (m *Method) Merge(*peft.Adapter) error { return nil }
 
 // Unmerge implements peft.Merger.
 func (m *Method) Unmerge(*peft.Adapter) error { return nil }
+
+// SaveModel implements peft.WholeModel: the result is a Hugging Face model
+// directory.
+func (m *Method) SaveModel(pm *peft.Model, dir string) error { return llama.SaveHF(pm.Base, dir) }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
 )
 
@@ -32,7 +33,7 @@ func TestFullTrainsEveryBaseTensor(t *testing.T) {
 	}
 	in := llama.Input{IDs: []int{1, 4, 5, 6, 7}, Batch: 1, T: 5}
 	tp := autograd.NewTape()
-	loss, err := m.Loss(tp, in, llama.NextTokenTargets(in))
+	loss, err := m.Loss(&nn.Pass{Tape: tp, Training: true}, in, llama.LMLabels(in))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,13 +5,10 @@
 package lora
 
 import (
-	"encoding/json"
 	"fmt"
-	"maps"
-	"math"
-	"slices"
 
 	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/peft/lowrank"
 )
 
 // PeftType is LoRA's peft_type.
@@ -33,45 +30,15 @@ type Config struct {
 	LoraBias        bool               `json:"lora_bias"`
 }
 
-// Init is init_lora_weights: true (Kaiming-uniform A, zero B), "gaussian"
-// (A ~ N(0, 1/r), zero B) or false (random A and B: not an identity start,
-// for tests).
-type Init string
+// Init is init_lora_weights (see lowrank.Init).
+type Init = lowrank.Init
 
+// The initialisations of init_lora_weights.
 const (
-	InitDefault  Init = "true"
-	InitGaussian Init = "gaussian"
-	InitRandom   Init = "false"
+	InitDefault  = lowrank.InitDefault
+	InitGaussian = lowrank.InitGaussian
+	InitRandom   = lowrank.InitRandom
 )
-
-// UnmarshalJSON accepts a bool or a string.
-func (i *Init) UnmarshalJSON(b []byte) error {
-	var on bool
-	if err := json.Unmarshal(b, &on); err == nil {
-		*i = InitRandom
-		if on {
-			*i = InitDefault
-		}
-		return nil
-	}
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("init_lora_weights: want a bool or a string, got %s", b)
-	}
-	*i = Init(s)
-	return nil
-}
-
-// MarshalJSON writes booleans as booleans, as PEFT does.
-func (i Init) MarshalJSON() ([]byte, error) {
-	switch i {
-	case InitDefault, "":
-		return []byte("true"), nil
-	case InitRandom:
-		return []byte("false"), nil
-	}
-	return json.Marshal(string(i))
-}
 
 // NewConfig returns PEFT's LoRA defaults for a causal LM: r 8, alpha 8, no
 // dropout, q_proj and v_proj.
@@ -100,10 +67,8 @@ func (c *Config) Validate() error {
 	case c.LoraBias:
 		return fmt.Errorf("lora: lora_bias is not supported yet")
 	}
-	switch c.InitLoraWeights {
-	case InitDefault, InitGaussian, InitRandom, "":
-	default:
-		return fmt.Errorf("lora: init_lora_weights %q is not supported (true, false, \"gaussian\")", c.InitLoraWeights)
+	if err := c.InitLoraWeights.Validate(); err != nil {
+		return fmt.Errorf("lora: %w", err)
 	}
 	for k, r := range c.RankPattern {
 		if r <= 0 {
@@ -115,22 +80,8 @@ func (c *Config) Validate() error {
 
 // rankAlpha resolves a module's rank and alpha through the patterns.
 func (c *Config) rankAlpha(module string) (int, float64) {
-	r, alpha := c.R, c.LoraAlpha
-	if k, ok := peft.PatternKey(keys(c.RankPattern), module); ok {
-		r = c.RankPattern[k]
-	}
-	if k, ok := peft.PatternKey(keys(c.AlphaPattern), module); ok {
-		alpha = c.AlphaPattern[k]
-	}
-	return r, alpha
+	return lowrank.RankAlpha(module, c.R, c.LoraAlpha, c.RankPattern, c.AlphaPattern)
 }
 
 // Scale is s for a rank and alpha: alpha/r, or alpha/√r with rsLoRA.
-func (c *Config) Scale(r int, alpha float64) float64 {
-	if c.UseRSLoRA {
-		return alpha / math.Sqrt(float64(r))
-	}
-	return alpha / float64(r)
-}
-
-func keys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+func (c *Config) Scale(r int, alpha float64) float64 { return lowrank.Scale(r, alpha, c.UseRSLoRA) }

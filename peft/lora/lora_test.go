@@ -14,6 +14,7 @@ import (
 	"github.com/gopeft/gopeft/internal/shared"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
 )
 
@@ -57,7 +58,7 @@ func TestGoldenLossAndGradients(t *testing.T) {
 	}
 	in := batchOf(exp.Tokens)
 	tp := autograd.NewTape()
-	loss, err := pm.Base.Loss(tp, in, llama.NextTokenTargets(in))
+	loss, err := pm.Base.Loss(&nn.Pass{Tape: tp, Training: true}, in, llama.LMLabels(in))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +270,7 @@ func TestTargetingRules(t *testing.T) {
 	}
 	for _, c := range cases {
 		cfg := NewConfig()
-		if err := peft.UnmarshalConfig([]byte(c.json), cfg, "test.json"); err != nil {
+		if err := peft.DecodeConfig([]byte(c.json), cfg, "test.json", false); err != nil {
 			t.Fatal(err)
 		}
 		pm := smallModel(t)
@@ -309,11 +310,11 @@ func TestRankAlphaPatternsAndRSLoRA(t *testing.T) {
 		if ly.linear.Name == "model.layers.0.self_attn.q_proj" {
 			alpha = 3
 		}
-		if ly.A.Value.Shape[0] != r || ly.B.Value.Shape[1] != r {
-			t.Errorf("%s: rank %d, want %d", ly.linear.Name, ly.A.Value.Shape[0], r)
+		if ly.f.A.Value.Shape[0] != r || ly.f.B.Value.Shape[1] != r {
+			t.Errorf("%s: rank %d, want %d", ly.linear.Name, ly.f.A.Value.Shape[0], r)
 		}
-		if want := float32(alpha / math.Sqrt(float64(r))); ly.scale != want {
-			t.Errorf("%s: scale %v, want alpha/√r = %v", ly.linear.Name, ly.scale, want)
+		if want := float32(alpha / math.Sqrt(float64(r))); ly.f.Scale != want {
+			t.Errorf("%s: scale %v, want alpha/√r = %v", ly.linear.Name, ly.f.Scale, want)
 		}
 	}
 }
