@@ -312,10 +312,15 @@ func linears(p *nn.Pass, x *autograd.Var, ls ...*nn.Linear) []*autograd.Var {
 	return p.Tape.Linears(x, ws...)
 }
 
-// Logits returns the LM head's output for the given hidden rows: one row a
-// sequence of the pass, or any rows when the pass runs one adapter.
+// Logits returns the LM head's output for the given hidden rows: the
+// pass's sequences' rows, sequence by sequence (as Forward returns them),
+// or any rows when the pass runs one adapter.
 func (m *Model) Logits(p *nn.Pass, hidden *autograd.Var) *autograd.Var {
-	p, err := p.Begin(hidden.Value.Rows(), m.Adapter)
+	batch := hidden.Value.Rows()
+	if p != nil && len(p.Adapters) > 1 {
+		batch = len(p.Adapters)
+	}
+	p, err := p.Begin(batch, m.Adapter)
 	if err != nil {
 		panic(err) // a caller's bug: the pass was built for another batch
 	}
