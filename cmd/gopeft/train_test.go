@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -33,7 +35,7 @@ func trainArgs(t *testing.T, out string, steps int) []string {
 	model := shared.Path(t, "data/models/stories260K/stories260K.bin")
 	text := shared.Path(t, "data/text/tinyshakespeare.txt")
 	return []string{"train", "--model", model, "--data", text, "--format", "text", "--seq-len", "32", "--limit", "64",
-		"--steps", itoa(steps), "--batch", "4", "--lr", "3e-3", "--dropout", "0.1", "--targets", "all-linear",
+		"--steps", itoa(steps), "--batch", "4", "--grad-accum", "2", "--lr", "3e-3", "--dropout", "0.1", "--targets", "all-linear",
 		"--save-every", "3", "--output", out}
 }
 
@@ -175,6 +177,51 @@ output: `+filepath.Join(dir, "out")+`
 	_, err = run(t, "train", "--model", model, "--data", alpaca, "--targets", "qproj", "--steps", "1", "--limit", "4", "--output", filepath.Join(dir, "x"))
 	if err == nil || !strings.Contains(err.Error(), "q_proj") {
 		t.Errorf("bad targets: %v", err)
+	}
+}
+
+// Methods are reached through their registrations: names in any case, the
+// method's own flags, a typo in the peft block named, and full fine-tuning
+// counting each parameter once.
+func TestTrainMethodsByRegistration(t *testing.T) {
+	model := shared.Path(t, "data/models/stories260K/stories260K.bin")
+	text := shared.Path(t, "data/text/tinyshakespeare.txt")
+	dir := t.TempDir()
+	common := []string{"--model", model, "--data", text, "--format", "text", "--seq-len", "32", "--limit", "8", "--steps", "1", "--batch", "2"}
+	out := filepath.Join(dir, "lower")
+	if _, err := run(t, append([]string{"train", "--method", "lora", "--rank", "2", "--targets", "all-linear", "--output", out}, common...)...); err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		PeftType string `json:"peft_type"`
+		R        int    `json:"r"`
+		Targets  any    `json:"target_modules"`
+	}
+	b, _ := os.ReadFile(filepath.Join(out, "adapter_config.json"))
+	if err := json.Unmarshal(b, &cfg); err != nil || cfg.PeftType != "LORA" || cfg.R != 2 || cfg.Targets != "all-linear" {
+		t.Errorf("--method lora --rank 2 --targets all-linear wrote %s (%v)", b, err)
+	}
+	// A flag the method does not have is refused, naming the method's own.
+	_, err := run(t, append([]string{"train", "--method", "full", "--rank", "4", "--output", filepath.Join(dir, "f")}, common...)...)
+	if err == nil || !strings.Contains(err.Error(), "--rank is not a setting of method FULL") {
+		t.Errorf("--rank with FULL: %v", err)
+	}
+	// A typo inside the peft block is an error naming the key.
+	recipe := filepath.Join(dir, "typo.yaml")
+	os.WriteFile(recipe, []byte("method: lora\npeft:\n  rnak: 16\n"), 0o644)
+	_, err = run(t, append([]string{"train", "--config", recipe, "--output", filepath.Join(dir, "t")}, common...)...)
+	if err == nil || !strings.Contains(err.Error(), `unknown key "rnak"`) {
+		t.Errorf("peft block typo: %v", err)
+	}
+	// Full fine-tuning: every parameter trainable, each counted once.
+	line, err := run(t, append([]string{"train", "--method", "Full", "--output", filepath.Join(dir, "full")}, common...)...)
+	if err != nil || !strings.Contains(line, "trainable%: 100.0000") {
+		t.Errorf("FULL: %v\n%s", err, line)
+	}
+	// bench train reports the rank it trained.
+	js, err := run(t, "bench", "train", "--preset", "stories15M", "--method", "lora", "--rank", "16", "--batch", "1", "--seq", "8", "--steps", "1", "--json")
+	if err != nil || !strings.Contains(js, `"r": 16`) || !strings.Contains(js, fmt.Sprintf(`"trainable_params": %d`, 6*2*16*(288+288))) {
+		t.Errorf("bench train --rank 16: %v\n%s", err, js)
 	}
 }
 

@@ -1,0 +1,174 @@
+package train_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"testing"
+
+	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/data"
+	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/nn"
+	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/peft/lora"
+	"github.com/gopeft/gopeft/tensor"
+	"github.com/gopeft/gopeft/train"
+)
+
+// lifecycle is LoRA with every part of the trainer's lifecycle: it records
+// the dropout mask each micro-batch's pass draws (through its extra loss
+// term, a small L2 penalty on the B factors), zeroes one tensor's gradient
+// before each update, trains another at learning rate 0, and counts its
+// updates in checkpointed state.
+type lifecycle struct {
+	*lora.Method
+	masks   []string // each micro-batch's mask, in order
+	updates float64
+	params  nn.Params
+}
+
+func (m *lifecycle) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
+	ps, err := m.Method.Attach(pm, a)
+	m.params = ps
+	return ps, err
+}
+
+func (m *lifecycle) ExtraLoss(p *nn.Pass) (*autograd.Var, error) {
+	ones := tensor.New(64)
+	for i := range ones.Data {
+		ones.Data[i] = 1
+	}
+	kept := p.Dropout(autograd.Const(ones), 0.5, "probe").Value.Data
+	m.masks = append(m.masks, fmt.Sprint(kept))
+	var l2 *autograd.Var
+	for _, q := range m.params {
+		if q.Var.Value.Shape[1] == m.Cfg.R { // a B factor [out, r]
+			sq := p.Tape.Sum(p.Tape.Mul(q.Var, q.Var))
+			if l2 == nil {
+				l2 = sq
+			} else {
+				l2 = p.Tape.Add(l2, sq)
+			}
+		}
+	}
+	return p.Tape.Scale(l2, 1e-3), nil
+}
+
+func (m *lifecycle) BeforeUpdate(int) error {
+	m.params[0].Var.Grad.Zero()
+	return nil
+}
+
+func (m *lifecycle) AfterUpdate(int) error { m.updates++; return nil }
+
+func (m *lifecycle) ParamGroups() []peft.ParamGroup {
+	return []peft.ParamGroup{{Name: "frozen", Params: []string{m.params[2].Name}, LRScale: 0}}
+}
+
+func (m *lifecycle) TrainState() peft.State {
+	js, _ := json.Marshal(m.updates)
+	return peft.State{Tensors: map[string]*tensor.Tensor{"updates": tensor.FromData([]float32{float32(m.updates)}, 1)}, JSON: js}
+}
+
+func (m *lifecycle) RestoreTrainState(s peft.State) error {
+	var u float64
+	if err := json.Unmarshal(s.JSON, &u); err != nil {
+		return err
+	}
+	if t := s.Tensors["updates"]; t == nil || float64(t.Data[0]) != u {
+		return fmt.Errorf("state tensor %v disagrees with its JSON %v", s.Tensors["updates"], u)
+	}
+	m.updates = u
+	return nil
+}
+
+// newLifecycle attaches the lifecycle method to a small random model and
+// makes its training data.
+func newLifecycle(t *testing.T) (*lifecycle, nn.Params, *peft.Model, []data.Example) {
+	t.Helper()
+	cfg := llama.Config{HiddenSize: 16, IntermediateSize: 24, NumHiddenLayers: 2, NumAttentionHeads: 4, NumKeyValueHeads: 2,
+		VocabSize: 19, MaxPositionEmbeddings: 32, RMSNormEps: 1e-5, RopeTheta: 10000, BOSTokenID: 1, EOSTokenID: 2}
+	base, err := llama.NewRandom(cfg, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := lora.NewConfig()
+	c.LoraDropout, c.Seed, c.TargetModules = 0.3, 7, peft.ModuleRegex("all-linear")
+	c.InitLoraWeights = lora.InitRandom // B ≠ 0: every factor gets a gradient
+	m := &lifecycle{Method: lora.New(c), }
+	pm := peft.Wrap(base)
+	a, err := pm.AddAdapter("default", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exs []data.Example
+	g := tensor.NewRNG(1)
+	for i := 0; i < 16; i++ {
+		ids := []int{1}
+		for j := 0; j < 7; j++ {
+			ids = append(ids, 3+g.IntN(16))
+		}
+		exs = append(exs, data.Example{IDs: ids, Labels: ids})
+	}
+	return m, a.Params, pm, exs
+}
+
+// lifecycleRun trains the lifecycle method for steps updates into dir.
+func lifecycleRun(t *testing.T, dir string, steps int, resume bool) (*lifecycle, nn.Params) {
+	t.Helper()
+	m, ps, pm, exs := newLifecycle(t)
+	run := &train.Run{Model: pm, Train: exs, OutputDir: dir, Fingerprint: "lifecycle", Resume: resume,
+		Config: train.Config{Steps: steps, BatchSize: 2, GradAccum: 2, LR: 1e-2, Schedule: "constant", SaveEvery: 2, Seed: 3}}
+	if _, err := run.Execute(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return m, ps
+}
+
+// Every hook of the trainer's lifecycle runs at its point, the two
+// micro-batches of an accumulated update draw different dropout masks, and
+// a run resumed from a checkpoint ends bitwise where the uninterrupted run
+// does, its method state included.
+func TestTrainerLifecycle(t *testing.T) {
+	_, init, _, _ := newLifecycle(t)
+	ref, refParams := lifecycleRun(t, t.TempDir(), 4, false)
+	if len(ref.masks) != 8 {
+		t.Fatalf("%d micro-batches recorded in 4 updates of 2", len(ref.masks))
+	}
+	for i, a := range ref.masks {
+		for _, b := range ref.masks[i+1:] {
+			if a == b {
+				t.Errorf("micro-batch %d (update %d) drew a mask another micro-batch drew too", i, i/2)
+			}
+		}
+	}
+	if ref.updates != 4 {
+		t.Errorf("AfterUpdate ran %v times in 4 updates", ref.updates)
+	}
+	for i, p := range refParams {
+		same := slices.Equal(p.Var.Value.Data, init[i].Var.Value.Data)
+		if want := i == 0 || i == 2; same != want {
+			t.Errorf("%s (index %d) unchanged = %v: the gradient mask (0) and the zero-rate group (2) keep their tensors, the others train", p.Name, i, same)
+		}
+	}
+
+	dir := t.TempDir()
+	lifecycleRun(t, dir, 2, false)
+	resumed, params := lifecycleRun(t, dir, 4, true)
+	if resumed.updates != 4 {
+		t.Errorf("the resumed run's method counts %v updates, want 4 (2 restored + 2)", resumed.updates)
+	}
+	if !slices.Equal(resumed.masks, ref.masks[4:]) {
+		t.Error("updates 3 and 4 of the resumed run drew other dropout masks than the uninterrupted run's")
+	}
+	for i, p := range params {
+		for j, v := range p.Var.Value.Data {
+			if math.Float32bits(v) != math.Float32bits(refParams[i].Var.Value.Data[j]) {
+				t.Fatalf("%s[%d]: resumed %v, uninterrupted %v", p.Name, j, v, refParams[i].Var.Value.Data[j])
+			}
+		}
+	}
+}
