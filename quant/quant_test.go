@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/gopeft/gopeft/tensor/kernels"
 )
 
 // TestNearestCode: on random tensors of many lengths, every code is the
@@ -245,4 +247,46 @@ func FuzzParseQuantState(f *testing.F) {
 			t.Fatalf("round trip changed %s into %s", s.JSON(), s2.JSON())
 		}
 	})
+}
+
+// TestMatrix: the kernels' view dequantizes to what Dequantize gives, with
+// and without double quantization, and GemmQ4 through it equals Gemm on
+// the dequantized weight bit for bit.
+func TestMatrix(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const out, in, m = 33, 70, 9
+	w := make([]float32, out*in)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64()) * 0.02
+	}
+	x := make([]float32, m*in)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	for _, double := range []bool{false, true} {
+		q := Quantize4(FP4, w, []int{out, in}, double)
+		mat, err := q.Matrix()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := q.Dequantize(nil)
+		got := make([]float32, len(want))
+		mat.Dequantize(got)
+		for i := range got {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("double=%v: element %d: %g, want %g", double, i, got[i], want[i])
+			}
+		}
+		y1, y2 := make([]float32, m*out), make([]float32, m*out)
+		kernels.GemmQ4(true, m, out, in, x, in, mat, y1, out, false)
+		kernels.Gemm(false, true, m, out, in, x, in, want, in, y2, out, false)
+		for i := range y1 {
+			if math.Float32bits(y1[i]) != math.Float32bits(y2[i]) {
+				t.Fatalf("double=%v: y[%d] = %g, Gemm gives %g", double, i, y1[i], y2[i])
+			}
+		}
+	}
+	if _, err := Quantize4(NF4, w, []int{out * in}, false).Matrix(); err == nil {
+		t.Error("a 1-D tensor gave a matrix")
+	}
 }
