@@ -196,7 +196,7 @@ func gemvQ4T(m, n, k int, a []float32, lda int, b *Q4, c []float32, ldc int, acc
 			splitEvenOdd(xs[r], a[r*lda:r*lda+k])
 		}
 	}
-	forPar(serial, n, gemvGrain/4, func(lo, hi int) {
+	forPar(serial, n, gemvGrain, func(lo, hi int) {
 		var y [q4GemvRows]float32
 		for j := lo; j < hi; j++ {
 			if fast {
