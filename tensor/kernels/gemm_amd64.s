@@ -4040,3 +4040,100 @@ micro32x32AMX_acc:
 	ADDQ    BX, DX
 	VZEROUPPER
 	RET
+
+// func q4DotAVX512(nb int, x *float32, p *byte, scales *float32, code *[16]float32) float32
+// Requires: AVX, AVX512DQ, AVX512F, MMX+, SSE
+TEXT ·q4DotAVX512(SB), NOSPLIT, $0-44
+	MOVQ    nb+0(FP), AX
+	MOVQ    x+8(FP), CX
+	MOVQ    p+16(FP), DX
+	MOVQ    scales+24(FP), BX
+	MOVQ    code+32(FP), SI
+	VMOVUPS (SI), Z0
+	VXORPS  Z1, Z1, Z1
+	VXORPS  Z2, Z2, Z2
+	VXORPS  Z3, Z3, Z3
+	VXORPS  Z4, Z4, Z4
+
+q4dot_loop:
+	TESTQ        AX, AX
+	JZ           q4dot_done
+	VBROADCASTSS (BX), Z5
+	VMULPS       Z0, Z5, Z5
+	PREFETCHT0   512(DX)
+	VPMOVZXBD    (DX), Z6
+	VPSRLD       $0x04, Z6, Z7
+	VPSLLD       $0x04, Z7, Z8
+	VPSUBD       Z8, Z6, Z8
+	VPERMPS      Z5, Z7, Z6
+	VFMADD231PS  (CX), Z6, Z1
+	VPERMPS      Z5, Z8, Z6
+	VFMADD231PS  64(CX), Z6, Z2
+	VPMOVZXBD    16(DX), Z6
+	VPSRLD       $0x04, Z6, Z7
+	VPSLLD       $0x04, Z7, Z8
+	VPSUBD       Z8, Z6, Z8
+	VPERMPS      Z5, Z7, Z6
+	VFMADD231PS  128(CX), Z6, Z3
+	VPERMPS      Z5, Z8, Z5
+	VFMADD231PS  192(CX), Z5, Z4
+	ADDQ         $0x00000100, CX
+	ADDQ         $0x00000020, DX
+	ADDQ         $0x00000004, BX
+	DECQ         AX
+	JMP          q4dot_loop
+
+q4dot_done:
+	VADDPS        Z2, Z1, Z1
+	VADDPS        Z4, Z3, Z3
+	VADDPS        Z3, Z1, Z1
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF128  $0x01, Y1, X0
+	VADDPS        X0, X1, X1
+	VHADDPS       X1, X1, X1
+	VHADDPS       X1, X1, X1
+	VZEROUPPER
+	MOVSS         X1, ret+40(FP)
+	RET
+
+// func q4DecodeAVX512(nc int, p *byte, scales *float32, code *[16]float32, dst *float32)
+// Requires: AVX, AVX512F
+TEXT ·q4DecodeAVX512(SB), NOSPLIT, $0-40
+	MOVQ    nc+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    scales+16(FP), DX
+	MOVQ    code+24(FP), BX
+	MOVQ    dst+32(FP), SI
+	VMOVUPS (BX), Z0
+	XORQ    BX, BX
+
+q4dec_loop:
+	CMPQ         BX, AX
+	JGE          q4dec_done
+	MOVQ         BX, DI
+	SHRQ         $0x01, DI
+	VBROADCASTSS (DX)(DI*4), Z1
+	VMULPS       Z0, Z1, Z1
+	VPMOVZXBQ    (CX), Z2
+	VPSRLQ       $0x04, Z2, Z3
+	VPSLLQ       $0x3c, Z2, Z2
+	VPSRLQ       $0x1c, Z2, Z2
+	VPORQ        Z2, Z3, Z3
+	VPERMPS      Z1, Z3, Z2
+	VMOVUPS      Z2, (SI)
+	VPMOVZXBQ    8(CX), Z2
+	VPSRLQ       $0x04, Z2, Z3
+	VPSLLQ       $0x3c, Z2, Z2
+	VPSRLQ       $0x1c, Z2, Z2
+	VPORQ        Z2, Z3, Z3
+	VPERMPS      Z1, Z3, Z2
+	VMOVUPS      Z2, 64(SI)
+	ADDQ         $0x00000010, CX
+	ADDQ         $0x00000080, SI
+	INCQ         BX
+	JMP          q4dec_loop
+
+q4dec_done:
+	VZEROUPPER
+	RET

@@ -148,3 +148,13 @@ func fmaPeakBF16(n int)
 //
 //go:noescape
 func micro32x32AMX(ks int, a *float32, lda int, b *float32, c *float32, ldc int, accumulate bool, cfg *byte)
+
+// q4DotAVX512 returns the dot product of x (even/odd split by 32) and nb blocks of 64 4-bit weights.
+//
+//go:noescape
+func q4DotAVX512(nb int, x *float32, p *byte, scales *float32, code *[16]float32) float32
+
+// q4DecodeAVX512 writes nc chunks of 32 dequantized 4-bit weights to dst; chunk i uses scales[i/2].
+//
+//go:noescape
+func q4DecodeAVX512(nc int, p *byte, scales *float32, code *[16]float32, dst *float32)

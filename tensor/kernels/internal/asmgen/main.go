@@ -65,6 +65,9 @@ func main() {
 	peakBF16()
 	// AMX kernels (amx.go).
 	microAMX()
+	// 4-bit kernels (q4.go).
+	q4Dot()
+	q4Decode()
 	Generate()
 }
 

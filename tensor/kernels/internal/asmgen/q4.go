@@ -1,0 +1,128 @@
+package main
+
+import (
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	"github.com/mmcloughlin/avo/reg"
+)
+
+// 4-bit (NF4/FP4) kernels. A 4-bit code indexes a block's 16 values, and
+// the 16 values fit one zmm register: VPERMPS with the codes as indices is
+// the table lookup, 16 weights an instruction, and each looked-up value is
+// Code[c]*scale computed by one VMULPS, the exact product dequantization
+// gives. Byte i of the packed codes holds element 2i in its high nibble and
+// 2i+1 in its low one.
+
+// q4Dot writes q4DotAVX512: the dot product of x and nb whole 64-element
+// blocks of 4-bit weights. x comes split by 32-element chunks into 16 even
+// then 16 odd elements (kernels.splitEvenOdd), so the high nibbles of 16
+// bytes (zero-extended to dwords, shifted right by 4) line up with the even
+// half and the low nibbles (the dword minus the high nibble shifted back)
+// with the odd half, with no shuffle of the weights. Four accumulators
+// (two chunks × even/odd) are summed pairwise at the end.
+func q4Dot() {
+	TEXT("q4DotAVX512", NOSPLIT, "func(nb int, x *float32, p *byte, scales *float32, code *[16]float32) float32")
+	Pragma("noescape")
+	Doc("q4DotAVX512 returns the dot product of x (even/odd split by 32) and nb blocks of 64 4-bit weights.")
+	nb := Load(Param("nb"), GP64())
+	px := Load(Param("x"), GP64())
+	pp := Load(Param("p"), GP64())
+	ps := Load(Param("scales"), GP64())
+	pc := Load(Param("code"), GP64())
+	code := ZMM()
+	VMOVUPS(Mem{Base: pc}, code)
+	acc := make([]reg.VecVirtual, 4)
+	for i := range acc {
+		acc[i] = ZMM()
+		VXORPS(acc[i], acc[i], acc[i])
+	}
+	Label("q4dot_loop")
+	TESTQ(nb, nb)
+	JZ(LabelRef("q4dot_done"))
+	lut := ZMM()
+	VBROADCASTSS(Mem{Base: ps}, lut)
+	VMULPS(code, lut, lut)
+	PREFETCHT0(Mem{Base: pp, Disp: 512})
+	for h := 0; h < 2; h++ {
+		t, hi, lo, w := ZMM(), ZMM(), ZMM(), ZMM()
+		VPMOVZXBD(Mem{Base: pp, Disp: 16 * h}, t)
+		VPSRLD(U8(4), t, hi)
+		VPSLLD(U8(4), hi, lo)
+		VPSUBD(lo, t, lo)
+		VPERMPS(lut, hi, w)
+		VFMADD231PS(Mem{Base: px, Disp: 128 * h}, w, acc[2*h])
+		w2 := ZMM()
+		VPERMPS(lut, lo, w2)
+		VFMADD231PS(Mem{Base: px, Disp: 128*h + 64}, w2, acc[2*h+1])
+	}
+	ADDQ(U32(256), px)
+	ADDQ(U32(32), pp)
+	ADDQ(U32(4), ps)
+	DECQ(nb)
+	JMP(LabelRef("q4dot_loop"))
+	Label("q4dot_done")
+	VADDPS(acc[1], acc[0], acc[0])
+	VADDPS(acc[3], acc[2], acc[2])
+	VADDPS(acc[2], acc[0], acc[0])
+	y := acc[0].AsY()
+	hi := YMM()
+	VEXTRACTF64X4(U8(1), acc[0], hi)
+	VADDPS(hi, y, y)
+	hx := XMM()
+	VEXTRACTF128(U8(1), y, hx)
+	xx := acc[0].AsX()
+	VADDPS(hx, xx, xx)
+	VHADDPS(xx, xx, xx)
+	VHADDPS(xx, xx, xx)
+	VZEROUPPER()
+	Store(xx, ReturnIndex(0))
+	RET()
+}
+
+// q4Decode writes q4DecodeAVX512: nc chunks of 32 4-bit weights to dst in
+// element order, chunk i scaled by scales[i/2] (so a call starts on a block
+// boundary, or decodes one chunk of a block with scales pointing at that
+// block's scale). Element order comes from the index vector: 8 bytes
+// zero-extended to 8 qwords, each qword's low dword set to the byte's high
+// nibble and its high dword to the low nibble — the two elements of the
+// byte, in order, as dword indices for VPERMPS.
+func q4Decode() {
+	TEXT("q4DecodeAVX512", NOSPLIT, "func(nc int, p *byte, scales *float32, code *[16]float32, dst *float32)")
+	Pragma("noescape")
+	Doc("q4DecodeAVX512 writes nc chunks of 32 dequantized 4-bit weights to dst; chunk i uses scales[i/2].")
+	nc := Load(Param("nc"), GP64())
+	pp := Load(Param("p"), GP64())
+	ps := Load(Param("scales"), GP64())
+	pc := Load(Param("code"), GP64())
+	pd := Load(Param("dst"), GP64())
+	code := ZMM()
+	VMOVUPS(Mem{Base: pc}, code)
+	i := GP64()
+	XORQ(i, i)
+	Label("q4dec_loop")
+	CMPQ(i, nc)
+	JGE(LabelRef("q4dec_done"))
+	s := GP64()
+	MOVQ(i, s)
+	SHRQ(U8(1), s)
+	lut := ZMM()
+	VBROADCASTSS(Mem{Base: ps, Index: s, Scale: 4}, lut)
+	VMULPS(code, lut, lut)
+	for h := 0; h < 2; h++ {
+		t, hi, lo := ZMM(), ZMM(), ZMM()
+		VPMOVZXBQ(Mem{Base: pp, Disp: 8 * h}, t)
+		VPSRLQ(U8(4), t, hi)
+		VPSLLQ(U8(60), t, lo)
+		VPSRLQ(U8(28), lo, lo)
+		VPORQ(lo, hi, hi)
+		VPERMPS(lut, hi, t)
+		VMOVUPS(t, Mem{Base: pd, Disp: 64 * h})
+	}
+	ADDQ(U32(16), pp)
+	ADDQ(U32(128), pd)
+	INCQ(i)
+	JMP(LabelRef("q4dec_loop"))
+	Label("q4dec_done")
+	VZEROUPPER()
+	RET()
+}
