@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/tokenizer"
 )
 
@@ -100,7 +101,7 @@ func perplexityDocs(path string, limit int) ([]string, error) {
 		}()
 		return docs, err
 	}
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

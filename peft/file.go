@@ -8,6 +8,7 @@ import (
 	"sort"
 
 	"github.com/gopeft/gopeft/internal/atomicfile"
+	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/tensor"
 )
@@ -48,7 +49,7 @@ func (m *Model) SaveAdapter(dir, name string) error {
 // names.
 func ReadMethod(dir string) (Method, error) {
 	path := filepath.Join(dir, ConfigFile)
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

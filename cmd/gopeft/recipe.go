@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/train"
 )
 
@@ -49,7 +49,7 @@ type DataRecipe struct {
 // readRecipe reads a recipe over r, refusing unknown keys (a typo would
 // otherwise silently train something else).
 func readRecipe(path string, r *Recipe) error {
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path)
 	if err != nil {
 		return err
 	}
