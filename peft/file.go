@@ -92,6 +92,10 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
+	if method.Config().Base().TaskType == TaskSeqCls && m.Base.Score == nil {
+		return nil, fmt.Errorf("%s: task_type is %s but %s holds no classification head (%s), and the base model has none: the adapter is incomplete",
+			dir, TaskSeqCls, path, scoreSaveName)
+	}
 	dropHead := func() {
 		if madeHead { // leave the base as it was
 			m.Base.Score = nil

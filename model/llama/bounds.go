@@ -1,7 +1,9 @@
 package llama
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 
 	"github.com/gopeft/gopeft/tensor"
@@ -59,4 +61,42 @@ func checkSize(cfg *Config, tensors map[string]*tensor.Tensor) error {
 			cfg.HiddenSize, cfg.IntermediateSize, cfg.NumHiddenLayers, cfg.VocabSize, need, have)
 	}
 	return nil
+}
+
+// ErrNonFinite is returned (wrapped) by CheckFinite.
+var ErrNonFinite = errors.New("non-finite weight")
+
+// CheckFinite returns an error naming the first weight, in state-dict
+// order, that holds a NaN or an infinity, and where. Such a model computes
+// NaN logits, which generation would turn into a stream of token 0; a
+// check of every value is cheap next to reading it.
+func (m *Model) CheckFinite() error {
+	for _, p := range m.Params() {
+		if i := FirstNonFinite(p.Var.Value); i >= 0 {
+			return fmt.Errorf("%w: %s holds %v at index %d", ErrNonFinite, p.Name, valueAt(p.Var.Value, i), i)
+		}
+	}
+	return nil
+}
+
+// FirstNonFinite is the index of t's first NaN or infinite value, or -1.
+func FirstNonFinite(t *tensor.Tensor) int {
+	for i, v := range t.Data {
+		if v-v != 0 { // NaN - NaN and Inf - Inf are NaN
+			return i
+		}
+	}
+	for i, h := range t.Half {
+		if h&0x7f80 == 0x7f80 { // bfloat16 exponent all ones: Inf or NaN
+			return i
+		}
+	}
+	return -1
+}
+
+func valueAt(t *tensor.Tensor, i int) float32 {
+	if t.Data != nil {
+		return t.Data[i]
+	}
+	return math.Float32frombits(uint32(t.Half[i]) << 16)
 }
