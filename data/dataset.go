@@ -293,3 +293,15 @@ func splitDocs(docs []Document, evalFraction float64) (train, eval []Document) {
 	}
 	return train, eval
 }
+
+// CheckFormat reports an error unless format names a format Load reads
+// (an alias or "auto" included), without reading any data.
+func CheckFormat(format string) error {
+	if strings.EqualFold(format, FormatAuto) || format == "" {
+		return nil
+	}
+	if _, err := resolveFormat(nil, "", format); err != nil {
+		return fmt.Errorf("unknown format %q (want auto, text, alpaca, sharegpt or prompt_completion)", format)
+	}
+	return nil
+}

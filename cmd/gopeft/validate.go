@@ -1,0 +1,131 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/gopeft/gopeft/data"
+	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/train"
+)
+
+// trainFlags maps the recipe's train.* keys to the flags that set them;
+// keys without a flag are set in a recipe only.
+var trainFlags = map[string]string{
+	"steps": "--steps", "batch_size": "--batch", "grad_accum": "--grad-accum", "lr": "--lr",
+	"schedule": "--schedule", "warmup_steps": "--warmup", "optimizer": "--optimizer",
+	"weight_decay": "--weight-decay", "max_grad_norm": "--max-grad-norm", "eval_every": "--eval-every",
+	"save_every": "--save-every", "log_every": "--log-every",
+}
+
+// settingName names a setting as the user gave it: its flag and its recipe
+// key ("--lr (recipe train.lr)"), or the recipe key alone.
+func settingName(section, key, flag string) string {
+	if flag == "" {
+		return "recipe " + section + "." + key
+	}
+	return flag + " (recipe " + section + "." + key + ")"
+}
+
+// validate checks every setting of the recipe that can be checked without
+// the model, naming the flag and recipe key and the allowed range, so that
+// a bad value stops the run before anything is loaded. Nothing is replaced
+// by a default: DefaultConfig gave the defaults when the flags were made.
+func (r *Recipe) validate() error {
+	if err := r.Train.Validate(); err != nil {
+		var fe *train.FieldError
+		if errors.As(err, &fe) {
+			return fmt.Errorf("%s is %v: %s", settingName("train", fe.Key, trainFlags[fe.Key]), fe.Value, fe.Allowed)
+		}
+		return err
+	}
+	d := r.Data
+	finite := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+	checks := []struct {
+		ok        bool
+		key, flag string
+		value     any
+		allowed   string
+	}{
+		{d.SeqLen >= 1, "seq_len", "--seq-len", d.SeqLen, "must be at least 1"},
+		{d.MaxLen >= 1, "max_len", "--max-len", d.MaxLen, "must be at least 1"},
+		{finite(d.EvalFraction) && d.EvalFraction >= 0 && d.EvalFraction < 1, "eval_fraction", "--eval-fraction", d.EvalFraction, "must be in [0, 1)"},
+		{d.Limit >= 0, "limit", "--limit", d.Limit, "must be ≥ 0 (0: all)"},
+		{d.EvalLimit >= 0, "eval_limit", "--eval-limit", d.EvalLimit, "must be ≥ 0 (0: all)"},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			return fmt.Errorf("%s is %v: %s", settingName("data", c.key, c.flag), c.value, c.allowed)
+		}
+	}
+	if err := data.CheckFormat(d.Format); err != nil {
+		return fmt.Errorf("%s: %w", settingName("data", "format", "--format"), err)
+	}
+	if d.Template != "" {
+		if _, err := data.LookupTemplate(d.Template); err != nil {
+			return fmt.Errorf("%s: %w", settingName("data", "template", "--template"), err)
+		}
+	}
+	if _, err := r.newMethod(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// newMethod makes the recipe's method with its peft block read and
+// validated.
+func (r *Recipe) newMethod() (peft.Method, error) {
+	method, err := peft.NewMethod(r.Method)
+	if err != nil {
+		return nil, fmt.Errorf("--method (recipe method): %w", err)
+	}
+	pj, err := r.peftJSON()
+	if err != nil {
+		return nil, fmt.Errorf("recipe peft block: %w", err)
+	}
+	if err := peft.UnmarshalConfig(pj, method.Config(), "recipe peft block"); err != nil {
+		return nil, err
+	}
+	return method, nil
+}
+
+// checkLoRAFlags checks the values of --rank, --alpha and --dropout before
+// they go into the recipe's peft block.
+func checkLoRAFlags(rank int, alpha, dropout float64) error {
+	switch {
+	case rank < 1:
+		return fmt.Errorf("--rank (recipe peft.r) is %d: must be at least 1", rank)
+	case math.IsNaN(alpha) || math.IsInf(alpha, 0):
+		return fmt.Errorf("--alpha (recipe peft.lora_alpha) is %v: must be a finite number", alpha)
+	case !(dropout >= 0 && dropout < 1):
+		return fmt.Errorf("--dropout (recipe peft.lora_dropout) is %v: must be in [0, 1)", dropout)
+	}
+	return nil
+}
+
+// checkContext checks the sequence lengths against the model's context,
+// once its config is known and before any data is read: a window longer
+// than the positions the model was trained for computes garbage, and an
+// enormous one exhausts memory. --seq-len matters to plain text and
+// --max-len to instruction data; with --format auto both are checked.
+func (r *Recipe) checkContext(cfg llama.Config) error {
+	n := cfg.MaxPositionEmbeddings
+	format := strings.ToLower(r.Data.Format)
+	text := format == data.FormatText || format == data.FormatAuto || format == ""
+	instr := r.Data.Task != "" || format != data.FormatText
+	if r.Data.Task != "" {
+		text = false
+	}
+	if text && r.Data.SeqLen > n {
+		return fmt.Errorf("%s is %d, beyond the model's context of %d tokens (max_position_embeddings): give at most %d",
+			settingName("data", "seq_len", "--seq-len"), r.Data.SeqLen, n, n)
+	}
+	if instr && r.Data.MaxLen > n {
+		return fmt.Errorf("%s is %d, beyond the model's context of %d tokens (max_position_embeddings): give at most %d",
+			settingName("data", "max_len", "--max-len"), r.Data.MaxLen, n, n)
+	}
+	return nil
+}
