@@ -84,6 +84,9 @@ func perplexityDocs(path string, limit int) ([]string, error) {
 		}
 		var docs []string
 		err := func() error {
+			if _, err := safefile.CheckRegular(path); err != nil {
+				return err
+			}
 			f, err := os.Open(path)
 			if err != nil {
 				return err

@@ -262,6 +262,8 @@ func TestReliabilityModelFiles(t *testing.T) {
 	if _, err := os.Stat("/dev/zero"); err == nil {
 		mustFail(t, []string{"generate", "--model", "/dev/zero"}, "/dev/zero", "not a regular file")
 		mustFail(t, quickTrain(t, filepath.Join(dir, "out"), "--data", "/dev/zero"), "/dev/zero", "not a regular file")
+		mustFail(t, []string{"eval", "--model", bin, "--task", "arc_easy", "--data", "/dev/zero"}, "/dev/zero", "not a regular file")
+		mustFail(t, []string{"generate", "--model", bin, "--tokenizer", "/dev/zero"}, "/dev/zero")
 	}
 	// A config.json the code would run wrongly, or that describes more than
 	// the file holds.

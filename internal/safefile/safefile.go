@@ -18,7 +18,7 @@ func CheckRegular(path string) (os.FileInfo, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s); give a file or a model directory", path, describe(st.Mode()))
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, describe(st.Mode()))
 	}
 	return st, nil
 }

@@ -48,7 +48,7 @@ func DetectFormat(path string) (Format, string, error) {
 	// all memory. An empty file is no checkpoint of any format, and saying
 	// so beats the error of whichever reader its name picks.
 	if _, err := safefile.CheckRegular(path); err != nil {
-		return "", "", err
+		return "", "", fmt.Errorf("%w; give a checkpoint file or a model directory", err)
 	}
 	if st.Size() == 0 {
 		return "", "", fmt.Errorf("%s: the file is empty (0 bytes), not a checkpoint", path)
