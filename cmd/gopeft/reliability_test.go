@@ -186,6 +186,7 @@ func TestReliabilityTrainSettings(t *testing.T) {
 		"train:\n  momentum: 1\n":          "train.momentum",
 		"data:\n  template: foo\n":         "data.template",
 		"peft:\n  r: 0\n":                  "r must be positive",
+		"peft:\n  lora_alpha: .nan\n":      "peft.lora_alpha",
 	} {
 		if err := os.WriteFile(recipe, []byte(body), 0o644); err != nil {
 			t.Fatal(err)

@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/gopeft/gopeft/data"
@@ -81,6 +83,11 @@ func (r *Recipe) newMethod() (peft.Method, error) {
 	method, err := peft.NewMethod(r.Method)
 	if err != nil {
 		return nil, fmt.Errorf("--method (recipe method): %w", err)
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.Peft)) {
+		if x, ok := r.Peft[k].(float64); ok && (math.IsNaN(x) || math.IsInf(x, 0)) {
+			return nil, fmt.Errorf("recipe peft.%s is %v: must be a finite number", k, x)
+		}
 	}
 	pj, err := r.peftJSON()
 	if err != nil {
