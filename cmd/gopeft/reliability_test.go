@@ -161,6 +161,8 @@ func TestReliabilityTrainSettings(t *testing.T) {
 		{[]string{"--optimizer", "adam"}, "--optimizer"},
 		{[]string{"--template", "foo"}, "--template"},
 		{[]string{"--format", "foo"}, "--format"},
+		{[]string{"--template", "alpaca"}, "--template"},
+		{[]string{"--eval-fraction", "0.1", "--eval-data", "x.txt"}, "--eval-data"},
 		{[]string{"--seq-len", "100000"}, "context of 512"},
 		{[]string{"--seq-len", "0"}, "--seq-len"},
 		{[]string{"--max-len", "-1"}, "--max-len"},

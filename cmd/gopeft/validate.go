@@ -70,6 +70,12 @@ func (r *Recipe) validate() error {
 		if _, err := data.LookupTemplate(d.Template); err != nil {
 			return fmt.Errorf("%s: %w", settingName("data", "template", "--template"), err)
 		}
+		if strings.EqualFold(d.Format, data.FormatText) {
+			return fmt.Errorf("%s %q applies to instruction data, and --format text packs plain text without one", settingName("data", "template", "--template"), d.Template)
+		}
+	}
+	if d.EvalPath != "" && d.EvalFraction > 0 {
+		return fmt.Errorf("give %s or %s, not both: the eval set is one or the other", settingName("data", "eval_path", "--eval-data"), settingName("data", "eval_fraction", "--eval-fraction"))
 	}
 	if _, err := r.newMethod(); err != nil {
 		return err
