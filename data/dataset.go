@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/tokenizer"
 )
 
@@ -70,7 +70,7 @@ func Load(path, format string, tok tokenizer.Tokenizer, o Options) (*Dataset, er
 	if tok == nil {
 		return nil, fmt.Errorf("data: %s: nil tokenizer", path)
 	}
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
@@ -139,7 +139,7 @@ func LoadBytes(data []byte, name, format string, tok tokenizer.Tokenizer, o Opti
 // FormatShareGPT, FormatPromptCompletion, or FormatAuto) without
 // tokenizing it.
 func ReadConversations(path, format string, skipInvalid bool) ([]Conversation, Stats, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, Stats{}, fmt.Errorf("data: %w", err)
 	}
@@ -153,7 +153,7 @@ func ReadConversations(path, format string, skipInvalid bool) ([]Conversation, S
 // ReadDocuments reads a text file (plain text, or {"text"} JSON/JSONL
 // rows when the name ends in .json or .jsonl) as documents.
 func ReadDocuments(path string, o Options) ([]Document, Stats, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, Stats{}, fmt.Errorf("data: %w", err)
 	}
@@ -292,4 +292,16 @@ func splitDocs(docs []Document, evalFraction float64) (train, eval []Document) {
 		break
 	}
 	return train, eval
+}
+
+// CheckFormat reports an error unless format names a format Load reads
+// (an alias or "auto" included), without reading any data.
+func CheckFormat(format string) error {
+	if strings.EqualFold(format, FormatAuto) || format == "" {
+		return nil
+	}
+	if _, err := resolveFormat(nil, "", format); err != nil {
+		return fmt.Errorf("unknown format %q (want auto, text, alpaca, sharegpt or prompt_completion)", format)
+	}
+	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/gopeft/gopeft/internal/safefile"
 )
 
 // Item is one multiple-choice question.
@@ -82,6 +84,11 @@ func eachJSONLine[T any](r io.Reader, name string, fn func(v *T, n int) error) e
 
 // readFile opens path and hands it to parse, closing it after.
 func readFile[T any](path string, parse func(io.Reader, string) (T, error)) (T, error) {
+	// A device such as /dev/zero would stream forever.
+	if _, err := safefile.CheckRegular(path); err != nil {
+		var zero T
+		return zero, err
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		var zero T

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/tokenizer"
 )
 
@@ -83,6 +84,9 @@ func perplexityDocs(path string, limit int) ([]string, error) {
 		}
 		var docs []string
 		err := func() error {
+			if _, err := safefile.CheckRegular(path); err != nil {
+				return err
+			}
 			f, err := os.Open(path)
 			if err != nil {
 				return err
@@ -100,7 +104,7 @@ func perplexityDocs(path string, limit int) ([]string, error) {
 		}()
 		return docs, err
 	}
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

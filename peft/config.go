@@ -136,3 +136,15 @@ func (b *BaseConfig) ExtraKeys() []string {
 	sort.Strings(ks)
 	return ks
 }
+
+// KeyError reports a config key whose value is outside what it allows; a
+// command line maps Key back to the flag or recipe key the user gave.
+type KeyError struct {
+	Method, Key string
+	Value       any
+	Allowed     string
+}
+
+func (e *KeyError) Error() string {
+	return fmt.Sprintf("%s: %s is %v: %s", strings.ToLower(e.Method), e.Key, e.Value, e.Allowed)
+}

@@ -8,6 +8,7 @@ import (
 	"sort"
 
 	"github.com/gopeft/gopeft/internal/atomicfile"
+	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/tensor"
@@ -67,7 +68,7 @@ func savedParams(a *Adapter) (nn.Params, error) {
 // often) and listed by the config's ExtraKeys.
 func ReadMethod(dir string) (Method, error) {
 	path := filepath.Join(dir, ConfigFile)
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +110,10 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 	madeHead, err := m.ensureScoreHead(stored, path)
 	if err != nil {
 		return nil, err
+	}
+	if method.Config().Base().TaskType == TaskSeqCls && m.Base.Score == nil {
+		return nil, fmt.Errorf("%s: task_type is %s but %s holds no classification head (%s), and the base model has none: the adapter is incomplete",
+			dir, TaskSeqCls, path, scoreSaveName)
 	}
 	dropHead := func() {
 		if madeHead { // leave the base as it was

@@ -3,8 +3,9 @@ package tokenizer
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
+
+	"github.com/gopeft/gopeft/internal/safefile"
 )
 
 // LoadGPT2 reads the original GPT-2 files: encoder.json (piece -> id) and
@@ -13,11 +14,11 @@ import (
 // reference encoder, "<|endoftext|>" in text is plain text, not the
 // special token (it is BOS and EOS, id 50256 for GPT-2).
 func LoadGPT2(encoderPath, vocabPath string) (*BPE, error) {
-	enc, err := os.ReadFile(encoderPath)
+	enc, err := safefile.ReadFile(encoderPath)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	bpe, err := os.ReadFile(vocabPath)
+	bpe, err := safefile.ReadFile(vocabPath)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}

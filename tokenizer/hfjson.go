@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/gopeft/gopeft/internal/safefile"
 )
 
 // maxTokenID bounds ids read from files, so a corrupt file cannot make us
@@ -84,7 +85,7 @@ func isNull(m json.RawMessage) bool {
 // come from tokenizer_config.json beside it when present, else from the
 // usual names of the added tokens.
 func LoadHF(path string) (*BPE, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
@@ -93,7 +94,7 @@ func LoadHF(path string) (*BPE, error) {
 		return nil, err
 	}
 	cfgPath := filepath.Join(filepath.Dir(path), "tokenizer_config.json")
-	cfg, err := os.ReadFile(cfgPath)
+	cfg, err := safefile.ReadFile(cfgPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return t, nil
 	}

@@ -4,8 +4,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"os"
 	"strings"
+
+	"github.com/gopeft/gopeft/internal/safefile"
 )
 
 // Llama2c is a tokenizer in llama2.c's tokenizer.bin format: a SentencePiece
@@ -30,7 +31,7 @@ const llama2cNoMerge = float32(-1e10)
 // tokens to read (as llama2.c takes it from the model's config); 0 reads
 // tokens up to the end of the file.
 func LoadLlama2c(path string, vocabSize int) (*Llama2c, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
@@ -628,4 +629,20 @@ func LatestCheckpoint(outputDir string) (dir string, ok bool, err error) {
 		return "", false, err
 	}
 	return all[len(all)-1].Dir, true, nil
+}
+
+// PeekCheckpoint reads only a checkpoint's trainer_state.json: its step and
+// run fingerprint, so that a resume can be refused (another run, or one
+// already finished) before the model and data are loaded.
+func PeekCheckpoint(dir string) (step int, fingerprint string, err error) {
+	statePath := filepath.Join(dir, StateFile)
+	data, err := safefile.ReadFile(statePath)
+	if err != nil {
+		return 0, "", fmt.Errorf("load checkpoint: %w", err)
+	}
+	st, err := parseState(statePath, data)
+	if err != nil {
+		return 0, "", fmt.Errorf("load checkpoint: %w", err)
+	}
+	return st.Step, st.Fingerprint, nil
 }

@@ -120,8 +120,9 @@ func newLifecycle(t *testing.T) (*lifecycle, nn.Params, *peft.Model, []data.Exam
 func lifecycleRun(t *testing.T, dir string, steps int, resume bool) (*lifecycle, nn.Params) {
 	t.Helper()
 	m, ps, pm, exs := newLifecycle(t)
-	run := &train.Run{Model: pm, Train: exs, OutputDir: dir, Fingerprint: "lifecycle", Resume: resume,
-		Config: train.Config{Steps: steps, BatchSize: 2, GradAccum: 2, LR: 1e-2, Schedule: "constant", SaveEvery: 2, Seed: 3}}
+	cfg := train.DefaultConfig()
+	cfg.Steps, cfg.BatchSize, cfg.GradAccum, cfg.LR, cfg.Schedule, cfg.Warmup, cfg.SaveEvery, cfg.Seed = steps, 2, 2, 1e-2, "constant", 0, 2, 3
+	run := &train.Run{Model: pm, Train: exs, OutputDir: dir, Fingerprint: "lifecycle", Resume: resume, Config: cfg}
 	if _, err := run.Execute(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -17,52 +17,26 @@ import (
 	"github.com/gopeft/gopeft/peft"
 )
 
-// Config is a training run's hyper-parameters. Zero values take the
-// defaults documented per field.
+// Config is a training run's hyper-parameters, used as given: start from
+// DefaultConfig, and Validate says what each field allows.
 type Config struct {
 	Steps       int     `json:"steps" yaml:"steps"`               // optimizer updates (required)
-	BatchSize   int     `json:"batch_size" yaml:"batch_size"`     // sequences per micro-batch (default 4)
-	GradAccum   int     `json:"grad_accum" yaml:"grad_accum"`     // micro-batches per update (default 1)
-	LR          float64 `json:"lr" yaml:"lr"`                     // peak learning rate (default 1e-3)
-	Schedule    string  `json:"schedule" yaml:"schedule"`         // constant, linear or cosine (default cosine)
+	BatchSize   int     `json:"batch_size" yaml:"batch_size"`     // sequences per micro-batch
+	GradAccum   int     `json:"grad_accum" yaml:"grad_accum"`     // micro-batches per update
+	LR          float64 `json:"lr" yaml:"lr"`                     // peak learning rate
+	Schedule    string  `json:"schedule" yaml:"schedule"`         // constant, linear or cosine
 	Warmup      int     `json:"warmup_steps" yaml:"warmup_steps"` // linear warm-up steps
 	MinLRRatio  float64 `json:"min_lr_ratio" yaml:"min_lr_ratio"` // cosine floor as a fraction of LR
-	Optimizer   string  `json:"optimizer" yaml:"optimizer"`       // adamw (default) or sgd
+	Optimizer   string  `json:"optimizer" yaml:"optimizer"`       // adamw or sgd
 	WeightDecay float64 `json:"weight_decay" yaml:"weight_decay"` // decoupled for AdamW, L2 for SGD
 	Momentum    float64 `json:"momentum" yaml:"momentum"`         // SGD only
 	MaxGradNorm float64 `json:"max_grad_norm" yaml:"max_grad_norm"`
 	Seed        uint64  `json:"seed" yaml:"seed"` // data order and dropout masks
 
-	EvalEvery int `json:"-" yaml:"eval_every"` // steps between evaluations (0: start and end only)
-	SaveEvery int `json:"-" yaml:"save_every"` // steps between checkpoints (0: end only)
-	Keep      int `json:"-" yaml:"keep_checkpoints"`
-	LogEvery  int `json:"-" yaml:"log_every"` // steps between metric lines (default 1)
-}
-
-func (c *Config) withDefaults() Config {
-	d := *c
-	if d.BatchSize <= 0 {
-		d.BatchSize = 4
-	}
-	if d.GradAccum <= 0 {
-		d.GradAccum = 1
-	}
-	if d.LR == 0 {
-		d.LR = 1e-3
-	}
-	if d.Schedule == "" {
-		d.Schedule = "cosine"
-	}
-	if d.Optimizer == "" {
-		d.Optimizer = "adamw"
-	}
-	if d.LogEvery <= 0 {
-		d.LogEvery = 1
-	}
-	if d.Keep <= 0 {
-		d.Keep = 2
-	}
-	return d
+	EvalEvery int `json:"-" yaml:"eval_every"`       // steps between evaluations (0: start and end only)
+	SaveEvery int `json:"-" yaml:"save_every"`       // steps between checkpoints (0: end only)
+	Keep      int `json:"-" yaml:"keep_checkpoints"` // newest checkpoints kept (0: all)
+	LogEvery  int `json:"-" yaml:"log_every"`        // steps between metric lines
 }
 
 // Run is one training job: a PEFT model (its active adapter, or full
@@ -108,15 +82,18 @@ type Summary struct {
 	MetricsPath, PlotPath     string
 }
 
+// ErrFinished is returned (wrapped) when a resumed run has no steps left.
+var ErrFinished = errors.New("the run already finished")
+
 // ErrNonFinite reports a NaN or infinite loss or gradient.
 var ErrNonFinite = errors.New("non-finite loss or gradient")
 
 // Execute trains until Config.Steps updates are done or ctx ends (then it
 // saves a checkpoint and returns ctx's error).
 func (r *Run) Execute(ctx context.Context) (Summary, error) {
-	cfg := r.Config.withDefaults()
-	if cfg.Steps <= 0 {
-		return Summary{}, fmt.Errorf("train: steps must be positive, got %d", cfg.Steps)
+	cfg := r.Config
+	if err := cfg.Validate(); err != nil {
+		return Summary{}, err
 	}
 	if len(r.Train) == 0 {
 		return Summary{}, fmt.Errorf("train: the training set is empty")
@@ -165,6 +142,11 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 			return sum, fmt.Errorf("%s: %w", dir, err)
 		}
 		step, pos = ck.Step, ck.DataPos
+		if step >= cfg.Steps {
+			// Resuming would write an empty metrics log over the
+			// finished run's: change nothing.
+			return sum, fmt.Errorf("train: %w: %s is at step %d of %d; nothing to resume", ErrFinished, dir, step, cfg.Steps)
+		}
 		if log, err = ResumeMetricsLog(sum.MetricsPath, step); err != nil {
 			return sum, err
 		}

@@ -83,7 +83,7 @@ func runDemo(ctx context.Context, outDir string, quick bool, out, progress io.Wr
 	}
 	r1 := &Recipe{Model: "built-in random LLaMA (4 layers, dim 64, byte vocabulary)", Method: "FULL",
 		Data:   DataRecipe{Path: "built-in stories", SeqLen: 64},
-		Train:  train.Config{Steps: steps1, BatchSize: 16, LR: 4e-3, Warmup: 20, Schedule: "cosine", MaxGradNorm: 1, Seed: 1, EvalEvery: 100},
+		Train:  demoTrainConfig(steps1, 16, 4e-3, 20, 1, 100),
 		Output: filepath.Join(outDir, "stage1-pretrain")}
 	fmt.Fprintf(out, "\n== stage 1: %d story windows of 64 bytes, %d steps\n", len(trainSet), steps1)
 	if _, err := trainModel(ctx, base, r1, trainSet, evalSet, false, out, progress); err != nil {
@@ -117,7 +117,7 @@ func runDemo(ctx context.Context, outDir string, quick bool, out, progress io.Wr
 	r2 := &Recipe{Model: r1.Output, Method: "LORA",
 		Peft:   map[string]any{"r": 8, "lora_alpha": 16, "target_modules": "all-linear"},
 		Data:   DataRecipe{Path: "built-in task", Format: "prompt_completion", Template: "plain"},
-		Train:  train.Config{Steps: steps2, BatchSize: 12, LR: 1e-2, Warmup: 10, Schedule: "cosine", MaxGradNorm: 1, Seed: 2, EvalEvery: 40},
+		Train:  demoTrainConfig(steps2, 12, 1e-2, 10, 2, 40),
 		Output: filepath.Join(outDir, "stage2-lora")}
 	if _, err := trainModel(ctx, base, r2, taskSet, taskSet, false, out, progress); err != nil {
 		return err
@@ -153,4 +153,13 @@ func demoGenerate(ctx context.Context, m *llama.Model, tok tokenizer.Tokenizer, 
 		s = s[:i]
 	}
 	return s
+}
+
+// demoTrainConfig is a stage's training settings: the defaults (AdamW, cosine
+// schedule, clipping at 1) with the stage's own length, batch, rate,
+// warm-up, seed and evaluation interval.
+func demoTrainConfig(steps, batch int, lr float64, warmup int, seed uint64, evalEvery int) train.Config {
+	c := train.DefaultConfig()
+	c.Steps, c.BatchSize, c.LR, c.Warmup, c.Seed, c.EvalEvery = steps, batch, lr, warmup, seed, evalEvery
+	return c
 }

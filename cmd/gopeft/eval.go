@@ -26,6 +26,18 @@ table and, with --output, writes the results as JSON. A model with a classificat
 SEQ_CLS adapter from train --task) is scored on GLUE tasks by the head's argmax instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			inputs := append(mf.inputs(), input{"--data", opt.Data})
+			for _, o := range []struct{ flag, path string }{{"--output", output}, {"--samples", samples}} {
+				if o.path == "" {
+					continue
+				}
+				if err := checkFileOutput(o.flag, o.path, inputs); err != nil {
+					return err
+				}
+			}
+			if output != "" && output == samples {
+				return fmt.Errorf("--output and --samples are the same file %s", output)
+			}
 			m, tok, err := mf.loadWithTokenizer()
 			if err != nil {
 				return err

@@ -51,7 +51,7 @@ func methodUsage() string {
 func (mf *methodFlags) apply(method string, block map[string]any) (peft.Registration, error) {
 	reg, err := peft.Lookup(method)
 	if err != nil {
-		return reg, err
+		return reg, fmt.Errorf("--method (recipe method): %w", err)
 	}
 	mine := map[string]peft.Flag{}
 	var names []string

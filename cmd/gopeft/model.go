@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -25,13 +26,49 @@ func addModelCommands(root *cobra.Command) {
 type modelFlags struct {
 	model, tokenizer, adapter string
 	bf16                      bool
+	allowNonFinite            bool
 }
 
 func (f *modelFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.model, "model", "", "checkpoint: llama2.c .bin, Hugging Face directory, .gguf, or preset:NAME (random weights)")
 	cmd.Flags().StringVar(&f.tokenizer, "tokenizer", "", "tokenizer: llama2.c tokenizer.bin, tokenizer.json, or a GPT-2 directory (default: found beside the model)")
 	cmd.Flags().BoolVar(&f.bf16, "bf16", false, "hold the frozen weight matrices in bfloat16")
+	f.registerNonFinite(cmd)
 	_ = cmd.MarkFlagRequired("model")
+}
+
+// registerNonFinite adds --allow-nonfinite.
+func (f *modelFlags) registerNonFinite(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.allowNonFinite, "allow-nonfinite", false, "load weights holding NaN or infinite values (skip the check)")
+}
+
+// loadModel reads a checkpoint and, unless allowed, refuses one holding a
+// NaN or an infinity: it would generate garbage with exit code 0.
+func loadModel(path string, opt llama.LoadOptions, allowNonFinite bool) (*llama.Model, error) {
+	m, err := llama.Load(path, opt)
+	if err != nil || allowNonFinite {
+		return m, err
+	}
+	if err := m.CheckFinite(); err != nil {
+		return nil, fmt.Errorf("%s: %w; pass --allow-nonfinite to load it anyway", path, err)
+	}
+	return m, nil
+}
+
+// loadAdapter attaches the adapter in dir to pm and, unless allowed,
+// refuses one holding a NaN or an infinity.
+func loadAdapter(pm *peft.Model, dir string, allowNonFinite bool) (*peft.Adapter, error) {
+	a, err := pm.LoadAdapter(dir, peft.DefaultAdapter)
+	if err != nil || allowNonFinite {
+		return a, err
+	}
+	for _, p := range a.Params {
+		if i := llama.FirstNonFinite(p.Var.Value); i >= 0 {
+			return nil, fmt.Errorf("%s: %w: %s holds a NaN or infinite value at index %d; pass --allow-nonfinite to load it anyway",
+				dir, llama.ErrNonFinite, p.Name, i)
+		}
+	}
+	return a, nil
 }
 
 // registerAdapter adds --adapter for commands that can apply one.
@@ -51,16 +88,21 @@ func (f *modelFlags) load() (*llama.Model, error) {
 			m.ToBF16()
 		}
 	} else {
-		m, err = llama.Load(f.model, llama.LoadOptions{BF16: f.bf16})
+		m, err = loadModel(f.model, llama.LoadOptions{BF16: f.bf16}, f.allowNonFinite)
 	}
 	if err != nil || f.adapter == "" {
 		return m, err
 	}
 	pm := peft.Wrap(m)
-	if _, err := pm.LoadAdapter(f.adapter, peft.DefaultAdapter); err != nil {
+	if _, err := loadAdapter(pm, f.adapter, f.allowNonFinite); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// inputs lists the files and directories the command reads, by flag.
+func (f *modelFlags) inputs() []input {
+	return []input{{"--model", f.model}, {"--adapter", f.adapter}, {"--tokenizer", f.tokenizerPath()}}
 }
 
 // loadWithTokenizer loads the model and its tokenizer, refusing a
@@ -80,9 +122,12 @@ func (f *modelFlags) loadWithTokenizer() (*llama.Model, tokenizer.Tokenizer, err
 	return m, tok, nil
 }
 
-// checkVocab refuses a tokenizer with more tokens than the model embeds.
+// checkVocab refuses a tokenizer whose vocabulary differs in size from the
+// model's: with more tokens it produces ids the model cannot embed, with
+// fewer (a tokenizer cut short, or one for a smaller model) the model's
+// ids decode to the wrong text or to nothing.
 func checkVocab(tok tokenizer.Tokenizer, m *llama.Model) error {
-	if tok.VocabSize() > m.Config.VocabSize {
+	if tok.VocabSize() != m.Config.VocabSize {
 		return fmt.Errorf("the tokenizer has %d tokens but the model's vocabulary is %d: they do not belong together", tok.VocabSize(), m.Config.VocabSize)
 	}
 	return nil
@@ -91,8 +136,25 @@ func checkVocab(tok tokenizer.Tokenizer, m *llama.Model) error {
 // loadTokenizer opens --tokenizer, or looks beside the model for
 // tokenizer.json, tokenizer.bin or a tok*.bin.
 func (f *modelFlags) loadTokenizer() (tokenizer.Tokenizer, error) {
+	p, err := f.findTokenizer()
+	if err != nil {
+		return nil, err
+	}
+	return tokenizer.Load(p)
+}
+
+// tokenizerPath is the tokenizer the command would read ("" when none is
+// found).
+func (f *modelFlags) tokenizerPath() string {
+	p, _ := f.findTokenizer()
+	return p
+}
+
+// findTokenizer is --tokenizer, or the first of tokenizer.json,
+// tokenizer.bin and tok*.bin beside the model.
+func (f *modelFlags) findTokenizer() (string, error) {
 	if f.tokenizer != "" {
-		return tokenizer.Load(f.tokenizer)
+		return f.tokenizer, nil
 	}
 	dir := f.model
 	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
@@ -104,10 +166,10 @@ func (f *modelFlags) loadTokenizer() (tokenizer.Tokenizer, error) {
 	}
 	for _, c := range candidates {
 		if _, err := os.Stat(c); err == nil {
-			return tokenizer.Load(c)
+			return c, nil
 		}
 	}
-	return nil, fmt.Errorf("no tokenizer found beside %s (looked for %v); pass --tokenizer", f.model, candidates)
+	return "", fmt.Errorf("no tokenizer found beside %s (looked for %v); pass --tokenizer", f.model, candidates)
 }
 
 func newGenerateCmd() *cobra.Command {
@@ -119,6 +181,9 @@ func newGenerateCmd() *cobra.Command {
 		Short: "Continue a prompt with a model, printing only the continuation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkSampling(cmd, opt); err != nil {
+				return err
+			}
 			m, tok, err := mf.loadWithTokenizer()
 			if err != nil {
 				return err
@@ -126,6 +191,9 @@ func newGenerateCmd() *cobra.Command {
 			// As llama2.c's runner: BOS, then the prompt encoded with its
 			// dummy prefix space.
 			ids := append([]int{m.Config.BOSTokenID}, tok.Encode(prompt)...)
+			if opt.MaxNewTokens, err = clampToContext(cmd.ErrOrStderr(), len(ids), opt.MaxNewTokens, m.Config.MaxPositionEmbeddings); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 			defer stop()
 			w := bufio.NewWriter(cmd.OutOrStdout())
@@ -174,7 +242,7 @@ config and tensors; with both, it also prints PEFT's trainable-parameter line.`,
 			if mf.model == "" {
 				return nil
 			}
-			m, err := llama.Load(mf.model, llama.LoadOptions{BF16: mf.bf16})
+			m, err := loadModel(mf.model, llama.LoadOptions{BF16: mf.bf16}, mf.allowNonFinite)
 			if err != nil {
 				return err
 			}
@@ -182,7 +250,7 @@ config and tensors; with both, it also prints PEFT's trainable-parameter line.`,
 				return writeInspect(out, mf.model, m)
 			}
 			pm := peft.Wrap(m)
-			if _, err := pm.LoadAdapter(mf.adapter, peft.DefaultAdapter); err != nil {
+			if _, err := loadAdapter(pm, mf.adapter, mf.allowNonFinite); err != nil {
 				return err
 			}
 			fmt.Fprintln(out, pm.ParamLine())
@@ -191,6 +259,7 @@ config and tensors; with both, it also prints PEFT's trainable-parameter line.`,
 	}
 	cmd.Flags().StringVar(&mf.model, "model", "", "checkpoint: llama2.c .bin, Hugging Face directory, or .gguf")
 	cmd.Flags().BoolVar(&mf.bf16, "bf16", false, "hold the frozen weight matrices in bfloat16")
+	mf.registerNonFinite(cmd)
 	mf.registerAdapter(cmd, "PEFT adapter directory")
 	return cmd
 }
@@ -203,11 +272,14 @@ func newConvertCmd() *cobra.Command {
 		Short: "Write any loadable model as a Hugging Face directory (config.json + model.safetensors)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkDirOutput("--output", output, mf.inputs()); err != nil {
+				return err
+			}
 			m, err := mf.load()
 			if err != nil {
 				return err
 			}
-			if err := llama.SaveHF(m, output); err != nil {
+			if err := writeModelDir("--output", output, func(dir string) error { return llama.SaveHF(m, dir) }); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", output)
@@ -228,19 +300,26 @@ func newMergeCmd() *cobra.Command {
 		Short: "Merge an adapter into its base model and write a Hugging Face directory",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			base, err := llama.Load(mf.model, llama.LoadOptions{BF16: mf.bf16})
+			if err := checkDirOutput("--output", output, mf.inputs()); err != nil {
+				return err
+			}
+			base, err := loadModel(mf.model, llama.LoadOptions{BF16: mf.bf16}, mf.allowNonFinite)
 			if err != nil {
 				return err
 			}
 			pm := peft.Wrap(base)
-			if _, err := pm.LoadAdapter(mf.adapter, peft.DefaultAdapter); err != nil {
+			if _, err := loadAdapter(pm, mf.adapter, mf.allowNonFinite); err != nil {
 				return err
 			}
 			merged, err := pm.MergeAndUnload()
 			if err != nil {
 				return err
 			}
-			if err := llama.SaveHF(merged, output); err != nil {
+			// Finite inputs can still overflow when folded together.
+			if err := merged.CheckFinite(); err != nil && !mf.allowNonFinite {
+				return fmt.Errorf("merging %s into %s: %w; nothing was written", mf.adapter, mf.model, err)
+			}
+			if err := writeModelDir("--output", output, func(dir string) error { return llama.SaveHF(merged, dir) }); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "merged %s into %s: wrote %s\n", mf.adapter, mf.model, output)
@@ -264,4 +343,36 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// checkSampling refuses generation settings that would mean something
+// other than they say, naming the flag; an explicit --top-p 0 is refused
+// too (the library reads a zero top-p as 1).
+func checkSampling(cmd *cobra.Command, opt llama.GenerateOptions) error {
+	if cmd.Flags().Changed("top-p") && opt.TopP == 0 {
+		return fmt.Errorf("--top-p 0: must be in (0, 1] (1: no nucleus cut)")
+	}
+	if opt.MaxNewTokens < 0 {
+		return fmt.Errorf("--max-new-tokens (-n) %d: must be ≥ 0", opt.MaxNewTokens)
+	}
+	if err := opt.Sampling.Validate(); err != nil {
+		return fmt.Errorf("--%w", err)
+	}
+	return nil
+}
+
+// clampToContext bounds the number of new tokens by what the model's
+// context leaves after the prompt, saying so when it cuts: the KV cache is
+// sized for the whole sequence, so -n 1000000000 would otherwise allocate
+// until memory runs out.
+func clampToContext(w io.Writer, promptLen, n, context int) (int, error) {
+	room := context - promptLen
+	if room <= 0 {
+		return 0, fmt.Errorf("the prompt is %d tokens, the model's context only %d (max_position_embeddings): shorten the prompt", promptLen, context)
+	}
+	if n > room {
+		fmt.Fprintf(w, "gopeft: generating at most %d tokens, not %d: the model's context is %d tokens and the prompt takes %d\n", room, n, context, promptLen)
+		return room, nil
+	}
+	return n, nil
 }

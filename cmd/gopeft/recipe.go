@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/train"
 )
 
@@ -24,6 +24,10 @@ type Recipe struct {
 	Data   DataRecipe     `yaml:"data"`
 	Train  train.Config   `yaml:"train"`
 	Output string         `yaml:"output"`
+
+	// allowNonFinite skips the check for NaN and infinite weights on load
+	// (--allow-nonfinite; not a recipe key).
+	allowNonFinite bool
 }
 
 // DataRecipe says where the data is and how to turn it into sequences.
@@ -49,14 +53,19 @@ type DataRecipe struct {
 // readRecipe reads a recipe over r, refusing unknown keys (a typo would
 // otherwise silently train something else).
 func readRecipe(path string, r *Recipe) error {
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path)
 	if err != nil {
 		return err
 	}
+	return parseRecipe(b, path, r)
+}
+
+// parseRecipe decodes recipe YAML over r; name is used in errors.
+func parseRecipe(b []byte, name string, r *Recipe) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(r); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
 }
@@ -70,3 +79,14 @@ func (r *Recipe) peftJSON() ([]byte, error) {
 }
 
 func (r *Recipe) yaml() ([]byte, error) { return yaml.Marshal(r) }
+
+// fingerprint identifies the run for resuming: what makes it the same run
+// (model, method, data, hyper-parameters), not where it is written.
+func (r *Recipe) fingerprint() (string, error) {
+	return train.Fingerprint(struct {
+		Model, Method string
+		Peft          map[string]any
+		Data          DataRecipe
+		Train         train.Config
+	}{r.Model, r.Method, r.Peft, r.Data, r.Train})
+}

@@ -24,8 +24,9 @@ import (
 
 func newTrainCmd() *cobra.Command {
 	var recipePath string
-	var resume bool
-	r := &Recipe{Method: "LORA", Data: DataRecipe{Format: data.FormatAuto}}
+	var resume, overwrite bool
+	r := &Recipe{Method: "LORA", Data: DataRecipe{Format: data.FormatAuto}, Train: train.DefaultConfig()}
+	d := train.DefaultConfig() // the flags' defaults
 	var mf *methodFlags
 	cmd := &cobra.Command{
 		Use:   "train",
@@ -33,7 +34,8 @@ func newTrainCmd() *cobra.Command {
 		Long: `train fine-tunes from flags or from a YAML recipe (--config); flags given on the
 command line override the recipe. The result (a PEFT adapter, or a Hugging Face model for
 --method FULL), recipe.yaml, metrics.jsonl, loss.png and checkpoints go to --output.
-An interrupted run continues with --resume.`,
+An interrupted run continues with --resume; --overwrite-output-dir replaces the results
+of an earlier run in --output (without either, a directory holding them is refused).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if recipePath != "" {
@@ -62,7 +64,7 @@ An interrupted run continues with --resume.`,
 			r.Method = reg.Type
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 			defer stop()
-			_, err = runTrain(ctx, r, resume, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			_, err = runTrain(ctx, r, resume, overwrite, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			return err
 		},
 	}
@@ -86,37 +88,55 @@ An interrupted run continues with --resume.`,
 	fl.BoolVar(&r.Data.SkipInvalid, "skip-invalid", false, "skip and count malformed rows instead of stopping")
 	fl.IntVar(&r.Data.Limit, "limit", 0, "use only the first N training examples")
 	fl.IntVar(&r.Data.EvalLimit, "eval-limit", 0, "use only the first N eval examples")
-	fl.IntVar(&r.Train.Steps, "steps", 100, "optimizer updates")
-	fl.IntVar(&r.Train.BatchSize, "batch", 8, "sequences per micro-batch")
-	fl.IntVar(&r.Train.GradAccum, "grad-accum", 1, "micro-batches per update")
-	fl.Float64Var(&r.Train.LR, "lr", 2e-3, "peak learning rate")
-	fl.StringVar(&r.Train.Schedule, "schedule", "cosine", "constant, linear or cosine")
-	fl.IntVar(&r.Train.Warmup, "warmup", 10, "warm-up steps")
-	fl.StringVar(&r.Train.Optimizer, "optimizer", "adamw", "adamw or sgd")
-	fl.Float64Var(&r.Train.WeightDecay, "weight-decay", 0, "weight decay")
-	fl.Float64Var(&r.Train.MaxGradNorm, "max-grad-norm", 1, "clip gradients to this global norm (0: off)")
-	fl.Uint64Var(&r.Train.Seed, "seed", 42, "seed for initialisation, data order and dropout")
-	fl.IntVar(&r.Train.EvalEvery, "eval-every", 0, "evaluate every N steps (0: before and after only)")
-	fl.IntVar(&r.Train.SaveEvery, "save-every", 0, "checkpoint every N steps (0: at the end)")
-	fl.IntVar(&r.Train.LogEvery, "log-every", 1, "metrics line every N steps")
+	fl.IntVar(&r.Train.Steps, "steps", d.Steps, "optimizer updates")
+	fl.IntVar(&r.Train.BatchSize, "batch", d.BatchSize, "sequences per micro-batch")
+	fl.IntVar(&r.Train.GradAccum, "grad-accum", d.GradAccum, "micro-batches per update")
+	fl.Float64Var(&r.Train.LR, "lr", d.LR, "peak learning rate (> 0)")
+	fl.StringVar(&r.Train.Schedule, "schedule", d.Schedule, "constant, linear or cosine")
+	fl.IntVar(&r.Train.Warmup, "warmup", d.Warmup, "warm-up steps")
+	fl.StringVar(&r.Train.Optimizer, "optimizer", d.Optimizer, "adamw or sgd")
+	fl.Float64Var(&r.Train.WeightDecay, "weight-decay", d.WeightDecay, "weight decay")
+	fl.Float64Var(&r.Train.MaxGradNorm, "max-grad-norm", d.MaxGradNorm, "clip gradients to this global norm (0: off)")
+	fl.Uint64Var(&r.Train.Seed, "seed", d.Seed, "seed for initialisation, data order and dropout")
+	fl.IntVar(&r.Train.EvalEvery, "eval-every", d.EvalEvery, "evaluate every N steps (0: before and after only)")
+	fl.IntVar(&r.Train.SaveEvery, "save-every", d.SaveEvery, "checkpoint every N steps (0: at the end)")
+	fl.IntVar(&r.Train.LogEvery, "log-every", d.LogEvery, "metrics line every N steps")
 	fl.StringVar(&r.Output, "output", "", "output directory")
-	fl.BoolVar(&resume, "resume", false, "continue from the latest checkpoint in --output")
+	fl.BoolVar(&resume, "resume", false, "continue the unfinished run in --output from its latest checkpoint")
+	fl.BoolVar(&overwrite, "overwrite-output-dir", false, "remove the results and checkpoints of an earlier run in --output first")
+	fl.BoolVar(&r.allowNonFinite, "allow-nonfinite", false, "load a model holding NaN or infinite weights (skip the check)")
 	return cmd
 }
 
-// runTrain carries out a recipe: load, attach the method, train, save.
-func runTrain(ctx context.Context, r *Recipe, resume bool, out, progress io.Writer) (train.Summary, error) {
+// runTrain carries out a recipe: check every setting and the output
+// directory, load, attach the method, train, save.
+func runTrain(ctx context.Context, r *Recipe, resume, overwrite bool, out, progress io.Writer) (train.Summary, error) {
 	if r.Model == "" || (r.Data.Path == "" && r.Data.Task == "") || r.Output == "" {
 		return train.Summary{}, fmt.Errorf("train needs a model, data and an output directory (--model, --data or --task, --output or a recipe)")
 	}
 	if r.Data.Path != "" && r.Data.Task != "" {
 		return train.Summary{}, fmt.Errorf("give --data or --task, not both")
 	}
-	base, err := llama.Load(r.Model, llama.LoadOptions{BF16: r.BF16})
+	if err := r.validate(); err != nil {
+		return train.Summary{}, err
+	}
+	fp, err := r.fingerprint()
 	if err != nil {
 		return train.Summary{}, err
 	}
 	mf := modelFlags{model: r.Model, tokenizer: r.Tokenizer}
+	inputs := []input{{"--model", r.Model}, {"--tokenizer", mf.tokenizerPath()}, {"--data", r.Data.Path}, {"--eval-data", r.Data.EvalPath}}
+	plan, err := checkTrainOutput(r, resume, overwrite, fp, inputs)
+	if err != nil {
+		return train.Summary{}, err
+	}
+	base, err := loadModel(r.Model, llama.LoadOptions{BF16: r.BF16}, r.allowNonFinite)
+	if err != nil {
+		return train.Summary{}, err
+	}
+	if err := r.checkContext(base.Config); err != nil {
+		return train.Summary{}, err
+	}
 	tok, err := mf.loadTokenizer()
 	if err != nil {
 		return train.Summary{}, err
@@ -138,20 +158,16 @@ func runTrain(ctx context.Context, r *Recipe, resume bool, out, progress io.Writ
 		return train.Summary{}, err
 	}
 	fmt.Fprintf(out, "data: %d training and %d eval sequences from %s\n", len(trainSet), len(evalSet), source)
+	if err := plan.clear(out); err != nil {
+		return train.Summary{}, err
+	}
 	return trainModel(ctx, base, r, trainSet, evalSet, resume, out, progress)
 }
 
 // trainModel attaches the recipe's method to base and trains it.
 func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, evalSet []data.Example, resume bool, out, progress io.Writer) (train.Summary, error) {
-	method, err := peft.NewMethod(r.Method)
+	method, err := r.newMethod()
 	if err != nil {
-		return train.Summary{}, err
-	}
-	pj, err := r.peftJSON()
-	if err != nil {
-		return train.Summary{}, err
-	}
-	if err := peft.DecodeConfig(pj, method.Config(), "recipe peft block", true); err != nil {
 		return train.Summary{}, err
 	}
 	bc := method.Config().Base()
@@ -168,12 +184,7 @@ func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, eva
 		return train.Summary{}, err
 	}
 	fmt.Fprintln(out, pm.ParamLine())
-	fp, err := train.Fingerprint(struct {
-		Model, Method string
-		Peft          map[string]any
-		Data          DataRecipe
-		Train         train.Config
-	}{r.Model, r.Method, r.Peft, r.Data, r.Train})
+	fp, err := r.fingerprint()
 	if err != nil {
 		return train.Summary{}, err
 	}

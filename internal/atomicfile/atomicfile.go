@@ -58,3 +58,58 @@ func Write(path string, write func(w io.Writer) error) (err error) {
 	}
 	return nil
 }
+
+// ReplaceDir builds a directory with write in a temporary directory beside
+// dir and then puts it in dir's place, so that dir ends up holding exactly
+// what write made: nothing of an older dir survives, and a failed or
+// interrupted write leaves the old dir as it was. The old dir is removed
+// last.
+func ReplaceDir(dir string, write func(tmp string) error) (err error) {
+	dir = filepath.Clean(dir)
+	parent, base := filepath.Split(dir)
+	if parent == "" {
+		parent = "."
+	}
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", dir, err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+base+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", dir, err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if err = os.Chmod(tmp, 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", dir, err)
+	}
+	if err = write(tmp); err != nil {
+		return err
+	}
+	old := ""
+	if _, serr := os.Lstat(dir); serr == nil {
+		// Move the old directory aside under a fresh name first: rename
+		// cannot replace a non-empty directory.
+		if old, err = os.MkdirTemp(parent, "."+base+".old-*"); err != nil {
+			return fmt.Errorf("write %s: %w", dir, err)
+		}
+		if err = os.Remove(old); err != nil {
+			return fmt.Errorf("write %s: %w", dir, err)
+		}
+		if err = os.Rename(dir, old); err != nil {
+			return fmt.Errorf("write %s: %w", dir, err)
+		}
+	}
+	if err = os.Rename(tmp, dir); err != nil {
+		if old != "" {
+			os.Rename(old, dir)
+		}
+		return fmt.Errorf("write %s: %w", dir, err)
+	}
+	if old != "" {
+		return os.RemoveAll(old)
+	}
+	return nil
+}

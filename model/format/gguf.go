@@ -4,8 +4,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"os"
 	"slices"
+
+	"github.com/gopeft/gopeft/internal/safefile"
 )
 
 // GGUF layout (versions 2 and 3, little-endian; llama.cpp's gguf.md):
@@ -117,7 +118,7 @@ func (ti GGUFTensorInfo) Shape() []int {
 // ReadGGUF reads a GGUF (version 2 or 3) file. Tensor data is kept in memory
 // and handed out by [GGUFFile.Tensor] without copying.
 func ReadGGUF(path string) (*GGUFFile, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

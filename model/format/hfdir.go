@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/gopeft/gopeft/internal/safefile"
 )
 
 // Hugging Face model directory file names.
@@ -26,7 +27,7 @@ const (
 // order.
 func ReadHFDir(dir string) (config []byte, tensors map[string]*Tensor, err error) {
 	cfgPath := filepath.Join(dir, HFConfigFile)
-	config, err = os.ReadFile(cfgPath)
+	config, err = safefile.ReadFile(cfgPath)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -35,7 +36,7 @@ func ReadHFDir(dir string) (config []byte, tensors map[string]*Tensor, err error
 	}
 
 	indexPath := filepath.Join(dir, HFIndexFile)
-	index, err := os.ReadFile(indexPath)
+	index, err := safefile.ReadFile(indexPath)
 	switch {
 	case err == nil:
 		tensors, err = readHFShards(dir, indexPath, index)

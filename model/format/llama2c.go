@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
-	"os"
 	"slices"
+
+	"github.com/gopeft/gopeft/internal/safefile"
 )
 
 // Llama2cHeader is the header of a llama2.c legacy (version 0) checkpoint:
@@ -45,7 +46,7 @@ const llama2cHeaderBytes = 7 * 4
 // only when the classifier is unshared. The freq_cis tables stored in the
 // file are skipped.
 func ReadLlama2c(path string) (Llama2cHeader, map[string]*Tensor, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return Llama2cHeader{}, nil, err
 	}

@@ -6,13 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/gopeft/gopeft/internal/atomicfile"
+	"github.com/gopeft/gopeft/internal/safefile"
 )
 
 // A safetensors file is an 8-byte little-endian header length n, n bytes of
@@ -29,7 +29,7 @@ const safetensorsMetadataKey = "__metadata__"
 // Data slices share one buffer holding the file. metadata is nil when the
 // file has no "__metadata__".
 func ReadSafetensors(path string) (tensors map[string]*Tensor, metadata map[string]string, err error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, nil, err
 	}

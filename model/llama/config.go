@@ -10,6 +10,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/gopeft/gopeft/autograd"
 )
@@ -111,8 +112,69 @@ func ParseConfig(data []byte, file string) (Config, error) {
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", file, err)
 	}
+	if err := c.checkFile(raw); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", file, err)
+	}
 	return c, nil
 }
+
+// supportedModelTypes are the config.json model_type values whose
+// computation is LLaMA's. Mistral is LLaMA with an optional sliding
+// window, which checkFile requires to cover the whole context.
+var supportedModelTypes = map[string]bool{"llama": true, "mistral": true}
+
+// checkFile refuses what config.json may say that this package would
+// otherwise compute wrongly without a word: another architecture, another
+// activation, a sliding attention window, or ids and lengths no model can
+// have (an EOS beyond the vocabulary only never stops generation, and is
+// left alone). A missing model_type or hidden_act is taken as LLaMA's.
+func (c *Config) checkFile(raw map[string]json.RawMessage) error {
+	str := func(key string) (string, bool, error) {
+		v, ok := raw[key]
+		if !ok || string(v) == "null" {
+			return "", false, nil
+		}
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return "", false, fmt.Errorf("key %q: %w", key, err)
+		}
+		return s, true, nil
+	}
+	mt, ok, err := str("model_type")
+	if err != nil {
+		return err
+	}
+	if ok && !supportedModelTypes[mt] {
+		return fmt.Errorf("key \"model_type\" is %q: only LLaMA-architecture models are supported (model_type %s)", mt, strings.Join(sortedKeys(supportedModelTypes), ", "))
+	}
+	act, ok, err := str("hidden_act")
+	if err != nil {
+		return err
+	}
+	if ok && act != "silu" {
+		return fmt.Errorf("key \"hidden_act\" is %q: LLaMA's feed-forward is SwiGLU, only \"silu\" is supported", act)
+	}
+	if v, ok := raw["sliding_window"]; ok && string(v) != "null" {
+		var w int64
+		if err := json.Unmarshal(v, &w); err != nil {
+			return fmt.Errorf("key \"sliding_window\": %w", err)
+		}
+		if w < int64(c.MaxPositionEmbeddings) {
+			return fmt.Errorf("key \"sliding_window\" is %d, below max_position_embeddings %d: sliding-window attention is not supported", w, c.MaxPositionEmbeddings)
+		}
+	}
+	switch {
+	case c.MaxPositionEmbeddings <= 0:
+		return fmt.Errorf("key \"max_position_embeddings\" is %d: it must be positive", c.MaxPositionEmbeddings)
+	case c.BOSTokenID < 0 || c.BOSTokenID >= c.VocabSize:
+		return fmt.Errorf("key \"bos_token_id\" is %d: it must be a token id below vocab_size %d", c.BOSTokenID, c.VocabSize)
+	case !isFinite(c.RMSNormEps) || !isFinite(c.RopeTheta):
+		return fmt.Errorf("keys \"rms_norm_eps\" %v and \"rope_theta\" %v must be finite", c.RMSNormEps, c.RopeTheta)
+	}
+	return nil
+}
+
+func isFinite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 
 func unmarshalField(c *Config, key string, v json.RawMessage) error {
 	// Decode {key: v} into the struct so json tags pick the field.

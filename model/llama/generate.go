@@ -22,6 +22,23 @@ type Sampling struct {
 	Seed        uint64
 }
 
+// Validate refuses settings that would otherwise mean something else than
+// they say: a negative or NaN temperature, a top-p outside (0, 1], a
+// negative top-k. TopP's zero value is taken as 1 (no cut), so that the
+// zero Sampling is plain greedy decoding; a command line should refuse an
+// explicit 0.
+func (s Sampling) Validate() error {
+	switch {
+	case !(s.Temperature >= 0) || math.IsInf(s.Temperature, 0):
+		return fmt.Errorf("temperature %v: must be a finite number ≥ 0 (0: greedy)", s.Temperature)
+	case !(s.TopP >= 0 && s.TopP <= 1):
+		return fmt.Errorf("top-p %v: must be in (0, 1] (1: no nucleus cut)", s.TopP)
+	case s.TopK < 0:
+		return fmt.Errorf("top-k %d: must be ≥ 0 (0: no cut)", s.TopK)
+	}
+	return nil
+}
+
 // Sampler draws tokens under one Sampling; it owns the random stream.
 type Sampler struct {
 	Sampling
@@ -113,6 +130,15 @@ func (m *Model) Generate(ctx context.Context, prompt []int, opt GenerateOptions,
 	if opt.MaxNewTokens < 0 {
 		return nil, fmt.Errorf("llama: max new tokens must not be negative, got %d", opt.MaxNewTokens)
 	}
+	if err := opt.Sampling.Validate(); err != nil {
+		return nil, fmt.Errorf("llama: %w", err)
+	}
+	// The cache is sized for the whole sequence up front: bound it by the
+	// context rather than by whatever length was asked for.
+	if ctxLen := m.Config.MaxPositionEmbeddings; len(prompt)+opt.MaxNewTokens > ctxLen {
+		return nil, fmt.Errorf("llama: the prompt's %d tokens and %d new ones exceed the model's context of %d (max_position_embeddings)",
+			len(prompt), opt.MaxNewTokens, ctxLen)
+	}
 	capacity := len(prompt) + opt.MaxNewTokens
 	cache := m.NewKVCache(1, capacity)
 	stop := map[int]bool{m.Config.EOSTokenID: true}
@@ -132,6 +158,11 @@ func (m *Model) Generate(ctx context.Context, prompt []int, opt GenerateOptions,
 		logits, err := m.lastLogits(Input{IDs: next, Batch: 1, T: len(next), Cache: cache})
 		if err != nil {
 			return out, err
+		}
+		for i, l := range logits {
+			if l-l != 0 { // NaN or ±Inf
+				return out, fmt.Errorf("llama: the logit of token %d is %v at generation step %d: the model computes non-finite values", i, l, len(out)+1)
+			}
 		}
 		id := sampler.Sample(logits)
 		if stop[id] {

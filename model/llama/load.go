@@ -2,11 +2,13 @@ package llama
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/tensor"
 )
@@ -42,8 +44,22 @@ func DetectFormat(path string) (Format, string, error) {
 		}
 		return FormatHF, path, nil
 	}
+	// A device such as /dev/zero never ends: reading it whole would take
+	// all memory. An empty file is no checkpoint of any format, and saying
+	// so beats the error of whichever reader its name picks.
+	if _, err := safefile.CheckRegular(path); err != nil {
+		return "", "", fmt.Errorf("%w; give a checkpoint file or a model directory", err)
+	}
+	if st.Size() == 0 {
+		return "", "", fmt.Errorf("%s: the file is empty (0 bytes), not a checkpoint", path)
+	}
 	if strings.HasSuffix(path, ".safetensors") || filepath.Base(path) == format.HFConfigFile {
-		return FormatHF, filepath.Dir(path), nil
+		dir := filepath.Dir(path)
+		if _, err := os.Stat(filepath.Join(dir, format.HFConfigFile)); err != nil {
+			return "", "", fmt.Errorf("%s: a Hugging Face model needs %s beside its weights, and %s has none; give the model directory",
+				path, format.HFConfigFile, dir)
+		}
+		return FormatHF, dir, nil
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -51,10 +67,32 @@ func DetectFormat(path string) (Format, string, error) {
 	}
 	defer f.Close()
 	magic := make([]byte, 4)
-	if n, _ := f.Read(magic); n == 4 && string(magic) == "GGUF" {
+	n, _ := io.ReadFull(f, magic)
+	magic = magic[:n]
+	if string(magic) == "GGUF" {
 		return FormatGGUF, path, nil
 	}
+	if err := refuseMagic(path, magic); err != nil {
+		return "", "", err
+	}
 	return FormatLlama2c, path, nil
+}
+
+// refuseMagic recognises files that are not llama2.c checkpoints by their
+// first bytes (or a .gguf name), so that they are not parsed as a llama2.c
+// header and reported with nonsense sizes. llama2.c files have no magic:
+// anything else is left to that reader.
+func refuseMagic(path string, magic []byte) error {
+	switch string(magic) {
+	case "lmgg", "fmgg", "tjgg": // GGML, GGMF, GGJT written little-endian
+		return fmt.Errorf("%s: a legacy GGML file (magic %q); convert it to GGUF with llama.cpp", path, magic)
+	case "PK\x03\x04":
+		return fmt.Errorf("%s: a zip archive (a PyTorch .pt/.bin checkpoint?); convert it to safetensors or GGUF", path)
+	}
+	if strings.EqualFold(filepath.Ext(path), ".gguf") {
+		return fmt.Errorf("%s: not a GGUF file: it starts with %q, a GGUF file with \"GGUF\"", path, magic)
+	}
+	return nil
 }
 
 // Load reads a checkpoint in any supported format.

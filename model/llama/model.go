@@ -85,6 +85,9 @@ func New(cfg Config, tensors map[string]*tensor.Tensor, source string) (*Model, 
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
+	if err := checkSize(&cfg, tensors); err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
 	want := cfg.Shapes()
 	for _, name := range sortedKeys(want) {
 		t, ok := tensors[name]

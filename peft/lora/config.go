@@ -6,6 +6,7 @@ package lora
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/peft/lowrank"
@@ -55,9 +56,11 @@ func NewConfig() *Config {
 func (c *Config) Validate() error {
 	switch {
 	case c.R <= 0:
-		return fmt.Errorf("lora: r must be positive, got %d", c.R)
-	case c.LoraDropout < 0 || c.LoraDropout >= 1:
-		return fmt.Errorf("lora: lora_dropout must be in [0, 1), got %v", c.LoraDropout)
+		return &peft.KeyError{Method: PeftType, Key: "r", Value: c.R, Allowed: "must be at least 1"}
+	case math.IsNaN(c.LoraAlpha) || math.IsInf(c.LoraAlpha, 0):
+		return &peft.KeyError{Method: PeftType, Key: "lora_alpha", Value: c.LoraAlpha, Allowed: "must be a finite number"}
+	case !(c.LoraDropout >= 0 && c.LoraDropout < 1):
+		return &peft.KeyError{Method: PeftType, Key: "lora_dropout", Value: c.LoraDropout, Allowed: "must be in [0, 1)"}
 	case c.UseDoRA:
 		return fmt.Errorf("lora: use_dora is not supported yet")
 	case c.Bias != "" && c.Bias != "none":
@@ -72,7 +75,7 @@ func (c *Config) Validate() error {
 	}
 	for k, r := range c.RankPattern {
 		if r <= 0 {
-			return fmt.Errorf("lora: rank_pattern[%q] must be positive, got %d", k, r)
+			return &peft.KeyError{Method: PeftType, Key: fmt.Sprintf("rank_pattern[%q]", k), Value: r, Allowed: "must be at least 1"}
 		}
 	}
 	return nil

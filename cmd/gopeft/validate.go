@@ -1,0 +1,144 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/gopeft/gopeft/data"
+	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/train"
+)
+
+// trainFlags maps the recipe's train.* keys to the flags that set them;
+// keys without a flag are set in a recipe only.
+var trainFlags = map[string]string{
+	"steps": "--steps", "batch_size": "--batch", "grad_accum": "--grad-accum", "lr": "--lr",
+	"schedule": "--schedule", "warmup_steps": "--warmup", "optimizer": "--optimizer",
+	"weight_decay": "--weight-decay", "max_grad_norm": "--max-grad-norm", "eval_every": "--eval-every",
+	"save_every": "--save-every", "log_every": "--log-every",
+}
+
+// settingName names a setting as the user gave it: its flag and its recipe
+// key ("--lr (recipe train.lr)"), or the recipe key alone.
+func settingName(section, key, flag string) string {
+	if flag == "" {
+		return "recipe " + section + "." + key
+	}
+	return flag + " (recipe " + section + "." + key + ")"
+}
+
+// validate checks every setting of the recipe that can be checked without
+// the model, naming the flag and recipe key and the allowed range, so that
+// a bad value stops the run before anything is loaded. Nothing is replaced
+// by a default: DefaultConfig gave the defaults when the flags were made.
+func (r *Recipe) validate() error {
+	if err := r.Train.Validate(); err != nil {
+		var fe *train.FieldError
+		if errors.As(err, &fe) {
+			return fmt.Errorf("%s is %v: %s", settingName("train", fe.Key, trainFlags[fe.Key]), fe.Value, fe.Allowed)
+		}
+		return err
+	}
+	d := r.Data
+	finite := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+	checks := []struct {
+		ok        bool
+		key, flag string
+		value     any
+		allowed   string
+	}{
+		{d.SeqLen >= 1, "seq_len", "--seq-len", d.SeqLen, "must be at least 1"},
+		{d.MaxLen >= 1, "max_len", "--max-len", d.MaxLen, "must be at least 1"},
+		{finite(d.EvalFraction) && d.EvalFraction >= 0 && d.EvalFraction < 1, "eval_fraction", "--eval-fraction", d.EvalFraction, "must be in [0, 1)"},
+		{d.Limit >= 0, "limit", "--limit", d.Limit, "must be ≥ 0 (0: all)"},
+		{d.EvalLimit >= 0, "eval_limit", "--eval-limit", d.EvalLimit, "must be ≥ 0 (0: all)"},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			return fmt.Errorf("%s is %v: %s", settingName("data", c.key, c.flag), c.value, c.allowed)
+		}
+	}
+	if err := data.CheckFormat(d.Format); err != nil {
+		return fmt.Errorf("%s: %w", settingName("data", "format", "--format"), err)
+	}
+	if d.Template != "" {
+		if _, err := data.LookupTemplate(d.Template); err != nil {
+			return fmt.Errorf("%s: %w", settingName("data", "template", "--template"), err)
+		}
+		if strings.EqualFold(d.Format, data.FormatText) {
+			return fmt.Errorf("%s %q applies to instruction data, and --format text packs plain text without one", settingName("data", "template", "--template"), d.Template)
+		}
+	}
+	if d.EvalPath != "" && d.EvalFraction > 0 {
+		return fmt.Errorf("give %s or %s, not both: the eval set is one or the other", settingName("data", "eval_path", "--eval-data"), settingName("data", "eval_fraction", "--eval-fraction"))
+	}
+	if _, err := r.newMethod(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// newMethod makes the recipe's method with its peft block read and
+// validated.
+func (r *Recipe) newMethod() (peft.Method, error) {
+	reg, err := peft.Lookup(r.Method)
+	if err != nil {
+		return nil, fmt.Errorf("--method (recipe method): %w", err)
+	}
+	// peftSetting names a key of the peft block with the flag that sets it.
+	peftSetting := func(key string) string {
+		for _, f := range reg.Flags {
+			if f.Key == key {
+				return settingName("peft", key, "--"+f.Name)
+			}
+		}
+		return settingName("peft", key, "")
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.Peft)) {
+		if x, ok := r.Peft[k].(float64); ok && (math.IsNaN(x) || math.IsInf(x, 0)) {
+			return nil, fmt.Errorf("%s is %v: must be a finite number", peftSetting(k), x)
+		}
+	}
+	pj, err := r.peftJSON()
+	if err != nil {
+		return nil, fmt.Errorf("recipe peft block: %w", err)
+	}
+	method := reg.New()
+	if err := peft.DecodeConfig(pj, method.Config(), "recipe peft block", true); err != nil {
+		var ke *peft.KeyError
+		if errors.As(err, &ke) {
+			return nil, fmt.Errorf("%s is %v: %s", peftSetting(ke.Key), ke.Value, ke.Allowed)
+		}
+		return nil, err
+	}
+	return method, nil
+}
+
+// checkContext checks the sequence lengths against the model's context,
+// once its config is known and before any data is read: a window longer
+// than the positions the model was trained for computes garbage, and an
+// enormous one exhausts memory. --seq-len matters to plain text and
+// --max-len to instruction data; with --format auto both are checked.
+func (r *Recipe) checkContext(cfg llama.Config) error {
+	n := cfg.MaxPositionEmbeddings
+	format := strings.ToLower(r.Data.Format)
+	text := format == data.FormatText || format == data.FormatAuto || format == ""
+	instr := r.Data.Task != "" || format != data.FormatText
+	if r.Data.Task != "" {
+		text = false
+	}
+	if text && r.Data.SeqLen > n {
+		return fmt.Errorf("%s is %d, beyond the model's context of %d tokens (max_position_embeddings): give at most %d",
+			settingName("data", "seq_len", "--seq-len"), r.Data.SeqLen, n, n)
+	}
+	if instr && r.Data.MaxLen > n {
+		return fmt.Errorf("%s is %d, beyond the model's context of %d tokens (max_position_embeddings): give at most %d",
+			settingName("data", "max_len", "--max-len"), r.Data.MaxLen, n, n)
+	}
+	return nil
+}
