@@ -114,4 +114,3 @@ func gradCheck(inputs []*Var, f func(tp *Tape) *Var, richardson bool, atol, rtol
 	}
 	return worst, nil
 }
-

@@ -160,7 +160,6 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 	return a, nil
 }
 
-
 // Save writes the active adapter's result to dir: the adapter in PEFT's
 // layout, or for a WholeModel method the model directory.
 func (m *Model) Save(dir string) error {

@@ -98,7 +98,7 @@ func newLifecycle(t *testing.T) (*lifecycle, nn.Params, *peft.Model, []data.Exam
 	c := lora.NewConfig()
 	c.LoraDropout, c.Seed, c.TargetModules = 0.3, 7, peft.ModuleRegex("all-linear")
 	c.InitLoraWeights = lora.InitRandom // B ≠ 0: every factor gets a gradient
-	m := &lifecycle{Method: lora.New(c), }
+	m := &lifecycle{Method: lora.New(c)}
 	pm := peft.Wrap(base)
 	a, err := pm.AddAdapter("default", m)
 	if err != nil {

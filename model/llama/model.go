@@ -130,9 +130,9 @@ func New(cfg Config, tensors map[string]*tensor.Tensor, source string) (*Model, 
 			InputNorm:         norm(layerName(i, "input_layernorm")),
 			PostAttentionNorm: norm(layerName(i, "post_attention_layernorm")),
 			Q:                 lin[0], K: lin[1], V: lin[2], O: lin[3], Gate: lin[4], Up: lin[5], Down: lin[6],
-			Attn:              &nn.Attention{Name: layerName(i, "self_attn"), Layer: i},
-			AttnOut:           &nn.Sublayer{Name: layerName(i, "self_attn")},
-			MLPOut:            &nn.Sublayer{Name: layerName(i, "mlp")},
+			Attn:    &nn.Attention{Name: layerName(i, "self_attn"), Layer: i},
+			AttnOut: &nn.Sublayer{Name: layerName(i, "self_attn")},
+			MLPOut:  &nn.Sublayer{Name: layerName(i, "mlp")},
 		})
 	}
 	if t, ok := tensors[NameScore]; ok {

@@ -16,7 +16,9 @@ import (
 // PeftType names full fine-tuning in recipes (PEFT has no such type).
 const PeftType = "FULL"
 
-func init() { peft.Register(peft.Registration{Type: PeftType, New: func() peft.Method { return New() }}) }
+func init() {
+	peft.Register(peft.Registration{Type: PeftType, New: func() peft.Method { return New() }})
+}
 
 // Config has no keys of its own.
 type Config struct{ peft.BaseConfig }
