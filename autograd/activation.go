@@ -29,14 +29,7 @@ func (tp *Tape) SwiGLU(gate, up *Var) *Var {
 	n := out.Numel()
 	fused.SwiGLUForward(out.Data, gate.Value.F32(), up.Value.F32(), n)
 	return tp.Result(out, func(o *Var) {
-		var dg, du []float32
-		if gate.requiresGrad {
-			dg = gate.GradBuf().Data
-		}
-		if up.requiresGrad {
-			du = up.GradBuf().Data
-		}
-		fused.SwiGLUBackward(dg, du, o.Grad.Data, gate.Value.Data, up.Value.Data, n)
+		fused.SwiGLUBackward(gradOrNil(gate), gradOrNil(up), o.Grad.Data, gate.Value.Data, up.Value.Data, n)
 	}, gate, up)
 }
 

@@ -78,13 +78,7 @@ func (tp *Tape) Attention(q, k, v, prefixK, prefixV *Var, s AttnShape, keyMask [
 	qv, kv, vv := q.Value.F32(), k.Value.F32(), v.Value.F32()
 	fused.AttentionForward(out.Data, lse, qv, kv, vv, pk, pv, keyMask, d)
 	return tp.Result(out, func(o *Var) {
-		grad := func(x *Var) []float32 {
-			if x == nil || !x.requiresGrad {
-				return nil
-			}
-			return x.GradBuf().Data
-		}
-		fused.AttentionBackward(grad(q), grad(k), grad(v), grad(prefixK), grad(prefixV),
+		fused.AttentionBackward(gradOrNil(q), gradOrNil(k), gradOrNil(v), gradOrNil(prefixK), gradOrNil(prefixV),
 			o.Grad.Data, out.Data, lse, qv, kv, vv, pk, pv, keyMask, d)
 	}, q, k, v, prefixK, prefixV)
 }

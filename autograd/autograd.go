@@ -86,6 +86,15 @@ func (v *Var) GradBuf() *tensor.Tensor {
 	return v.Grad
 }
 
+// gradOrNil is v's gradient buffer when a gradient flows to v, else nil:
+// what the fused backward loops take for an input they may skip.
+func gradOrNil(v *Var) []float32 {
+	if v == nil || !v.requiresGrad {
+		return nil
+	}
+	return v.GradBuf().Data
+}
+
 // passGrad adds out's gradient into dst's. When dst is an intermediate with
 // no gradient yet, it takes out's buffer instead of copying it: out's
 // backward is running, so nothing reads out.Grad afterwards. Ops whose

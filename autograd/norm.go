@@ -20,14 +20,7 @@ func (tp *Tape) RMSNorm(x, g *Var, eps float32) *Var {
 	rstd := make([]float32, rows)
 	fused.RMSNormForward(out.Data, rstd, x.Value.F32(), g.Value.F32(), rows, dim, eps)
 	return tp.Result(out, func(o *Var) {
-		var dx, dg []float32
-		if x.requiresGrad {
-			dx = x.GradBuf().Data
-		}
-		if g.requiresGrad {
-			dg = g.GradBuf().Data
-		}
-		fused.RMSNormBackward(dx, dg, o.Grad.Data, x.Value.Data, g.Value.Data, rstd, rows, dim)
+		fused.RMSNormBackward(gradOrNil(x), gradOrNil(g), o.Grad.Data, x.Value.Data, g.Value.Data, rstd, rows, dim)
 	}, x, g)
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/tokenizer"
 )
 
@@ -176,7 +177,7 @@ func EvaluateClassifier(ctx context.Context, clf Classifier, tok tokenizer.Token
 			}
 			k := start + i
 			items[k] = Item{Gold: labels[k]}
-			sc[k] = scored{lls: s, pred: argmax(s)}
+			sc[k] = scored{lls: s, pred: tensor.Argmax(s)}
 			if sc[k].pred == labels[k] {
 				sc[k].correct = 1
 				correct++

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gopeft/gopeft/eval/metrics"
 	"github.com/gopeft/gopeft/internal/shared"
+	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/tokenizer"
 )
 
@@ -197,11 +198,11 @@ type scored struct {
 }
 
 func scoreItem(it Item, lls []float64) scored {
-	s := scored{lls: lls, pred: argmax(lls)}
+	s := scored{lls: lls, pred: tensor.Argmax(lls)}
 	s.predNorm, s.predBytes = s.pred, s.pred
 	if it.Choices != nil && it.Contexts == nil {
-		s.predNorm = argmax(normalized(lls, it.Choices, charLen))
-		s.predBytes = argmax(normalized(lls, it.Choices, byteLen))
+		s.predNorm = tensor.Argmax(normalized(lls, it.Choices, charLen))
+		s.predBytes = tensor.Argmax(normalized(lls, it.Choices, byteLen))
 	}
 	if s.pred == it.Gold {
 		s.correct = 1

@@ -108,17 +108,6 @@ func callLM(ctx context.Context, lm LM, reqs []Request) ([]float64, error) {
 	return lls, nil
 }
 
-// argmax returns the index of the largest value, the first on ties.
-func argmax(xs []float64) int {
-	best := 0
-	for i, x := range xs {
-		if x > xs[best] {
-			best = i
-		}
-	}
-	return best
-}
-
 // normalized divides each log-likelihood by a length of its choice text
 // (at least 1, so an empty choice cannot divide by zero).
 func normalized(lls []float64, choices []string, length func(string) int) []float64 {

@@ -1,8 +1,3 @@
-// Package peft is the common machinery of parameter-efficient fine-tuning:
-// a base model wrapped with named adapters, target-module matching with
-// Hugging Face PEFT's rules, modules_to_save, and the PEFT file format
-// (adapter_config.json + adapter_model.safetensors). Each method lives in
-// its own sub-package (peft/lora, ...) and registers itself by peft_type.
 package peft
 
 import (

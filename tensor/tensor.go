@@ -194,3 +194,18 @@ func (t *Tensor) Zero() {
 	clear(t.Data)
 	clear(t.Half)
 }
+
+// Argmax returns the index of the largest value, the first on ties (a
+// greedy token, a predicted class); -1 for an empty slice.
+func Argmax[T float32 | float64](xs []T) int {
+	if len(xs) == 0 {
+		return -1
+	}
+	best := 0
+	for i, x := range xs {
+		if x > xs[best] {
+			best = i
+		}
+	}
+	return best
+}

@@ -1,20 +1,27 @@
-// Package train holds the reusable pieces of a training loop: optimizers
-// (AdamW, SGD), learning-rate schedules with warm-up, gradient clipping and
-// finiteness checks, checkpoints that survive interruption, a JSONL metrics
-// log, a loss-curve plot and a progress line.
+// Package train fine-tunes a peft.Model: Run.Execute (loop.go) is the
+// training loop, with gradient accumulation, clipping, evaluation,
+// checkpoints that survive interruption (a SIGKILLed run resumes bitwise),
+// a JSONL metrics log, a loss-curve plot and a progress line; the pieces it
+// is built from (optimizers, schedules, clipping, checkpoints) are exported
+// for other loops.
 //
-// The loop itself (forward, backward, accumulation, evaluation) lives with
-// the caller. A typical step, with n micro-batches accumulated:
+// One optimizer update of Run.Execute, with n micro-batches accumulated:
 //
 //	for micro := 0; micro < n; micro++ {
-//		loss := model.Loss(tape, batch)   // mean over the micro-batch's tokens
-//		tape.Backward(loss)               // gradients add up across calls
+//		pass := &nn.Pass{Tape: tape, Training: true, Seed: MicroBatchSeed(seed, step, micro)}
+//		loss := model.Loss(pass, batch, labels)     // + the method's peft.LossTerm
+//		tape.Backward(loss / n)                     // gradients add up across calls
 //	}
-//	train.ScaleGrads(params, 1/float32(n)) // average, as HF divides the loss by n
-//	norm := train.ClipGradNorm(params, 1.0)
-//	if !train.IsFinite(norm) { opt.ZeroGrad(); continue } // skip a poisoned step
-//	opt.Step(train.LR("cosine", 2e-4, step, warmup, total))
+//	norm := ClipGradNorm(params, maxNorm)           // stop on a non-finite loss or norm
+//	method.BeforeUpdate(step)                       // peft.GradHook: gradient masks
+//	opt.Step(schedule.At(step))                     // per-group rates: peft.ParamGrouper
 //	opt.ZeroGrad()
+//	method.AfterUpdate(step)                        // peft.StepHook
+//	checkpoint: parameters, optimizer, data position, peft.Stateful's state
+//
+// Each micro-batch's pass has its own seed, so dropout masks differ between
+// micro-batches and repeat on resume. The method hooks are optional
+// interfaces of the active adapter's method (see package peft).
 //
 // Conventions follow PyTorch and Hugging Face transformers so that runs can
 // be compared number for number: AdamW is torch.optim.AdamW, the schedules

@@ -15,6 +15,7 @@ import (
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/tensor"
 )
 
 // Config is a training run's hyper-parameters, used as given: start from
@@ -388,14 +389,7 @@ func (r *Run) classifyLoss(p *nn.Pass, in llama.Input, batch []data.Example) (ba
 		if c < 0 || c >= m.NumLabels() {
 			return res, fmt.Errorf("train: example %s has class %d, the classification head has %d labels", batch[i].Source, c, m.NumLabels())
 		}
-		row := logits.Value.Row(i)
-		best := 0
-		for k, v := range row {
-			if v > row[best] {
-				best = k
-			}
-		}
-		if best == c {
+		if tensor.Argmax(logits.Value.Row(i)) == c {
 			res.correct++
 		}
 	}

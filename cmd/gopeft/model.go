@@ -56,11 +56,19 @@ func loadModel(path string, opt llama.LoadOptions, allowNonFinite bool) (*llama.
 }
 
 // loadAdapter attaches the adapter in dir to pm and, unless allowed,
-// refuses one holding a NaN or an infinity.
+// refuses one holding a NaN or an infinity. Config keys gopeft does not use
+// (a newer PEFT's) are kept, and named on stderr.
 func loadAdapter(pm *peft.Model, dir string, allowNonFinite bool) (*peft.Adapter, error) {
 	a, err := pm.LoadAdapter(dir, peft.DefaultAdapter)
-	if err != nil || allowNonFinite {
+	if err != nil {
 		return a, err
+	}
+	if extra := a.Method.Config().Base().ExtraKeys(); len(extra) > 0 {
+		fmt.Fprintf(os.Stderr, "gopeft: %s: keys not used by gopeft's %s (kept as they are): %s\n",
+			filepath.Join(dir, peft.ConfigFile), a.Method.Config().Base().PeftType, strings.Join(extra, ", "))
+	}
+	if allowNonFinite {
+		return a, nil
 	}
 	for _, p := range a.Params {
 		if i := llama.FirstNonFinite(p.Var.Value); i >= 0 {

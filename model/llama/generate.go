@@ -57,9 +57,9 @@ func NewSampler(s Sampling) *Sampler { return &Sampler{Sampling: s, rng: tensor.
 // Sample picks a token from one row of logits.
 func (s *Sampler) Sample(logits []float32) int {
 	if s.Temperature <= 0 {
-		return argmax(logits)
+		return tensor.Argmax(logits)
 	}
-	max := float64(logits[argmax(logits)])
+	max := float64(logits[tensor.Argmax(logits)])
 	c := s.probs[:0]
 	var sum float64
 	for i, l := range logits {
@@ -100,16 +100,6 @@ func (s *Sampler) Sample(logits []float32) int {
 		}
 	}
 	return c[len(c)-1].id
-}
-
-func argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
 }
 
 // GenerateOptions controls Generate.

@@ -26,42 +26,30 @@ func archImpls() []*impl {
 	return l
 }
 
+// copyRowsF32 and copyRowsBF16 are the assembly row-copy loops by panel
+// width (nil where a width has none).
+var (
+	copyRowsF32  = [33]func(kc int, src *float32, ld int, dst *float32){32: copyRows32, 16: copyRows16, 12: copyRows12, 6: copyRows6}
+	copyRowsBF16 = [33]func(kc int, src *uint16, ld int, dst *float32){32: copyRowsH32, 16: copyRowsH16}
+)
+
 // copyPanel copies kc rows of w values (stride ld) to dst (stride w) with
 // an assembly loop when w has one; it reports whether it did.
 func copyPanel(kc, w int, src []float32, ld int, dst []float32) bool {
-	if !haveAsm {
-		return false
-	}
-	_, _ = src[(kc-1)*ld+w-1], dst[kc*w-1]
-	switch w {
-	case 32:
-		copyRows32(kc, &src[0], ld, &dst[0])
-	case 16:
-		copyRows16(kc, &src[0], ld, &dst[0])
-	case 12:
-		copyRows12(kc, &src[0], ld, &dst[0])
-	case 6:
-		copyRows6(kc, &src[0], ld, &dst[0])
-	default:
-		return false
-	}
-	return true
+	return copyPanelWith(&copyRowsF32, kc, w, src, ld, dst)
 }
 
 // copyPanelH is copyPanel for a bf16 source, widening to float32.
 func copyPanelH(kc, w int, src []BF16, ld int, dst []float32) bool {
-	if !haveAsm {
+	return copyPanelWith(&copyRowsBF16, kc, w, src, ld, dst)
+}
+
+func copyPanelWith[T any](loops *[33]func(int, *T, int, *float32), kc, w int, src []T, ld int, dst []float32) bool {
+	if !haveAsm || w >= len(loops) || loops[w] == nil {
 		return false
 	}
 	_, _ = src[(kc-1)*ld+w-1], dst[kc*w-1]
-	switch w {
-	case 32:
-		copyRowsH32(kc, &src[0], ld, &dst[0])
-	case 16:
-		copyRowsH16(kc, &src[0], ld, &dst[0])
-	default:
-		return false
-	}
+	loops[w](kc, &src[0], ld, &dst[0])
 	return true
 }
 
