@@ -46,6 +46,15 @@ type Replacer interface {
 	Replacement() *autograd.Var
 }
 
+// Exclusive is a hook that must be its adapter's only hook at its site: a
+// Replacer computes the layer from its own weight, so another hook of the
+// same adapter beside it would be lost or applied to the wrong weight.
+// Exclusive names it in the error that refuses such a pair.
+type Exclusive interface {
+	Hook
+	Exclusive() string
+}
+
 // Linear is y = x·Wᵀ (+ b) for W [out, in], with input deltas before the
 // product and output deltas after it: the hook site of every projection.
 // Name is the module's full Hugging Face name

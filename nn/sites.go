@@ -1,6 +1,8 @@
 package nn
 
 import (
+	"fmt"
+
 	"github.com/gopeft/gopeft/autograd"
 )
 
@@ -108,6 +110,75 @@ type Sites struct {
 	Embeddings []*Embedding
 	Attentions []*Attention
 	Sublayers  []*Sublayer
+}
+
+// Check refuses an Exclusive hook that shares its site with another hook
+// of the same adapter, naming the site and both.
+func (s Sites) Check(adapter string) error {
+	for _, l := range s.Linears {
+		if err := exclusive(l.Name, adapter, append(hooks(l.Inputs), hooks(l.Deltas)...)); err != nil {
+			return err
+		}
+	}
+	for _, n := range s.Norms {
+		if err := exclusive(n.Name, adapter, hooks(n.Hooks)); err != nil {
+			return err
+		}
+	}
+	for _, e := range s.Embeddings {
+		if err := exclusive(e.Name, adapter, hooks(e.Hooks)); err != nil {
+			return err
+		}
+	}
+	for _, a := range s.Attentions {
+		if err := exclusive(a.Name, adapter, hooks(a.Hooks)); err != nil {
+			return err
+		}
+	}
+	for _, b := range s.Sublayers {
+		if err := exclusive(b.Name, adapter, hooks(b.Hooks)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hooks[H Hook](hs []H) []Hook {
+	out := make([]Hook, len(hs))
+	for i, h := range hs {
+		out[i] = h
+	}
+	return out
+}
+
+func exclusive(site, adapter string, all []Hook) error {
+	var mine []Hook
+	for _, h := range all {
+		if h.Owner() == adapter {
+			mine = append(mine, h)
+		}
+	}
+	for _, h := range mine {
+		if x, ok := h.(Exclusive); ok && len(mine) > 1 {
+			for _, o := range mine {
+				if o != h {
+					return fmt.Errorf("%s: %s of adapter %q cannot share the module with its %s", site, x.Exclusive(), adapter, describe(o))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// describe names a hook for an error: its own words when it has them.
+func describe(h Hook) string {
+	if x, ok := h.(Exclusive); ok {
+		return x.Exclusive()
+	}
+	if s, ok := h.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return fmt.Sprintf("%T hook", h)
 }
 
 // Remove deletes every hook owned by adapter from every site.

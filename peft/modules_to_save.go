@@ -16,6 +16,9 @@ type savedModule struct {
 	copy *autograd.Var
 }
 
+// Exclusive implements nn.Exclusive: the copy replaces the whole layer.
+func (s *savedModule) Exclusive() string { return "modules_to_save's trained copy" }
+
 // Replacement implements nn.Replacer.
 func (s *savedModule) Replacement() *autograd.Var { return s.copy }
 

@@ -152,6 +152,10 @@ func (m *Model) AddAdapter(name string, method Method) (*Adapter, error) {
 		return nil, err
 	}
 	extra := m.attachModulesToSave(a, ps)
+	if err := m.Sites().Check(name); err != nil {
+		m.Sites().Remove(name)
+		return nil, err
+	}
 	a.Params, a.extra = append(ps, extra...), len(extra)
 	m.adapters[name] = a
 	m.order = append(m.order, name)

@@ -235,3 +235,27 @@ func TestMatchNamesTheSites(t *testing.T) {
 		}
 	}
 }
+
+// A method that puts a hook on a module its modules_to_save also names
+// is refused, naming the module and the pair, and leaves nothing behind.
+func TestExclusiveHooksRefusePartners(t *testing.T) {
+	pm := peft.Wrap(tinyBase(t))
+	m := newProbe("lm_head")
+	m.cfg.ModulesToSave = []string{"lm_head"}
+	_, err := pm.AddAdapter("probe", &headProbe{m})
+	if err == nil || !strings.Contains(err.Error(), `lm_head: modules_to_save's trained copy of adapter "probe" cannot share the module with its`) {
+		t.Errorf("err = %v", err)
+	}
+	if l := pm.Base.LMHead; len(l.Inputs)+len(l.Deltas) != 0 {
+		t.Errorf("lm_head kept %d hooks of the refused adapter", len(l.Inputs)+len(l.Deltas))
+	}
+}
+
+// headProbe scales the LM head's output, whatever modules_to_save says.
+type headProbe struct{ *probe }
+
+func (m *headProbe) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
+	l := pm.Base.LMHead
+	l.Deltas = append(l.Deltas, &outScale{nn.OwnedBy{Adapter: a.Name}, m.param("lm_head.out", 1, 0.1, l.Out())})
+	return m.ps, nil
+}
