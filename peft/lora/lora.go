@@ -39,6 +39,7 @@ type layer struct {
 	linear  *nn.Linear
 	f       *lowrank.Factors
 	dropout float32
+	key     string // names the layer's dropout draws
 }
 
 // Attach implements peft.Method: an A and B per targeted Linear.
@@ -56,7 +57,7 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 			OwnedBy: nn.OwnedBy{Adapter: a.Name}, linear: l,
 			f: lowrank.New(name+".lora_A.weight", name+".lora_B.weight", r, l.In(), l.Out(),
 				m.Cfg.Scale(r, alpha), m.Cfg.InitLoraWeights, g),
-			dropout: float32(m.Cfg.LoraDropout),
+			dropout: float32(m.Cfg.LoraDropout), key: l.Name + "/" + a.Name,
 		}
 		l.Deltas = append(l.Deltas, ly)
 		m.layers = append(m.layers, ly)
@@ -66,8 +67,8 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 }
 
 // Apply implements nn.Delta.
-func (ly *layer) Apply(p *nn.Pass, l *nn.Linear, x, y *autograd.Var) *autograd.Var {
-	return ly.f.Add(p, p.Dropout(x, ly.dropout, l.Name+"/"+ly.Adapter), y)
+func (ly *layer) Apply(p *nn.Pass, _ *nn.Linear, x, y *autograd.Var) *autograd.Var {
+	return ly.f.Add(p, p.Dropout(x, ly.dropout, ly.key), y)
 }
 
 // Merge implements peft.Merger: W ← W + s·B·A.
