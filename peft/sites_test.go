@@ -1,10 +1,12 @@
 package peft_test
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
@@ -258,4 +260,71 @@ func (m *headProbe) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 	l := pm.Base.LMHead
 	l.Deltas = append(l.Deltas, &outScale{nn.OwnedBy{Adapter: a.Name}, m.param("lm_head.out", 1, 0.1, l.Out())})
 	return m.ps, nil
+}
+
+// doubled trains a scale s on q_proj's output but saves 2·s under its own
+// name, as prefix tuning trains an MLP and saves its output: SaveAdapter
+// writes what SavedParams computes, LoadAdapter fills those tensors and
+// Loaded turns them back into what the method computes with.
+type doubled struct {
+	*probe
+	s, saved *autograd.Var
+}
+
+func (m *doubled) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
+	l := pm.Base.Layers[0].Q
+	m.s = m.param(l.Name+".s", 1, 0.1, l.Out())
+	l.Deltas = append(l.Deltas, &outScale{nn.OwnedBy{Adapter: a.Name}, m.s})
+	m.saved = autograd.Param(peft.SavePrefix+l.Name+".s2", tensor.New(l.Out()), false)
+	return m.ps, nil
+}
+
+func (m *doubled) SavedParams() (nn.Params, error) {
+	for i, v := range m.s.Value.Data {
+		m.saved.Value.Data[i] = 2 * v
+	}
+	return nn.Params{{Name: m.saved.Name, Var: m.saved}}, nil
+}
+
+func (m *doubled) Loaded() error {
+	for i, v := range m.saved.Value.Data {
+		m.s.Value.Data[i] = v / 2
+	}
+	return nil
+}
+
+func init() {
+	peft.Register(peft.Registration{Type: "PROBE", New: func() peft.Method { return &doubled{probe: newProbe("q_proj")} }})
+}
+
+func TestSaverWritesWhatItComputes(t *testing.T) {
+	pm := peft.Wrap(tinyBase(t))
+	m := &doubled{probe: newProbe("q_proj")}
+	if _, err := pm.AddAdapter("default", m); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := pm.SaveAdapter(dir, "default"); err != nil {
+		t.Fatal(err)
+	}
+	ts, _, err := format.ReadSafetensors(filepath.Join(dir, peft.WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != 1 || ts[m.saved.Name] == nil {
+		t.Fatalf("the file holds %d tensors, want only %s", len(ts), m.saved.Name)
+	}
+	// A fresh method of the same kind, loaded from the file, computes with
+	// the trained values again.
+	pm2 := peft.Wrap(tinyBase(t))
+	b, err := pm2.LoadAdapter(dir, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := b.Method.(*doubled).s.Value.Data
+	for i, v := range m.s.Value.Data {
+		if got[i] != v {
+			t.Fatalf("s[%d] = %v after save → load, trained %v", i, got[i], v)
+		}
+	}
 }
