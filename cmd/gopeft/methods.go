@@ -8,6 +8,7 @@ import (
 
 	"github.com/gopeft/gopeft/peft"
 	_ "github.com/gopeft/gopeft/peft/full" // registers FULL
+	_ "github.com/gopeft/gopeft/peft/ia3"  // registers IA3
 	_ "github.com/gopeft/gopeft/peft/lora" // registers LORA
 )
 
