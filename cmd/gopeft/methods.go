@@ -7,9 +7,10 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/gopeft/gopeft/peft"
-	_ "github.com/gopeft/gopeft/peft/full" // registers FULL
-	_ "github.com/gopeft/gopeft/peft/ia3"  // registers IA3
-	_ "github.com/gopeft/gopeft/peft/lora" // registers LORA
+	_ "github.com/gopeft/gopeft/peft/full"         // registers FULL
+	_ "github.com/gopeft/gopeft/peft/ia3"          // registers IA3
+	_ "github.com/gopeft/gopeft/peft/lora"         // registers LORA
+	_ "github.com/gopeft/gopeft/peft/prompttuning" // registers PROMPT_TUNING
 )
 
 // methodFlags are the flags that registered methods declare (--rank,
