@@ -167,7 +167,9 @@ func TestBadInput(t *testing.T) {
 	}
 	// A file whose tensor does not fit the model: the tensor and both shapes.
 	g := methodtest.LoadGolden(t, "prompt_tuning")
-	dir := copyGolden(t, g.Dir, func(s string) string { return strings.Replace(s, `"num_virtual_tokens": 5`, `"num_virtual_tokens": 6`, 1) })
+	dir := copyGolden(t, g.Dir, func(s string) string {
+		return strings.Replace(s, `"num_virtual_tokens": 5`, `"num_virtual_tokens": 6`, 1)
+	})
 	_, err := methodtest.BaseModel(t).LoadAdapter(dir, peft.DefaultAdapter)
 	if err == nil || !strings.Contains(err.Error(), "prompt_embeddings has shape [5 64]") || !strings.Contains(err.Error(), "[6 64]") {
 		t.Errorf("table of another shape: %v", err)
