@@ -10,6 +10,7 @@ import (
 	_ "github.com/gopeft/gopeft/peft/full"         // registers FULL
 	_ "github.com/gopeft/gopeft/peft/ia3"          // registers IA3
 	_ "github.com/gopeft/gopeft/peft/lora"         // registers LORA
+	_ "github.com/gopeft/gopeft/peft/prefixtuning" // registers PREFIX_TUNING
 	_ "github.com/gopeft/gopeft/peft/prompttuning" // registers PROMPT_TUNING
 )
 
