@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/gopeft/gopeft/peft"
+	_ "github.com/gopeft/gopeft/peft/bottleneck"   // registers BOTTLENECK
 	_ "github.com/gopeft/gopeft/peft/full"         // registers FULL
 	_ "github.com/gopeft/gopeft/peft/ia3"          // registers IA3
 	_ "github.com/gopeft/gopeft/peft/lora"         // registers LORA
