@@ -30,7 +30,13 @@ func (m *Model) SaveAdapter(dir, name string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	// PEFT's save_pretrained writes inference_mode true: a saved adapter
+	// is loaded for inference unless asked otherwise.
+	bc := a.Method.Config().Base()
+	mode := bc.InferenceMode
+	bc.InferenceMode = true
 	cfg, err := MarshalConfig(a.Method.Config())
+	bc.InferenceMode = mode
 	if err != nil {
 		return err
 	}

@@ -7,8 +7,13 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/gopeft/gopeft/peft"
-	_ "github.com/gopeft/gopeft/peft/full" // registers FULL
-	_ "github.com/gopeft/gopeft/peft/lora" // registers LORA
+	_ "github.com/gopeft/gopeft/peft/bottleneck"   // registers BOTTLENECK
+	_ "github.com/gopeft/gopeft/peft/full"         // registers FULL
+	_ "github.com/gopeft/gopeft/peft/ia3"          // registers IA3
+	_ "github.com/gopeft/gopeft/peft/lora"         // registers LORA
+	_ "github.com/gopeft/gopeft/peft/prefixtuning" // registers PREFIX_TUNING
+	_ "github.com/gopeft/gopeft/peft/prompttuning" // registers PROMPT_TUNING
+	_ "github.com/gopeft/gopeft/peft/ptuning"      // registers P_TUNING
 )
 
 // methodFlags are the flags that registered methods declare (--rank,
