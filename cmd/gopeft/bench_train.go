@@ -31,6 +31,10 @@ type trainBench struct {
 	PeakRSSBytes int64          `json:"peak_rss_bytes"`
 }
 
+// maxBenchTokens bounds a bench train step (batch × seq): the activations
+// of 64k tokens of tinyllama-1.1B already take tens of GB.
+const maxBenchTokens = 1 << 16
+
 // newBenchTrainCmd measures training steps (forward, backward, optimizer)
 // on a preset with random weights and random tokens.
 func newBenchTrainCmd() *cobra.Command {
@@ -43,6 +47,18 @@ func newBenchTrainCmd() *cobra.Command {
 		Short: "Training tokens/s and peak memory of a preset with a method",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := llama.PresetConfig(b.Preset)
+			if err != nil {
+				return err
+			}
+			switch {
+			case b.Batch < 1 || b.Steps < 1:
+				return fmt.Errorf("bench train: --batch and --steps must be at least 1 (got %d, %d)", b.Batch, b.Steps)
+			case b.Seq < 1 || b.Seq > cfg.MaxPositionEmbeddings:
+				return fmt.Errorf("bench train: --seq %d: must be in [1, %d], %s's context", b.Seq, cfg.MaxPositionEmbeddings, b.Preset)
+			case b.Batch*b.Seq > maxBenchTokens:
+				return fmt.Errorf("bench train: --batch %d × --seq %d is %d tokens a step; at most %d fit a bench's memory", b.Batch, b.Seq, b.Batch*b.Seq, maxBenchTokens)
+			}
 			base, err := llama.NewPreset(b.Preset, 1)
 			if err != nil {
 				return err
@@ -62,7 +78,7 @@ func newBenchTrainCmd() *cobra.Command {
 				return err
 			}
 			if err := peft.DecodeConfig(pj, method.Config(), "bench", true); err != nil {
-				return err
+				return namedKeyError(reg, err)
 			}
 			pm := peft.Wrap(base)
 			if _, err := pm.AddAdapter(peft.DefaultAdapter, method); err != nil {
