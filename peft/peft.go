@@ -44,6 +44,14 @@ type Adapter struct {
 	merged bool
 }
 
+// SetParams replaces the method's own parameters (a Preparer's or a
+// TensorFile's, made after Attach), keeping modules_to_save's copies, and
+// makes only the active adapter's trainable.
+func (a *Adapter) SetParams(m *Model, ps nn.Params) {
+	a.Params = append(ps, a.Params[len(a.Params)-a.extra:]...)
+	m.refresh()
+}
+
 // Merged reports whether the adapter lives in the base weights now.
 func (a *Adapter) Merged() bool { return a.merged }
 

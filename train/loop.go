@@ -99,6 +99,13 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 	if len(r.Train) == 0 {
 		return Summary{}, fmt.Errorf("train: the training set is empty")
 	}
+	if a := r.Model.Active(); a != nil {
+		if p, ok := a.Method.(peft.Preparer); ok {
+			if err := p.Prepare(r.Model, a, objective{r}); err != nil {
+				return Summary{}, err
+			}
+		}
+	}
 	params := Trainable(r.Model.TrainableParams())
 	if len(params) == 0 {
 		return Summary{}, fmt.Errorf("train: nothing is trainable (no active adapter)")
@@ -349,6 +356,29 @@ func restoreMethodState(method peft.Method, ck *Checkpoint) error {
 		return s.RestoreTrainState(*ck.Method)
 	}
 	return nil
+}
+
+// objective is the run's loss on its training examples, for a
+// peft.Preparer.
+type objective struct{ r *Run }
+
+func (o objective) Len() int { return len(o.r.Train) }
+
+// Loss is the mean loss of the examples, or nil when none of them has a
+// target.
+func (o objective) Loss(p *nn.Pass, idx []int) (*autograd.Var, error) {
+	batch := make([]data.Example, len(idx))
+	for i, j := range idx {
+		if j < 0 || j >= len(o.r.Train) {
+			return nil, fmt.Errorf("train: objective asked for example %d of %d", j, len(o.r.Train))
+		}
+		batch[i] = o.r.Train[j]
+	}
+	bl, err := o.r.batchLoss(p, batch)
+	if err != nil || bl.n == 0 {
+		return nil, err
+	}
+	return bl.loss, nil
 }
 
 // batchLoss is the mean loss of a batch under the run's objective.

@@ -81,14 +81,7 @@ func newBenchTrainCmd() *cobra.Command {
 				return namedKeyError(reg, err)
 			}
 			pm := peft.Wrap(base)
-			if _, err := pm.AddAdapter(peft.DefaultAdapter, method); err != nil {
-				return err
-			}
-			params := train.Trainable(pm.TrainableParams())
-			for _, p := range params {
-				b.Trainable += p.Var.Value.Numel()
-			}
-			opt, err := train.NewAdamW(params, train.DefaultAdamW())
+			a, err := pm.AddAdapter(peft.DefaultAdapter, method)
 			if err != nil {
 				return err
 			}
@@ -98,6 +91,19 @@ func newBenchTrainCmd() *cobra.Command {
 				in.IDs[i] = 3 + g.IntN(base.Config.VocabSize-3)
 			}
 			labels := llama.LMLabels(in)
+			if p, ok := method.(peft.Preparer); ok { // selects on the bench's own batch, sequence by sequence
+				if err := p.Prepare(pm, a, benchObjective{base, in}); err != nil {
+					return err
+				}
+			}
+			params := train.Trainable(pm.TrainableParams())
+			for _, p := range params {
+				b.Trainable += p.Var.Value.Numel()
+			}
+			opt, err := train.NewAdamW(params, train.DefaultAdamW())
+			if err != nil {
+				return err
+			}
 			micro := 0
 			step := func() error {
 				tp := autograd.NewTape()
@@ -152,4 +158,22 @@ func newBenchTrainCmd() *cobra.Command {
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	fl.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measured steps to this file")
 	return cmd
+}
+
+// benchObjective is the bench batch's next-token loss, one sequence an
+// example, for a method that selects before training.
+type benchObjective struct {
+	m  *llama.Model
+	in llama.Input
+}
+
+func (o benchObjective) Len() int { return o.in.Batch }
+
+func (o benchObjective) Loss(p *nn.Pass, idx []int) (*autograd.Var, error) {
+	var ids []int
+	for _, i := range idx {
+		ids = append(ids, o.in.IDs[i*o.in.T:(i+1)*o.in.T]...)
+	}
+	in := llama.Input{IDs: ids, Batch: len(idx), T: o.in.T}
+	return o.m.Loss(p, in, llama.LMLabels(in))
 }

@@ -59,6 +59,14 @@ func layerName(i int, suffix string) string { return fmt.Sprintf("model.layers.%
 // linearNames are the Linear modules of a block, by their name suffix.
 var linearNames = []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
 
+// hasBias reports whether block Linear j (linearNames' order) has a bias.
+func (c *Config) hasBias(j int) bool {
+	if j < 4 {
+		return c.AttentionBias
+	}
+	return c.MLPBias
+}
+
 // Shapes lists every tensor the config needs, by Hugging Face name.
 func (c *Config) Shapes() map[string][]int {
 	d, h, kv, q := c.HiddenSize, c.IntermediateSize, c.KVDim(), c.QDim()
@@ -70,6 +78,9 @@ func (c *Config) Shapes() map[string][]int {
 	for i := 0; i < c.NumHiddenLayers; i++ {
 		for j, n := range linearNames {
 			s[layerName(i, n+".weight")] = lin[j]
+			if c.hasBias(j) {
+				s[layerName(i, n+".bias")] = lin[j][:1]
+			}
 		}
 		s[layerName(i, "input_layernorm.weight")] = []int{d}
 		s[layerName(i, "post_attention_layernorm.weight")] = []int{d}
@@ -123,7 +134,11 @@ func New(cfg Config, tensors map[string]*tensor.Tensor, source string) (*Model, 
 	for i := 0; i < cfg.NumHiddenLayers; i++ {
 		lin := make([]*nn.Linear, len(linearNames))
 		for j, n := range linearNames {
-			lin[j] = nn.NewLinear(layerName(i, n), frozen(layerName(i, n+".weight")), nil)
+			var bias *autograd.Var
+			if cfg.hasBias(j) {
+				bias = frozen(layerName(i, n+".bias"))
+			}
+			lin[j] = nn.NewLinear(layerName(i, n), frozen(layerName(i, n+".weight")), bias)
 		}
 		m.Layers = append(m.Layers, &Block{
 			Index:             i,
@@ -150,6 +165,9 @@ func (m *Model) Params() nn.Params {
 		ps = append(ps, nn.Param{Name: b.InputNorm.Name + ".weight", Var: b.InputNorm.Weight})
 		for _, l := range b.Linears() {
 			ps = append(ps, nn.Param{Name: l.Name + ".weight", Var: l.Weight})
+			if l.Bias != nil {
+				ps = append(ps, nn.Param{Name: l.Name + ".bias", Var: l.Bias})
+			}
 		}
 		ps = append(ps, nn.Param{Name: b.PostAttentionNorm.Name + ".weight", Var: b.PostAttentionNorm.Weight})
 	}
