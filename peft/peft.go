@@ -321,3 +321,18 @@ func targetsString(m Modules) string {
 	}
 	return string(b)
 }
+
+// DeleteAdapter detaches the named adapter from every site and forgets it
+// (PEFT's delete_adapter), so its tensors can be collected. A merged
+// adapter must be unmerged first: its change lives in the base weights.
+func (m *Model) DeleteAdapter(name string) error {
+	a, ok := m.adapters[name]
+	if !ok {
+		return fmt.Errorf("no adapter %q (have %v)", name, m.order)
+	}
+	if a.merged {
+		return fmt.Errorf("adapter %q is merged into the base weights: unmerge it before deleting it", name)
+	}
+	m.removeAdapter(a)
+	return nil
+}
