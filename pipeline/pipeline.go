@@ -76,6 +76,9 @@ type Pipeline struct {
 	// AfterStep, when set, sees every update's record of every stage
 	// trained here.
 	AfterStep func(stage int, rec train.Record)
+	// AfterStage, when set, is called with the model after each stage
+	// (trained or restored), before the next begins.
+	AfterStage func(stage int, pm *peft.Model) error
 }
 
 // StateFile records a pipeline's progress in its output directory.
@@ -271,6 +274,7 @@ func (p *Pipeline) Run(ctx context.Context) (Result, error) {
 		return res, err
 	}
 	pm := peft.Wrap(p.Base)
+	baseName := p.BaseName // an adapter's base: the last FULL stage's model
 	if p.Continual != nil && st.Before == nil {
 		if st.Before, err = p.evaluateAll(pm); err != nil {
 			return res, err
@@ -293,7 +297,7 @@ func (p *Pipeline) Run(ctx context.Context) (Result, error) {
 		}
 		continued := plan[i] == continue_
 		if !continued {
-			if err := p.attach(pm, s); err != nil {
+			if err := p.attach(pm, s, baseName); err != nil {
 				return res, err
 			}
 		}
@@ -345,8 +349,11 @@ func (p *Pipeline) Run(ctx context.Context) (Result, error) {
 			if err := p.saveStage(pm, s, dir, run); err != nil {
 				return res, fmt.Errorf("stage %q: %w", s.Name, err)
 			}
-			if !math.IsNaN(sr.Summary.FirstEval) {
-				fmt.Fprintf(out, "stage %s: eval loss %.4f → %.4f\n", s.Name, sr.Summary.FirstEval, sr.Summary.LastEval)
+			switch sum := sr.Summary; {
+			case !math.IsNaN(sum.FirstEvalAcc):
+				fmt.Fprintf(out, "stage %s: eval loss %.4f → %.4f, accuracy %.4f → %.4f\n", s.Name, sum.FirstEval, sum.LastEval, sum.FirstEvalAcc, sum.LastEvalAcc)
+			case !math.IsNaN(sum.FirstEval):
+				fmt.Fprintf(out, "stage %s: eval loss %.4f → %.4f (perplexity %.2f → %.2f)\n", s.Name, sum.FirstEval, sum.LastEval, math.Exp(sum.FirstEval), math.Exp(sum.LastEval))
 			}
 			if p.Continual != nil {
 				row, err := p.evaluateAll(pm)
@@ -361,6 +368,14 @@ func (p *Pipeline) Run(ctx context.Context) (Result, error) {
 			}
 		}
 		res.Stages = append(res.Stages, sr)
+		if isWholeModel(pm.Active().Method) {
+			baseName = dir
+		}
+		if p.AfterStage != nil {
+			if err := p.AfterStage(i, pm); err != nil {
+				return res, err
+			}
+		}
 	}
 	if p.Continual != nil {
 		rep := p.report(st)
@@ -383,7 +398,7 @@ func methodName(s Stage) string {
 
 // attach adds the stage's new adapter (and, for a classification stage, a
 // head when the base has none).
-func (p *Pipeline) attach(pm *peft.Model, s Stage) error {
+func (p *Pipeline) attach(pm *peft.Model, s Stage, baseName string) error {
 	if s.NumLabels > 0 && p.Base.Score == nil {
 		if err := p.Base.AddScoreHead(s.NumLabels, s.Config.Seed); err != nil {
 			return &FieldError{Stage: s.Name, Key: "task", Msg: err.Error()}
@@ -393,7 +408,7 @@ func (p *Pipeline) attach(pm *peft.Model, s Stage) error {
 	if err != nil {
 		return &FieldError{Stage: s.Name, Key: "method", Msg: err.Error()}
 	}
-	stageConfig(m, s, p.BaseName)
+	stageConfig(m, s, baseName)
 	if _, err := pm.AddAdapter(peft.DefaultAdapter, m); err != nil {
 		return &FieldError{Stage: s.Name, Key: "peft", Msg: err.Error()}
 	}

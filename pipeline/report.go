@@ -68,8 +68,9 @@ type Report struct {
 	// over the stages before the last of final − just after training it
 	// (for perplexity a positive value means the set got worse);
 	// Forgetting the mean over the same stages of how much worse the final
-	// model is than the best model since the stage trained (≥ 0; worse is
-	// higher perplexity or lower accuracy). Null for mixed metrics.
+	// model is than the best model since the stage trained (worse is
+	// higher perplexity or lower accuracy; negative when it got better).
+	// Null for mixed metrics.
 	AverageFinal     Num `json:"average_final"`
 	BackwardTransfer Num `json:"backward_transfer"`
 	Forgetting       Num `json:"forgetting"`
@@ -180,9 +181,11 @@ type heatGrid struct {
 
 func (g heatGrid) Dims() (c, r int) { return len(g.lo), len(g.rows) }
 func (g heatGrid) X(c int) float64  { return float64(c) }
-func (g heatGrid) Y(r int) float64  { return float64(len(g.rows) - 1 - r) }
+func (g heatGrid) Y(r int) float64  { return float64(r) }
+
+// Z is row r from the bottom: the first row (the base) is drawn on top.
 func (g heatGrid) Z(c, r int) float64 {
-	v := float64(g.rows[r][c])
+	v := float64(g.rows[len(g.rows)-1-r][c])
 	if math.IsNaN(v) {
 		return math.NaN()
 	}
@@ -224,7 +227,7 @@ func (r *Report) WritePNG(path string) error {
 	var labels []string
 	for ri, row := range rows {
 		for c, v := range row {
-			xys = append(xys, plotter.XY{X: float64(c), Y: g.Y(ri)})
+			xys = append(xys, plotter.XY{X: float64(c), Y: float64(len(rows) - 1 - ri)})
 			labels = append(labels, fmtNum(v))
 		}
 	}
@@ -240,9 +243,12 @@ func (r *Report) WritePNG(path string) error {
 	for c, s := range r.Stages {
 		xt = append(xt, plot.Tick{Value: float64(c), Label: s + " (" + r.Metrics[c] + ")"})
 	}
-	names := append([]string{"base"}, r.Stages[:len(r.Matrix)]...)
-	for ri, s := range names {
-		yt = append(yt, plot.Tick{Value: g.Y(ri), Label: "after " + s})
+	for ri := range rows {
+		label := "base"
+		if ri > 0 {
+			label = "after " + r.Stages[ri-1]
+		}
+		yt = append(yt, plot.Tick{Value: float64(len(rows) - 1 - ri), Label: label})
 	}
 	p.X.Tick.Marker = plot.ConstantTicks(xt)
 	p.Y.Tick.Marker = plot.ConstantTicks(yt)
