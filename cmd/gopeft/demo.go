@@ -158,7 +158,7 @@ func runDemo(ctx context.Context, outDir string, quick bool, out, progress io.Wr
 			return err
 		}
 	}
-	fmt.Fprintf(out, "\nstage 1: %d story windows of 64 bytes, %d steps\n", len(trainSet), steps1)
+	fmt.Fprintf(out, "\nstage 1: %d story windows of 64 bytes\n", len(trainSet))
 	if _, err := p.Run(ctx); err != nil {
 		return err
 	}

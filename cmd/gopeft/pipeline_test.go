@@ -145,3 +145,30 @@ func TestPipelineRecipeErrors(t *testing.T) {
 		t.Error("a refused pipeline wrote its output directory")
 	}
 }
+
+// The example recipes the README points to run as written (here one step
+// a stage, from the repository root as the README says).
+func TestExampleRecipesRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads every example's data")
+	}
+	shared.Path(t, "data/models/stories260K/stories260K.bin") // skip without the shared data
+	recipes, _ := filepath.Glob("../../examples/regimes/*.yaml")
+	if len(recipes) < 4 {
+		t.Fatalf("found %d example recipes", len(recipes))
+	}
+	out := t.TempDir()
+	t.Chdir("../..")
+	if _, err := os.Stat("../shared/data/models/stories260K/stories260K.bin"); err != nil {
+		t.Skip("../shared/data is not beside the repository")
+	}
+	for _, r := range recipes {
+		if strings.HasSuffix(r, "task-only.yaml") { // domain-adaptive.yaml's task stage alone
+			continue
+		}
+		name := strings.TrimSuffix(filepath.Base(r), ".yaml")
+		if _, err := run(t, "train", "--config", filepath.Join("examples/regimes", filepath.Base(r)), "--steps", "1", "--output", filepath.Join(out, name)); err != nil {
+			t.Errorf("%s: %v", r, err)
+		}
+	}
+}
