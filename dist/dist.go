@@ -190,3 +190,25 @@ func Launched() (rank, size int, ok bool) {
 	}
 	return 0, 1, false
 }
+
+// shared marks an error every rank returns alike.
+type shared struct{ error }
+
+func (e shared) Unwrap() error { return e.error }
+
+// Shared marks err (when non-nil) as one every rank of the group returns
+// alike, from a decision they took together: a caller can end the ranks
+// cleanly rather than abort the job.
+func Shared(err error) error {
+	if err == nil || IsShared(err) {
+		return err
+	}
+	return shared{err}
+}
+
+// IsShared reports whether err came from Shared or Agree.
+func IsShared(err error) bool {
+	var s shared
+	var r *ErrRank
+	return errors.As(err, &s) || errors.As(err, &r)
+}

@@ -64,8 +64,26 @@ type dataParallel struct {
 	stop       bool // a rank's context ended: every rank stops after this update
 }
 
-// newDataParallel checks that the ranks can split the global batch and
-// that they run the same recipe on the same data.
+// CheckRanks is what Execute checks first when Comm has several ranks:
+// that they can share the global batch, and that they run the same
+// recipe on the same data. It is a collective (every rank calls it) and
+// gives every rank the same answer; call it before writing anything, so
+// that a run that cannot start leaves nothing behind.
+func (r *Run) CheckRanks() error {
+	c := dist.Or(r.Comm)
+	if c.Size() == 1 {
+		return nil
+	}
+	cfg := r.Config
+	if perUpdate := cfg.BatchSize * cfg.GradAccum; cfg.BatchSize%c.Size() != 0 && perUpdate%c.Size() != 0 {
+		return dist.Shared(fmt.Errorf("train: %d ranks cannot share an update of batch_size %d × grad_accum %d = %d sequences: make the batch size, or the batch size times grad_accum, a multiple of %d",
+			c.Size(), cfg.BatchSize, cfg.GradAccum, perUpdate, c.Size()))
+	}
+	return dist.Shared(dist.Same(c, "recipe and data", r.digest(cfg)))
+}
+
+// newDataParallel checks the ranks (CheckRanks) and prepares the
+// gradients' buckets.
 func (r *Run) newDataParallel(cfg Config, params nn.Params) (*dataParallel, error) {
 	c := dist.Or(r.Comm)
 	d := &dataParallel{comm: c, rank: c.Rank(), size: c.Size(), batch: cfg.BatchSize, perUpdate: cfg.BatchSize * cfg.GradAccum,
@@ -73,11 +91,7 @@ func (r *Run) newDataParallel(cfg Config, params nn.Params) (*dataParallel, erro
 	if d.size == 1 {
 		return d, nil
 	}
-	if cfg.BatchSize%d.size != 0 && d.perUpdate%d.size != 0 {
-		return nil, fmt.Errorf("train: %d ranks cannot share an update of batch_size %d × grad_accum %d = %d sequences: make the batch size, or the batch size times grad_accum, a multiple of %d",
-			d.size, cfg.BatchSize, cfg.GradAccum, d.perUpdate, d.size)
-	}
-	if err := dist.Same(c, "recipe and data", r.digest(cfg)); err != nil {
+	if err := r.CheckRanks(); err != nil {
 		return nil, err
 	}
 	vars := make([]*autograd.Var, len(params))
@@ -202,9 +216,9 @@ func (d *dataParallel) stopped(ctx context.Context) error {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return dist.Shared(err)
 	}
-	return errPeerStopped
+	return dist.Shared(errPeerStopped)
 }
 
 // sumEval sums the evaluation's partial sums over the ranks.
@@ -238,7 +252,7 @@ func (d *dataParallel) checkSame(step int) error {
 		}
 	}
 	if err := dist.Same(d.comm, fmt.Sprintf("set of parameters after step %d", step), h.Sum(nil)); err != nil {
-		return fmt.Errorf("train: the ranks diverged (their MPI library gave them different sums?): %w", err)
+		return dist.Shared(fmt.Errorf("train: the ranks diverged (their MPI library gave them different sums?): %w", err))
 	}
 	return nil
 }
@@ -307,9 +321,9 @@ func (d *dataParallel) latestCheckpoint(outputDir string) (*Checkpoint, string, 
 	}
 	if len(msg) == 0 || msg[0] == 1 {
 		if len(msg) == 0 {
-			return nil, "", errors.New("train: rank 0 sent an empty checkpoint")
+			return nil, "", dist.Shared(errors.New("train: rank 0 sent an empty checkpoint"))
 		}
-		return nil, "", fmt.Errorf("rank 0: %s", msg[1:])
+		return nil, "", dist.Shared(fmt.Errorf("rank 0: %s", msg[1:]))
 	}
 	if d.writes() {
 		ck, err := LoadCheckpoint(dir)

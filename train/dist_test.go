@@ -2,6 +2,7 @@ package train_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -256,7 +257,7 @@ func TestDataParallelErrors(t *testing.T) {
 			cancel()
 		}
 	}})
-	if res[1].err != context.Canceled || res[0].err == nil || !strings.Contains(res[0].err.Error(), "another rank was interrupted") {
+	if !errors.Is(res[1].err, context.Canceled) || res[0].err == nil || !strings.Contains(res[0].err.Error(), "another rank was interrupted") {
 		t.Errorf("rank 0: %v; rank 1: %v", res[0].err, res[1].err)
 	}
 	if len(res[0].losses) != 3 || len(res[1].losses) != 3 {
