@@ -8,11 +8,16 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/tensor"
 )
 
-// MPIRun returns the command that starts n copies of argv under mpirun on
+// mpiRun returns the command that starts n copies of argv under mpirun on
 // this machine: --oversubscribe lets 2 ranks share fewer cores, and root
 // (a CI container) needs --allow-run-as-root.
 func mpiRun(t *testing.T, n int, argv ...string) *exec.Cmd {
@@ -76,4 +81,44 @@ func TestMPICollectives(t *testing.T) {
 		t.Fatalf("rank %d: Same = %v", r, err)
 	}
 	fmt.Println("rank ok")
+}
+
+// TestMPISumTiming times SumFloat32 over 2 ranks for the gradient sizes
+// of docs/performance.md (GOPEFT_MPI_TIMING=1; a measurement, not a check).
+func TestMPISumTiming(t *testing.T) {
+	if os.Getenv("GOPEFT_MPI_TIMING") == "" {
+		t.Skip("a measurement: set GOPEFT_MPI_TIMING=1")
+	}
+	if os.Getenv("GOPEFT_MPI_WORKER") == "" {
+		cmd := mpiRun(t, 2, os.Args[0], "-test.run", "^TestMPISumTiming$", "-test.v")
+		cmd.Env = append(os.Environ(), "GOPEFT_MPI_WORKER=1")
+		out, err := cmd.CombinedOutput()
+		t.Logf("%s", out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	c, err := Init()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, n := range []int{46240, 55296, 260032, DefaultBucketElems, 15191712} {
+		buf := make([]float32, n)
+		b := NewBuckets([]*autograd.Var{autograd.Param("g", tensor.FromData(buf, n), true)}, 0)
+		b.vars[0].Grad = tensor.New(n)
+		times := make([]time.Duration, 7)
+		for i := range times {
+			start := time.Now()
+			if err := b.Sum(c, nil); err != nil {
+				t.Fatal(err)
+			}
+			times[i] = time.Since(start)
+		}
+		slices.Sort(times)
+		if c.Rank() == 0 {
+			fmt.Printf("%10d floats (%9d bytes, %d buckets): median %v, best %v\n", n, 4*n, b.Count(), times[3], times[0])
+		}
+	}
 }
