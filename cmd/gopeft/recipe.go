@@ -7,6 +7,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/gopeft/gopeft/dist"
 	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/pipeline"
 	"github.com/gopeft/gopeft/train"
@@ -34,6 +35,8 @@ type Recipe struct {
 	// allowNonFinite skips the check for NaN and infinite weights on load
 	// (--allow-nonfinite; not a recipe key).
 	allowNonFinite bool
+	// comm is the group of ranks the run trains on (nil: alone).
+	comm dist.Communicator
 }
 
 // DataRecipe says where the data is and how to turn it into sequences.
