@@ -34,6 +34,9 @@ type Recipe struct {
 	// allowNonFinite skips the check for NaN and infinite weights on load
 	// (--allow-nonfinite; not a recipe key).
 	allowNonFinite bool
+	// stage, for a stage of a pipeline, says which settings its YAML gives
+	// (errors name those by the stage's key).
+	stage *stageOrigin
 }
 
 // DataRecipe says where the data is and how to turn it into sequences.
