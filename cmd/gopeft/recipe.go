@@ -54,6 +54,7 @@ type DataRecipe struct {
 	SeqLen        int     `yaml:"seq_len,omitempty"`       // text: window length
 	MaxLen        int     `yaml:"max_len,omitempty"`       // instructions: truncation length
 	TrainOnPrompt bool    `yaml:"train_on_prompt,omitempty"`
+	Packing       bool    `yaml:"packing,omitempty"` // join training examples up to max_len, no attention across (data.Pack)
 	SkipInvalid   bool    `yaml:"skip_invalid,omitempty"`
 	Limit         int     `yaml:"limit,omitempty"` // use the first N training examples
 	EvalLimit     int     `yaml:"eval_limit,omitempty"`

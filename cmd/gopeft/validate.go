@@ -97,6 +97,9 @@ func (r *Recipe) validate() error {
 			return fmt.Errorf("%s %q applies to instruction data, and --format text packs plain text without one", r.setting("data", "template", "--template"), d.Template)
 		}
 	}
+	if d.Packing && d.Task != "" {
+		return fmt.Errorf("%s: task %s classifies whole sequences; packing applies to instruction data", r.setting("data", "packing", "--packing"), d.Task)
+	}
 	if d.EvalPath != "" && d.EvalFraction > 0 {
 		return fmt.Errorf("give %s or %s, not both: the eval set is one or the other", r.setting("data", "eval_path", "--eval-data"), r.setting("data", "eval_fraction", "--eval-fraction"))
 	}
