@@ -452,7 +452,7 @@ func (o objective) Loss(p *nn.Pass, idx []int) (*autograd.Var, error) {
 // batchLoss is the mean loss of a batch under the run's objective.
 func (r *Run) batchLoss(p *nn.Pass, batch []data.Example) (batchResult, error) {
 	ids, labels, mask, T := data.Batch(batch, 0)
-	in := llama.Input{IDs: ids, Batch: len(batch), T: T, Mask: mask}
+	in := llama.Input{IDs: ids, Batch: len(batch), T: T, Mask: mask, Segments: data.SegmentIDs(batch, T)}
 	if r.Classify {
 		return r.classifyLoss(p, in, batch)
 	}

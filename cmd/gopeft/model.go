@@ -19,7 +19,7 @@ import (
 )
 
 func addModelCommands(root *cobra.Command) {
-	root.AddCommand(newGenerateCmd(), newInspectCmd(), newConvertCmd(), newMergeCmd())
+	root.AddCommand(newGenerateCmd(), newChatCmd(), newInspectCmd(), newConvertCmd(), newMergeCmd())
 }
 
 // modelFlags are the flags every command that loads a model shares.

@@ -81,6 +81,7 @@ of an earlier run in --output (without either, a directory holding them is refus
 	fl.IntVar(&r.Data.SeqLen, "seq-len", 128, "plain text: tokens per window")
 	fl.IntVar(&r.Data.MaxLen, "max-len", 512, "instruction data: truncate to this many tokens")
 	fl.BoolVar(&r.Data.TrainOnPrompt, "train-on-prompt", false, "count the prompt's tokens in the loss too")
+	fl.BoolVar(&r.Data.Packing, "packing", false, "instruction data: pack consecutive examples into sequences of up to --max-len tokens, without attention across them")
 	fl.BoolVar(&r.Data.SkipInvalid, "skip-invalid", false, "skip and count malformed rows instead of stopping")
 	fl.IntVar(&r.Data.Limit, "limit", 0, "use only the first N training examples")
 	fl.IntVar(&r.Data.EvalLimit, "eval-limit", 0, "use only the first N eval examples")
@@ -321,6 +322,17 @@ func loadData(r *Recipe, tok tokenizer.Tokenizer) (trainSet, evalSet []data.Exam
 	trainSet = limit(ds.Examples, r.Data.Limit)
 	if len(trainSet) == 0 {
 		return nil, nil, fmt.Errorf("%s: no training examples", r.Data.Path)
+	}
+	if r.Data.Packing {
+		if ds.Format == data.FormatText {
+			return nil, nil, fmt.Errorf("%s: %s is %s text, already cut into full windows of %s: packing applies to instruction data",
+				r.setting("data", "packing", "--packing"), r.Data.Path, ds.Format, r.setting("data", "seq_len", "--seq-len"))
+		}
+		n := len(trainSet)
+		if trainSet, err = data.Pack(trainSet, r.Data.MaxLen); err != nil {
+			return nil, nil, err
+		}
+		fmt.Fprintf(os.Stderr, "data: packed %d training examples into sequences of up to %d tokens: %d of them\n", n, r.Data.MaxLen, len(trainSet))
 	}
 	switch {
 	case r.Data.EvalPath != "":
