@@ -10,6 +10,7 @@ import (
 	_ "github.com/gopeft/gopeft/peft/bitfit"       // registers BITFIT and BEFT
 	_ "github.com/gopeft/gopeft/peft/bottleneck"   // registers BOTTLENECK
 	_ "github.com/gopeft/gopeft/peft/childtuning"  // registers CHILD_TUNING_F and CHILD_TUNING_D
+	_ "github.com/gopeft/gopeft/peft/fishdip"      // registers FISH_DIP
 	_ "github.com/gopeft/gopeft/peft/fishmask"     // registers FISHMASK
 	_ "github.com/gopeft/gopeft/peft/full"         // registers FULL
 	_ "github.com/gopeft/gopeft/peft/ia3"          // registers IA3
