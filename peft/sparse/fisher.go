@@ -259,3 +259,31 @@ func FisherTopK(pm *peft.Model, targets []*nn.Linear, obj peft.Objective, opt Fi
 	}
 	return candIdx, nil
 }
+
+// EachFisher computes what Fisher does group by group, as FisherTopK
+// bounds them (opt.MaxBytes), and hands each target's sums to fn (target
+// index, sums) before the next group reuses their memory.
+func EachFisher(pm *peft.Model, targets []*nn.Linear, obj peft.Objective, opt FisherOptions, fn func(t int, sum []float32) error) error {
+	gs := groups(targets, opt.MaxBytes)
+	most := 0
+	for _, g := range gs {
+		n := 0
+		for _, l := range targets[g[0]:g[1]] {
+			n += l.Weight.Value.Numel()
+		}
+		most = max(most, n)
+	}
+	buf := make([]float32, most)
+	for _, g := range gs {
+		sums, err := fisherGroup(pm, targets[g[0]:g[1]], obj, &opt, buf, nil)
+		if err != nil {
+			return err
+		}
+		for i, s := range sums {
+			if err := fn(g[0]+i, s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
