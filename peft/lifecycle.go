@@ -40,6 +40,15 @@ type StepHook interface {
 	AfterUpdate(step int) error
 }
 
+// EntryMover is a StepHook whose AfterUpdate can give a trained tensor's
+// entries new meanings (Fish-Dip moves its trained slots to the entries of
+// a refreshed mask). After each AfterUpdate the trainer asks MovedEntries:
+// per parameter save name, from[i] is the entry whose optimizer state
+// entry i takes over, −1 for fresh (zero) state; nil when nothing moved.
+type EntryMover interface {
+	MovedEntries() map[string][]int32
+}
+
 // State is what a method keeps across updates besides its parameters
 // (importance scores, masks, a budget's position): tensors by name and
 // JSON for the rest. It is written into every checkpoint and handed back

@@ -301,6 +301,13 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 				return sum, err
 			}
 		}
+		if mv, ok := method.(peft.EntryMover); ok {
+			for name, from := range mv.MovedEntries() {
+				if err := opt.MoveEntries(name, from); err != nil {
+					return sum, err
+				}
+			}
+		}
 		step++
 		dt := time.Since(t0).Seconds()
 		sum.Tokens += tokens

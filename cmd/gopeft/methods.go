@@ -10,6 +10,7 @@ import (
 	_ "github.com/gopeft/gopeft/peft/bitfit"       // registers BITFIT and BEFT
 	_ "github.com/gopeft/gopeft/peft/bottleneck"   // registers BOTTLENECK
 	_ "github.com/gopeft/gopeft/peft/childtuning"  // registers CHILD_TUNING_F and CHILD_TUNING_D
+	_ "github.com/gopeft/gopeft/peft/fishdip"      // registers FISH_DIP
 	_ "github.com/gopeft/gopeft/peft/fishmask"     // registers FISHMASK
 	_ "github.com/gopeft/gopeft/peft/full"         // registers FULL
 	_ "github.com/gopeft/gopeft/peft/ia3"          // registers IA3
@@ -19,6 +20,7 @@ import (
 	_ "github.com/gopeft/gopeft/peft/prefixtuning" // registers PREFIX_TUNING
 	_ "github.com/gopeft/gopeft/peft/prompttuning" // registers PROMPT_TUNING
 	_ "github.com/gopeft/gopeft/peft/ptuning"      // registers P_TUNING
+	_ "github.com/gopeft/gopeft/peft/sam"          // registers SAM
 )
 
 // methodFlags are the flags that registered methods declare (--rank,
