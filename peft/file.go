@@ -81,10 +81,15 @@ func ReadMethod(dir string) (Method, error) {
 	if head.PeftType == "" {
 		return nil, fmt.Errorf("%s: missing required key \"peft_type\"", path)
 	}
-	method, err := NewMethod(head.PeftType)
+	reg, err := Lookup(head.PeftType)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	if reg.AliasOf != "" {
+		return nil, fmt.Errorf("%s: peft_type %q is gopeft's name for a %s setting, not a peft_type PEFT writes: the file should say %q",
+			path, head.PeftType, reg.AliasOf, reg.AliasOf)
+	}
+	method := reg.New()
 	if err := DecodeConfig(data, method.Config(), path, false); err != nil {
 		return nil, err
 	}

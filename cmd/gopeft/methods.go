@@ -20,6 +20,7 @@ type methodFlags struct{ fs *pflag.FlagSet }
 // registerMethodFlags adds every registered method's flags to fs.
 func registerMethodFlags(fs *pflag.FlagSet) *methodFlags {
 	usage := map[string][]string{}
+	isBool := map[string]bool{}
 	var order []string
 	for _, t := range peft.Types() {
 		reg, _ := peft.Lookup(t)
@@ -32,10 +33,16 @@ func registerMethodFlags(fs *pflag.FlagSet) *methodFlags {
 				u += " (default " + f.Default + ")"
 			}
 			usage[f.Name] = append(usage[f.Name], u)
+			if f.Kind == peft.BoolFlag {
+				isBool[f.Name] = true
+			}
 		}
 	}
 	for _, name := range order {
 		fs.String(name, "", strings.Join(usage[name], "; "))
+		if isBool[name] { // --use-dora alone means true
+			fs.Lookup(name).NoOptDefVal = "true"
+		}
 	}
 	return &methodFlags{fs: fs}
 }

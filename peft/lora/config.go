@@ -29,6 +29,10 @@ type Config struct {
 	RankPattern     map[string]int     `json:"rank_pattern"`
 	AlphaPattern    map[string]float64 `json:"alpha_pattern"`
 	LoraBias        bool               `json:"lora_bias"`
+
+	// requireDoRA marks a config made for --method DORA, which a peft
+	// block must not turn back into plain LoRA.
+	requireDoRA bool
 }
 
 // Init is init_lora_weights (see lowrank.Init).
@@ -61,8 +65,8 @@ func (c *Config) Validate() error {
 		return &peft.KeyError{Method: PeftType, Key: "lora_alpha", Value: c.LoraAlpha, Allowed: "must be a finite number"}
 	case !(c.LoraDropout >= 0 && c.LoraDropout < 1):
 		return &peft.KeyError{Method: PeftType, Key: "lora_dropout", Value: c.LoraDropout, Allowed: "must be in [0, 1)"}
-	case c.UseDoRA:
-		return fmt.Errorf("lora: use_dora is not supported yet")
+	case c.requireDoRA && !c.UseDoRA:
+		return &peft.KeyError{Method: "DORA", Key: "use_dora", Value: false, Allowed: "method DORA is LORA with use_dora true; use method LORA for plain LoRA"}
 	case c.Bias != "" && c.Bias != "none":
 		return fmt.Errorf("lora: bias %q is not supported (LLaMA has no biases): use \"none\"", c.Bias)
 	case c.FanInFanOut:
