@@ -145,6 +145,11 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 			return fail(fmt.Errorf("%s: missing tensor %s (shape %v)", path, p.Name, p.Var.Value.Shape))
 		}
 		if !tensor.SameShape(t.Shape, p.Var.Value.Shape) {
+			if e, ok := a.Method.(ShapeExplainer); ok {
+				if why := e.ExplainShape(p.Name, t.Shape, p.Var.Value.Shape); why != "" {
+					return fail(fmt.Errorf("%s: tensor %s has shape %v, but %s: it needs %v", path, p.Name, t.Shape, why, p.Var.Value.Shape))
+				}
+			}
 			return fail(fmt.Errorf("%s: tensor %s has shape %v, this base model needs %v (an adapter for another model?)", path, p.Name, t.Shape, p.Var.Value.Shape))
 		}
 		vals, err := t.Float32()

@@ -15,14 +15,15 @@ import (
 //	clip the gradients' global norm
 //	GradHook.BeforeUpdate   (gradient masks: child-tuning, FishMask)
 //	optimizer step, with the learning rate and weight decay of ParamGrouper's groups
-//	StepHook.AfterUpdate    (rank budgets, mask refresh)
+//	StepHook.AfterUpdate    (rank budgets, mask refresh), then the gradients are zeroed
 //	checkpoint: the parameters, the optimizer and Stateful.TrainState
 //
 // and Saver decides what an adapter file holds.
 
 // LossTerm adds a regulariser to every micro-batch's loss (AdaLoRA's
 // orthogonality, diff pruning's L0 penalty). The term is built on the
-// pass's tape and is scaled with the task loss by gradient accumulation.
+// pass's tape and is scaled with the task loss by gradient accumulation;
+// the logged training loss includes it. A nil term adds nothing.
 type LossTerm interface {
 	ExtraLoss(p *nn.Pass) (*autograd.Var, error)
 }
@@ -34,7 +35,9 @@ type GradHook interface {
 	BeforeUpdate(step int) error
 }
 
-// StepHook runs after the optimizer's update step (counted from 0).
+// StepHook runs after the optimizer's update step (counted from 0), while
+// the parameters' gradients still hold the update's (clipped) values:
+// they are zeroed after it, as PEFT's AdaLoRA update_and_allocate expects.
 type StepHook interface {
 	AfterUpdate(step int) error
 }
@@ -79,6 +82,14 @@ type ParamGrouper interface {
 type Saver interface {
 	SavedParams() (nn.Params, error)
 	Loaded() error
+}
+
+// ShapeExplainer is a method whose tensors' shapes follow from its config
+// (AdaLoRA's rank_pattern): when a file's tensor has shape got where the
+// config implies want, ExplainShape says which key implies it ("" when
+// none does: another base model, say), for the load error.
+type ShapeExplainer interface {
+	ExplainShape(tensor string, got, want []int) string
 }
 
 // WholeModel is a method whose result is the base model itself (full

@@ -195,7 +195,6 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 			if bl.n == 0 {
 				continue
 			}
-			lossSum += float64(bl.loss.Value.Data[0])
 			tokens += bl.tokens
 			loss := bl.loss
 			if lt, ok := method.(peft.LossTerm); ok {
@@ -203,8 +202,11 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 				if err != nil {
 					return sum, err
 				}
-				loss = tp.Add(loss, extra)
+				if extra != nil {
+					loss = tp.Add(loss, extra)
+				}
 			}
+			lossSum += float64(loss.Value.Data[0])
 			tp.Backward(tp.Scale(loss, 1/float32(cfg.GradAccum)))
 		}
 		lossVal := lossSum / float64(cfg.GradAccum)
@@ -229,12 +231,12 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 		}
 		lr := sched.At(step)
 		opt.Step(lr)
-		opt.ZeroGrad()
-		if h, ok := method.(peft.StepHook); ok {
+		if h, ok := method.(peft.StepHook); ok { // before the gradients are zeroed
 			if err := h.AfterUpdate(step); err != nil {
 				return sum, err
 			}
 		}
+		opt.ZeroGrad()
 		step++
 		dt := time.Since(t0).Seconds()
 		sum.Tokens += tokens

@@ -91,8 +91,29 @@ func newBenchTrainCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				// The trainer's lifecycle, as train.Run calls it (AdaLoRA's
+				// regulariser and rank allocation are part of its step).
+				if lt, ok := method.(peft.LossTerm); ok {
+					extra, err := lt.ExtraLoss(pass)
+					if err != nil {
+						return err
+					}
+					if extra != nil {
+						loss = tp.Add(loss, extra)
+					}
+				}
 				tp.Backward(loss)
+				if h, ok := method.(peft.GradHook); ok {
+					if err := h.BeforeUpdate(micro - 1); err != nil {
+						return err
+					}
+				}
 				opt.Step(1e-4)
+				if h, ok := method.(peft.StepHook); ok {
+					if err := h.AfterUpdate(micro - 1); err != nil {
+						return err
+					}
+				}
 				opt.ZeroGrad()
 				return nil
 			}

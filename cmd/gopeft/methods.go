@@ -7,8 +7,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/gopeft/gopeft/peft"
-	_ "github.com/gopeft/gopeft/peft/full" // registers FULL
-	_ "github.com/gopeft/gopeft/peft/lora" // registers LORA
+	_ "github.com/gopeft/gopeft/peft/adalora" // registers ADALORA
+	_ "github.com/gopeft/gopeft/peft/full"    // registers FULL
+	_ "github.com/gopeft/gopeft/peft/lora"    // registers LORA
 )
 
 // methodFlags are the flags that registered methods declare (--rank,

@@ -48,11 +48,13 @@ const (
 // NewConfig returns PEFT's LoRA defaults for a causal LM: r 8, alpha 8, no
 // dropout, q_proj and v_proj.
 func NewConfig() *Config {
-	return &Config{
+	c := &Config{
 		BaseConfig: peft.BaseConfig{PeftType: PeftType, TaskType: "CAUSAL_LM", TargetModules: peft.ModuleList("q_proj", "v_proj")},
 		R:          8, LoraAlpha: 8, Bias: "none", InitLoraWeights: InitDefault,
 		RankPattern: map[string]int{}, AlphaPattern: map[string]float64{},
 	}
+	c.SetDefaultKeys(lowrank.PEFTKeys())
+	return c
 }
 
 // Validate checks LoRA's keys, refusing the variants not built here rather

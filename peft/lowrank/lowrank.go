@@ -132,3 +132,18 @@ func RankAlpha(module string, r int, alpha float64, rankPattern map[string]int, 
 	}
 	return r, alpha
 }
+
+// PEFTKeys are the keys PEFT's LoraConfig (and AdaLoraConfig, its
+// subclass) writes that gopeft keeps no field for, with PEFT's defaults at
+// the pinned snapshot: a config gopeft writes carries every key PEFT's
+// does (peft.BaseConfig.SetDefaultKeys).
+func PEFTKeys() map[string]any {
+	return map[string]any{
+		"alora_invocation_tokens": nil, "arrow_config": nil, "corda_config": nil,
+		"ensure_weight_tying": false, "eva_config": nil, "kasa_config": nil,
+		"layer_replication": nil, "loftq_config": map[string]any{}, "lora_ga_config": nil,
+		"megatron_config": nil, "megatron_core": "megatron.core", "monteclora_config": nil,
+		"qalora_group_size": 16, "target_parameters": nil, "trainable_token_indices": nil,
+		"use_bdlora": nil, "use_qalora": false, "velora_config": nil,
+	}
+}
