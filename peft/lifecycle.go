@@ -97,3 +97,11 @@ type ShapeExplainer interface {
 type WholeModel interface {
 	SaveModel(m *Model, dir string) error
 }
+
+// RankSelector is a method whose one adapter runs at any of several ranks
+// (DyLoRA): Ranks gives the range, SetRank the rank that inference,
+// evaluation and merging use from then on.
+type RankSelector interface {
+	Ranks() (lo, hi int)
+	SetRank(b int) error
+}

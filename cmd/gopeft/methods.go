@@ -8,6 +8,7 @@ import (
 
 	"github.com/gopeft/gopeft/peft"
 	_ "github.com/gopeft/gopeft/peft/adalora" // registers ADALORA
+	_ "github.com/gopeft/gopeft/peft/dylora"  // registers DYLORA
 	_ "github.com/gopeft/gopeft/peft/full"    // registers FULL
 	_ "github.com/gopeft/gopeft/peft/lora"    // registers LORA
 )
