@@ -30,11 +30,21 @@ func (m *Model) SaveAdapter(dir, name string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	cfg, err := MarshalConfig(a.Method.Config())
+	config := a.Method.Config()
+	saved, err := savedParams(a)
 	if err != nil {
 		return err
 	}
-	saved, err := savedParams(a)
+	if c, ok := a.Method.(Converter); ok {
+		cc, ps, converted, err := c.Convert()
+		if err != nil {
+			return fmt.Errorf("adapter %q: %w", name, err)
+		}
+		if converted {
+			config, saved = cc, append(ps, saved[len(saved)-a.extra:]...)
+		}
+	}
+	cfg, err := MarshalConfig(config)
 	if err != nil {
 		return err
 	}

@@ -105,3 +105,12 @@ type RankSelector interface {
 	Ranks() (lo, hi int)
 	SetRank(b int) error
 }
+
+// Converter is a method that changed the base weights when it initialised
+// (PiSSA, OLoRA). Convert returns the config and tensors of an adapter of
+// the same type that gives the same model on the original base, and
+// SaveAdapter writes those (PEFT's path_initial_model_for_weight_conversion);
+// ok is false when nothing needs converting.
+type Converter interface {
+	Convert() (cfg Config, params nn.Params, ok bool, err error)
+}

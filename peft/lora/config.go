@@ -43,6 +43,8 @@ const (
 	InitDefault  = lowrank.InitDefault
 	InitGaussian = lowrank.InitGaussian
 	InitRandom   = lowrank.InitRandom
+	InitPiSSA    = lowrank.InitPiSSA
+	InitOLoRA    = lowrank.InitOLoRA
 )
 
 // NewConfig returns PEFT's LoRA defaults for a causal LM: r 8, alpha 8, no
@@ -78,6 +80,10 @@ func (c *Config) Validate() error {
 	}
 	if err := c.InitLoraWeights.Validate(); err != nil {
 		return fmt.Errorf("lora: %w", err)
+	}
+	if c.UseDoRA && c.InitLoraWeights.ChangesBase() {
+		return &peft.KeyError{Method: PeftType, Key: "init_lora_weights", Value: string(c.InitLoraWeights),
+			Allowed: "rewrites the base weight, which DoRA's magnitudes are measured on; not with use_dora"}
 	}
 	for k, r := range c.RankPattern {
 		if r <= 0 {

@@ -42,6 +42,7 @@ type Method struct {
 	Cfg    *Config
 	layers []*layer
 	doras  []*doraLayer // use_dora: DoRA's layers instead (dora.go)
+	inits  []initial    // PiSSA, OLoRA: what each layer started from (init.go)
 }
 
 // New returns a LoRA method for a config.
@@ -78,6 +79,11 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 		name := peft.SavePrefix + l.Name
 		f := lowrank.New(name+".lora_A.weight", name+".lora_B.weight", r, l.In(), l.Out(),
 			m.Cfg.Scale(r, alpha), m.Cfg.InitLoraWeights, g)
+		if m.Cfg.InitLoraWeights.ChangesBase() {
+			if err := m.initFromWeight(l, f, g); err != nil {
+				return nil, err
+			}
+		}
 		if m.Cfg.UseDoRA {
 			ly, err := m.attachDoRA(l, a.Name, f)
 			if err != nil {

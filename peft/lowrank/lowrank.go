@@ -20,8 +20,9 @@ import (
 )
 
 // Init is init_lora_weights: true (Kaiming-uniform A, zero B), "gaussian"
-// (A ~ N(0, 1/r), zero B) or false (random A and B: not an identity start,
-// for tests).
+// (A ~ N(0, 1/r), zero B), false (random A and B: not an identity start,
+// for tests), or one that starts from the base weight (init.go: "pissa",
+// "pissa_niter_K", "olora").
 type Init string
 
 const (
@@ -61,11 +62,11 @@ func (i Init) MarshalJSON() ([]byte, error) {
 
 // Validate refuses the initialisations not built here.
 func (i Init) Validate() error {
-	switch i {
-	case InitDefault, InitGaussian, InitRandom, "":
+	switch {
+	case i == InitDefault, i == InitGaussian, i == InitRandom, i == "", i.ChangesBase():
 		return nil
 	}
-	return fmt.Errorf("init_lora_weights %q is not supported (true, false, \"gaussian\")", string(i))
+	return fmt.Errorf("init_lora_weights %q is not supported (true, false, \"gaussian\", \"pissa\", \"pissa_niter_K\", \"olora\")", string(i))
 }
 
 // Factors are one module's A [r, in] and B [out, r] with the scale s.
