@@ -98,7 +98,7 @@ func TestPiSSAAndOLoRAInit(t *testing.T) {
 			res := ly.linear.Weight.Value.Data
 			d := ly.f.Delta()
 			for k := range res {
-				if e := math.Abs(float64(res[k]+d[k]-orig[ly.linear.Name][k])); e > 1e-5 {
+				if e := math.Abs(float64(res[k] + d[k] - orig[ly.linear.Name][k])); e > 1e-5 {
 					t.Fatalf("%s %s: residual + s·B·A differs from W by %g", init, ly.linear.Name, e)
 				}
 			}
