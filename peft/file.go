@@ -27,9 +27,6 @@ func (m *Model) SaveAdapter(dir, name string) error {
 	if !ok {
 		return fmt.Errorf("no adapter %q (have %v)", name, m.order)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
 	config := a.Method.Config()
 	saved, err := savedParams(a)
 	if err != nil {
@@ -43,6 +40,17 @@ func (m *Model) SaveAdapter(dir, name string) error {
 		if converted {
 			config, saved = cc, append(ps, saved[len(saved)-a.extra:]...)
 		}
+	}
+	return WriteAdapter(dir, config, saved)
+}
+
+// WriteAdapter writes a config and tensors (by save name) as a PEFT
+// adapter directory, each file to a temporary name and renamed: what
+// SaveAdapter writes, for an adapter made without a model (adapter
+// arithmetic).
+func WriteAdapter(dir string, config Config, saved nn.Params) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
 	cfg, err := MarshalConfig(config)
 	if err != nil {
@@ -191,4 +199,27 @@ func (m *Model) Save(dir string) error {
 		return w.SaveModel(m, dir)
 	}
 	return m.SaveAdapter(dir, a.Name)
+}
+
+// ReadAdapter reads an adapter directory without a model: its method (with
+// the config) and its tensors by save name, as float32.
+func ReadAdapter(dir string) (Method, map[string]*tensor.Tensor, error) {
+	method, err := ReadMethod(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	path := filepath.Join(dir, WeightsFile)
+	stored, _, err := format.ReadSafetensors(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	ts := map[string]*tensor.Tensor{}
+	for name, t := range stored {
+		vals, err := t.Float32()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: tensor %s: %w", path, name, err)
+		}
+		ts[name] = tensor.FromData(vals, t.Shape...)
+	}
+	return method, ts, nil
 }

@@ -2,6 +2,7 @@ package peft
 
 import (
 	"encoding/json"
+	"fmt"
 
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/nn"
@@ -113,4 +114,44 @@ type RankSelector interface {
 // ok is false when nothing needs converting.
 type Converter interface {
 	Convert() (cfg Config, params nn.Params, ok bool, err error)
+}
+
+// WeightedAdapter is one input of adapter arithmetic: an adapter read from
+// its directory (ReadAdapter) and its weight.
+type WeightedAdapter struct {
+	Dir     string
+	Method  Method
+	Tensors map[string]*tensor.Tensor
+	Weight  float64
+}
+
+// CombineOptions are the settings of adapter arithmetic (PEFT's
+// add_weighted_adapter arguments).
+type CombineOptions struct {
+	Combination  string  // linear, cat, svd, ties, ... (the method's list)
+	Density      float64 // the pruning types' kept fraction (≥ 1: none pruned)
+	MajoritySign string  // ties and dare_ties: total (default) or frequency
+	SVDRank      int     // the svd types' rank (0: the largest input rank)
+	SVDClamp     float64 // the svd types: clamp to this quantile (0: none)
+	Seed         uint64  // DARE's random drops
+}
+
+// Combiner is a method whose adapters combine into a new adapter of its
+// type (LoRA's add_weighted_adapter). Combine receives every input, the
+// first of them of this method, and returns the new adapter's config and
+// tensors by save name.
+type Combiner interface {
+	Combine(ins []WeightedAdapter, o CombineOptions) (Config, nn.Params, error)
+}
+
+// CombineAdapters combines adapters through their method's Combiner.
+func CombineAdapters(ins []WeightedAdapter, o CombineOptions) (Config, nn.Params, error) {
+	if len(ins) == 0 {
+		return nil, nil, fmt.Errorf("no adapters to combine")
+	}
+	c, ok := ins[0].Method.(Combiner)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: %s adapters cannot be combined", ins[0].Dir, ins[0].Method.Config().Base().PeftType)
+	}
+	return c.Combine(ins, o)
 }

@@ -78,4 +78,43 @@ func TestTrainLoRAFamily(t *testing.T) {
 	if _, err := run(t, "inspect", "--adapter", out, "--model", model); err != nil {
 		t.Errorf("inspect the AdaLoRA adapter: %v", err)
 	}
+
+	// Adapter arithmetic: two LoRA adapters combine into one that loads
+	// onto the base; a DoRA adapter is refused naming its magnitudes.
+	lora1, lora2 := filepath.Join(dir, "l1"), filepath.Join(dir, "l2")
+	for i, out := range []string{lora1, lora2} {
+		if _, err := run(t, append([]string{"train", "--rank", "2", "--seed", itoa(i + 1), "--output", out}, common...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	comb := filepath.Join(dir, "comb")
+	if _, err := run(t, "merge", "--adapters", lora1+":0.5,"+lora2+":-0.5", "--combination", "cat", "--model", model, "--output", comb); err != nil {
+		t.Fatal(err)
+	}
+	if cfg := readConfig(t, comb); cfg["r"] != float64(4) || cfg["lora_alpha"] != float64(4) {
+		t.Errorf("cat of two rank-2 adapters wrote r %v lora_alpha %v, want 4 and 4", cfg["r"], cfg["lora_alpha"])
+	}
+	mustFail(t, []string{"merge", "--adapters", lora1 + ":0.5," + filepath.Join(dir, "--methoddora") + ":0.5", "--combination", "linear", "--output", filepath.Join(dir, "c2")}, "DoRA", "lora_magnitude_vector")
+	mustFail(t, []string{"merge", "--adapters", lora1 + "," + out, "--combination", "linear", "--output", filepath.Join(dir, "c3")}, "ADALORA")
+	mustFail(t, []string{"merge", "--adapters", lora1 + "," + lora2, "--combination", "ties", "--density", "-1", "--output", filepath.Join(dir, "c4")}, "density")
+
+	// DyLoRA: eval at every rank in one command; generate with two adapters.
+	dy := filepath.Join(dir, "dylora")
+	if _, err := run(t, append([]string{"train", "--method", "dylora", "--r-max", "3", "--output", dy}, common...)...); err != nil {
+		t.Fatal(err)
+	}
+	table, err := run(t, "eval", "--model", model, "--task", "perplexity", "--data", text, "--limit", "20", "--adapter", dy, "--rank-at", "all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{"rank 1]", "rank 2]", "rank 3]"} {
+		if !strings.Contains(table, b) {
+			t.Errorf("eval --rank-at all: no row for %s in\n%s", b, table)
+		}
+	}
+	mustFail(t, []string{"eval", "--model", model, "--task", "perplexity", "--data", text, "--adapter", lora1, "--rank-at", "2"}, "--rank-at", "has one rank")
+	gen, err := run(t, "generate", "--model", model, "--adapter", dy, "--adapter", lora1, "-n", "4", "--temperature", "0")
+	if err != nil || !strings.Contains(gen, "== "+dy+" ==") || !strings.Contains(gen, "== "+lora1+" ==") {
+		t.Errorf("generate with two adapters: %v\n%s", err, gen)
+	}
 }

@@ -442,11 +442,31 @@ func newConvertCmd() *cobra.Command {
 func newMergeCmd() *cobra.Command {
 	var mf modelFlags
 	var output string
+	var co combineFlags
 	cmd := &cobra.Command{
 		Use:   "merge",
-		Short: "Merge an adapter into its base model and write a Hugging Face directory",
-		Args:  cobra.NoArgs,
+		Short: "Merge an adapter into its base model, or combine adapters into a new one (--adapters)",
+		Long: `merge --model M --adapter A --output DIR folds the adapter into the base and writes a
+Hugging Face model directory.
+
+merge --adapters a:0.5,b:0.5 --combination TYPE --output DIR combines LoRA adapters into a new
+adapter (PEFT's add_weighted_adapter with the intended maths): linear and cat give exactly
+Σ wᵢ·sᵢ·BᵢAᵢ, svd types combine the dense changes and keep the top --svd-rank, ties, dare_*
+and magnitude_prune combine the factors (equal ranks) pruned to --density. The new adapter's
+scale is 1. --model, when given, checks that the result loads onto that base.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("adapters") {
+				if mf.adapter != "" {
+					return fmt.Errorf("give --adapter (merge into the base) or --adapters (combine adapters), not both")
+				}
+				return co.run(cmd, &mf, output)
+			}
+			for _, req := range []struct{ flag, v string }{{"--model", mf.model}, {"--adapter", mf.adapter}} {
+				if req.v == "" {
+					return fmt.Errorf("merge needs %s (or --adapters to combine adapters)", req.flag)
+				}
+			}
 			if err := checkDirOutput("--output", output, mf.inputs()); err != nil {
 				return err
 			}
@@ -484,9 +504,10 @@ func newMergeCmd() *cobra.Command {
 		},
 	}
 	mf.register(cmd)
+	delete(cmd.Flags().Lookup("model").Annotations, cobra.BashCompOneRequiredFlag) // required unless --adapters
 	mf.registerAdapter(cmd, "PEFT adapter directory to merge")
 	mf.registerRankAt(cmd, false)
-	_ = cmd.MarkFlagRequired("adapter")
+	co.register(cmd)
 	cmd.Flags().StringVar(&output, "output", "", "output directory")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd
