@@ -528,3 +528,35 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("failed loads left adapters %v", pm.Adapters())
 	}
 }
+
+// A module whose every triplet was pruned is saved with rank-0 tensors, as
+// PEFT saves it, and loads back as a module that adds nothing.
+func TestModulePrunedToRankZero(t *testing.T) {
+	m, _, pm := trainRun(t, t.TempDir(), 9, false)
+	ly := m.layers[0]
+	keep := m.Cfg.RankPattern[ly.patternKey()]
+	for q := range keep {
+		keep[q] = false
+		ly.E.Value.Data[q] = 0
+	}
+	ids := []int{1, 5, 7, 3, 9, 11}
+	want := logits(t, pm.Base, ids)
+	dir := t.TempDir()
+	if err := pm.SaveAdapter(dir, peft.DefaultAdapter); err != nil {
+		t.Fatal(err)
+	}
+	ts, _, err := format.ReadSafetensors(filepath.Join(dir, peft.WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := ts[ly.A.Name]; a == nil || !reflect.DeepEqual(a.Shape, []int{0, ly.linear.In()}) {
+		t.Fatalf("the pruned module's lora_A saved as %v, want shape [0 %d]", a, ly.linear.In())
+	}
+	pm2 := smallModel(t)
+	if _, err := pm2.LoadAdapter(dir, peft.DefaultAdapter); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxAbsDiff(want, logits(t, pm2.Base, ids)); d > 1e-5 {
+		t.Errorf("reloaded logits differ by %g", d)
+	}
+}
