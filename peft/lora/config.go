@@ -2,6 +2,11 @@
 // update y = W₀x + s·B·A·dropout(x) beside a frozen Linear, with A [r, in],
 // B [out, r] and s = lora_alpha/r (rsLoRA: lora_alpha/√r). Files follow
 // Hugging Face PEFT's LoRA layout exactly.
+//
+// Its variants are sibling files, as PEFT's are: dora.go (use_dora, and
+// the DORA alias), init.go (PiSSA and OLoRA, which start from the base
+// weight), and arith.go with combine.go (adapter arithmetic, PEFT's
+// add_weighted_adapter with the intended maths).
 package lora
 
 import (

@@ -342,6 +342,11 @@ func TestDoRABadInput(t *testing.T) {
 	if len(pm.Adapters()) != 0 {
 		t.Errorf("a refused adapter was left attached: %v", pm.Adapters())
 	}
+	c = doraConfig(2)
+	c.TargetModules = peft.ModuleRegex("all-linear")
+	if _, err := pm.AddAdapter("all", New(c)); err != nil {
+		t.Errorf("DoRA on all-linear: %v", err)
+	}
 	reg, err := peft.Lookup("dora")
 	if err != nil {
 		t.Fatal(err)

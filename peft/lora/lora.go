@@ -61,7 +61,7 @@ type layer struct {
 
 // Attach implements peft.Method: an A and B per targeted Linear.
 func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
-	if m.Cfg.UseDoRA {
+	if m.Cfg.UseDoRA && !m.Cfg.TargetModules.AllLinear() { // all-linear never selects an embedding
 		for _, e := range pm.Sites().Embeddings {
 			if m.Cfg.Selects(e.Name, false) {
 				return nil, fmt.Errorf("lora: use_dora: target_modules selects %s, an embedding; DoRA is built for Linear layers only", e.Name)
