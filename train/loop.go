@@ -236,37 +236,40 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 			}
 			var loss *autograd.Var
 			if bl.n > 0 {
-				lossSum += float64(bl.loss.Value.Data[0]) * w
 				tokens += bl.tokens
 				if loss = bl.loss; w != 1 {
 					loss = tp.Scale(loss, float32(w))
 				}
 			}
-			if lt, ok := method.(peft.LossTerm); ok && r.dp.writes() { // once over the ranks
+			// The method's and the run's regularisers count once over the
+			// ranks, and appear in the logged loss.
+			add := func(extra *autograd.Var) {
+				switch {
+				case extra == nil:
+				case loss == nil:
+					loss = extra
+				default:
+					loss = tp.Add(loss, extra)
+				}
+			}
+			if lt, ok := method.(peft.LossTerm); ok && r.dp.writes() {
 				extra, err := lt.ExtraLoss(pass)
 				if err != nil {
 					return sum, err
 				}
-				if loss == nil {
-					loss = extra
-				} else {
-					loss = tp.Add(loss, extra)
-				}
+				add(extra)
 			}
-			if r.dp.writes() { // on the whole batch, counted once over the ranks
+			if r.dp.writes() { // on the whole batch
 				for _, t := range r.Terms {
 					extra, err := t.TermLoss(pass, batch)
 					if err != nil {
 						return sum, err
 					}
-					if loss == nil {
-						loss = extra
-					} else {
-						loss = tp.Add(loss, extra)
-					}
+					add(extra)
 				}
 			}
 			if loss != nil {
+				lossSum += float64(loss.Value.Data[0])
 				tp.Backward(tp.Scale(loss, 1/float32(cfg.GradAccum)))
 			}
 		}
@@ -295,8 +298,7 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 		}
 		lr := sched.At(step)
 		opt.Step(lr)
-		opt.ZeroGrad()
-		if h, ok := method.(peft.StepHook); ok {
+		if h, ok := method.(peft.StepHook); ok { // before the gradients are zeroed
 			if err := h.AfterUpdate(step); err != nil {
 				return sum, err
 			}
@@ -308,6 +310,7 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 				}
 			}
 		}
+		opt.ZeroGrad()
 		step++
 		dt := time.Since(t0).Seconds()
 		sum.Tokens += tokens
