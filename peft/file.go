@@ -215,8 +215,8 @@ func (m *Model) Save(dir string) error {
 	if a == nil {
 		return fmt.Errorf("no active adapter to save")
 	}
-	if w, ok := a.Method.(WholeModel); ok {
-		return w.SaveModel(m, dir)
+	if SavesModel(a.Method) {
+		return a.Method.(WholeModel).SaveModel(m, dir)
 	}
 	return m.SaveAdapter(dir, a.Name)
 }

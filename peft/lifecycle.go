@@ -103,10 +103,19 @@ type ShapeExplainer interface {
 	ExplainShape(tensor string, got, want []int) string
 }
 
-// WholeModel is a method whose result is the base model itself (full
-// fine-tuning): Model.Save writes a model directory instead of an adapter.
+// WholeModel is a method whose result may be the base model itself (full
+// fine-tuning): when IsWhole, Model.Save writes a model directory instead
+// of an adapter (full fine-tuning of chosen modules is not whole: it saves
+// an adapter of the entries it trained).
 type WholeModel interface {
 	SaveModel(m *Model, dir string) error
+	IsWhole() bool
+}
+
+// SavesModel reports whether a method's result is a model directory.
+func SavesModel(m Method) bool {
+	w, ok := m.(WholeModel)
+	return ok && w.IsWhole()
 }
 
 // Objective is a training run's loss, handed to a Preparer: how many

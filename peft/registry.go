@@ -34,6 +34,7 @@ const (
 	StringFlag                  // text
 	BoolFlag                    // true or false
 	ModulesFlag                 // target_modules: a comma list, or one regex / "all-linear"
+	IntsFlag                    // a comma list of whole numbers (layers_to_transform)
 )
 
 // Flag is a command-line flag of a method, standing for one config key.
@@ -69,6 +70,16 @@ func (f Flag) Value(s string) (any, error) {
 			return nil, bad("true or false")
 		}
 		return b, nil
+	case IntsFlag:
+		var ns []int
+		for _, part := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(part))
+			if err != nil {
+				return nil, bad("a comma list of whole numbers")
+			}
+			ns = append(ns, n)
+		}
+		return ns, nil
 	case ModulesFlag:
 		if !strings.Contains(s, ",") && (strings.EqualFold(s, "all-linear") || strings.ContainsAny(s, `.*+?()[]|^$\`)) {
 			return s, nil // one regex, or the all-linear shorthand

@@ -211,10 +211,7 @@ func (p *Pipeline) plan() ([]transition, error) {
 	return plan, nil
 }
 
-func isWholeModel(m peft.Method) bool {
-	_, ok := m.(peft.WholeModel)
-	return ok
-}
+func isWholeModel(m peft.Method) bool { return peft.SavesModel(m) }
 
 // stageConfig fills in what the pipeline decides of a method's config:
 // its seed, base model name and task type.
