@@ -11,6 +11,7 @@ import (
 	_ "github.com/gopeft/gopeft/peft/bitfit"       // registers BITFIT and BEFT
 	_ "github.com/gopeft/gopeft/peft/bottleneck"   // registers BOTTLENECK
 	_ "github.com/gopeft/gopeft/peft/childtuning"  // registers CHILD_TUNING_F and CHILD_TUNING_D
+	_ "github.com/gopeft/gopeft/peft/diffpruning"  // registers DIFF_PRUNING
 	_ "github.com/gopeft/gopeft/peft/dylora"       // registers DYLORA
 	_ "github.com/gopeft/gopeft/peft/fishdip"      // registers FISH_DIP
 	_ "github.com/gopeft/gopeft/peft/fishmask"     // registers FISHMASK

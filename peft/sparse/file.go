@@ -70,18 +70,25 @@ func i64Tensor(name string, vs []int64) *format.Tensor {
 func (m *Method) SaveTensors() ([]*format.Tensor, error) {
 	var ts []*format.Tensor
 	for _, d := range m.Deltas {
-		name := weightName(d.Module)
-		idx := make([]int64, len(d.Index))
-		for e, ix := range d.Index {
-			idx[e] = int64(ix)
-		}
-		ts = append(ts,
-			i64Tensor(name+SuffixIndices, idx),
-			format.TensorFromF32(name+SuffixValues, []int{len(idx)}, d.Values.Value.Data),
-			i64Tensor(name+SuffixShape, []int64{int64(d.Module.Out()), int64(d.Module.In())}),
-			i64Tensor(name+SuffixBase, []int64{baseHash(d.Module, d.Index)}))
+		ts = append(ts, DeltaTensors(d.Module, d.Index, d.Values.Value.Data)...)
 	}
 	return ts, nil
+}
+
+// DeltaTensors are one changed weight's four tensors in the file: sorted
+// indices, the values there, its shape and the base's hash (the base must
+// not hold the change merged).
+func DeltaTensors(l *nn.Linear, index []int32, values []float32) []*format.Tensor {
+	name := weightName(l)
+	idx := make([]int64, len(index))
+	for e, ix := range index {
+		idx[e] = int64(ix)
+	}
+	return []*format.Tensor{
+		i64Tensor(name+SuffixIndices, idx),
+		format.TensorFromF32(name+SuffixValues, []int{len(idx)}, values),
+		i64Tensor(name+SuffixShape, []int64{int64(l.Out()), int64(l.In())}),
+		i64Tensor(name+SuffixBase, []int64{baseHash(l, index)})}
 }
 
 // ints reads an I64 tensor of n values (n < 0: any).
