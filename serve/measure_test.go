@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -23,9 +24,11 @@ import (
 // base with the first adapter merged, serves both over loopback HTTP and
 // runs the load generator against them. They take minutes: run them with
 //
-//	go test ./serve -run '^$' -bench 'ServeAdapters|ServeLatency' -benchtime 1x -count 2 -timeout 90m
+//	GOPEFT_MEASURE=1 go test ./serve -run '^$' -bench 'ServeAdapters|ServeLatency' -benchtime 1x -timeout 90m
 //
-// -count 2 repeats the whole set, so the sides alternate.
+// Each runs every side in turn, then all of them again (GOPEFT_MEASURE_REPS
+// times, default 2), so the sides alternate on a machine whose load
+// changes; -count would repeat each side back to back instead.
 
 type measureSetup struct {
 	tok           tokenizer.Tokenizer
@@ -103,26 +106,41 @@ func measureRun(b *testing.B, o LoadOptions) *LoadReport {
 	return rep
 }
 
-func measureShort(b *testing.B) {
+func measureShort(b *testing.B) int {
 	if os.Getenv("GOPEFT_MEASURE") == "" {
 		b.Skip("set GOPEFT_MEASURE=1: these runs take minutes (see measure_test.go)")
 	}
+	reps := 2
+	if v := os.Getenv("GOPEFT_MEASURE_REPS"); v != "" {
+		fmt.Sscan(v, &reps)
+	}
+	return reps
 }
 
 // BenchmarkServeAdapters: request throughput at saturation (every request
 // sent at once, random prompts, exactly --output-len tokens each) with 1,
 // 10 and 100 distinct adapters (popularity α = 1) against the merged model.
 func BenchmarkServeAdapters(b *testing.B) {
-	measureShort(b)
-	for _, sh := range []struct {
+	reps := measureShort(b)
+	shapes := []struct {
 		preset           string
 		prompts, in, out int
-	}{{"stories15M", 128, 32, 32}, {"stories110M", 64, 16, 16}} {
+	}{{"stories15M", 128, 32, 32}, {"stories110M", 64, 16, 16}}
+	if v := os.Getenv("GOPEFT_MEASURE_PRESET"); v != "" {
+		shapes = slices.DeleteFunc(shapes, func(s struct {
+			preset           string
+			prompts, in, out int
+		}) bool {
+			return s.preset != v
+		})
+	}
+	for _, sh := range shapes {
 		s := measureServers(b, sh.preset)
-		for _, n := range []int{0, 1, 10, 100} {
-			name := fmt.Sprintf("%s/adapters=%d", sh.preset, n)
+		for rep := range reps * 4 {
+			n := []int{0, 1, 10, 100}[rep%4]
+			name := fmt.Sprintf("%s/adapters=%d/rep=%d", sh.preset, n, rep/4+1)
 			if n == 0 {
-				name = sh.preset + "/merged"
+				name = fmt.Sprintf("%s/merged/rep=%d", sh.preset, rep/4+1)
 			}
 			b.Run(name, func(b *testing.B) {
 				o := LoadOptions{URL: s.multi.URL, Models: s.adapters[:n], Alpha: 1, Dataset: "random",
@@ -147,7 +165,7 @@ func BenchmarkServeAdapters(b *testing.B) {
 // times stretched to this machine) and under Gamma arrivals with C = 1 and
 // C = 4, over 10 adapters (α = 1) and the merged model.
 func BenchmarkServeLatency(b *testing.B) {
-	measureShort(b)
+	reps := measureShort(b)
 	trace := shared.Path(b, "data/serving/AzureLLMInferenceTrace_conv.csv")
 	const preset = "stories15M"
 	s := measureServers(b, preset)
@@ -157,8 +175,9 @@ func BenchmarkServeLatency(b *testing.B) {
 	}
 	rate := 3.3 / scale // the trace's first 200 requests come at 3.3 req/s
 	for _, arr := range []string{"azure", "gamma-c1", "gamma-c4"} {
-		for _, side := range []string{"merged", "adapters=10"} {
-			b.Run(fmt.Sprintf("%s/%s/%s", preset, arr, side), func(b *testing.B) {
+		for rep := range 2 * reps {
+			side := []string{"merged", "adapters=10"}[rep%2]
+			b.Run(fmt.Sprintf("%s/%s/%s/rep=%d", preset, arr, side, rep/2+1), func(b *testing.B) {
 				o := LoadOptions{URL: s.multi.URL, Models: s.adapters[:10], Alpha: 1, Dataset: "azure-conv", DatasetPath: trace,
 					NumPrompts: 100, TimeScale: scale, Seed: 2}
 				if side == "merged" {
