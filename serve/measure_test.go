@@ -173,13 +173,20 @@ func BenchmarkServeLatency(b *testing.B) {
 	if v := os.Getenv("GOPEFT_MEASURE_TIME_SCALE"); v != "" {
 		fmt.Sscan(v, &scale)
 	}
-	rate := 3.3 / scale // the trace's first 200 requests come at 3.3 req/s
+	// The Gamma runs keep the replayed segment's mean rate.
+	const prompts = 40
+	seg, err := buildWorkload(LoadOptions{Models: []string{preset}, Dataset: "azure-conv", DatasetPath: trace, NumPrompts: prompts, TimeScale: scale}, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rate := float64(prompts-1) / seg[prompts-1].at.Seconds()
+	b.Logf("Azure trace, first %d requests, times ×%g: %.3f req/s", prompts, scale, rate)
 	for _, arr := range []string{"azure", "gamma-c1", "gamma-c4"} {
 		for rep := range 2 * reps {
 			side := []string{"merged", "adapters=10"}[rep%2]
 			b.Run(fmt.Sprintf("%s/%s/%s/rep=%d", preset, arr, side, rep/2+1), func(b *testing.B) {
 				o := LoadOptions{URL: s.multi.URL, Models: s.adapters[:10], Alpha: 1, Dataset: "azure-conv", DatasetPath: trace,
-					NumPrompts: 100, TimeScale: scale, Seed: 2}
+					NumPrompts: prompts, TimeScale: scale, Seed: 2}
 				if side == "merged" {
 					o.URL, o.Models = s.merged.URL, []string{preset}
 				}
