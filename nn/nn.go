@@ -29,6 +29,28 @@ type Delta interface {
 	Apply(p *Pass, l *Linear, x, y *autograd.Var) *autograd.Var
 }
 
+// GroupDelta is a Delta whose hooks of different adapters at one Linear can
+// run as one grouped operation over a mixed-adapter batch: each adapter's
+// product on its own rows, written into one shared output, instead of a
+// gather, a product and a scatter (a full copy of the output) per adapter.
+// It is the SGMV idea of Punica and S-LoRA. Linear.Forward groups
+// consecutive hooks with equal GroupKey in inference passes (no tape) whose
+// sequences name different adapters; ApplyGroup must give every row, bit for
+// bit, what Route and Apply give it.
+type GroupDelta interface {
+	Delta
+	// GroupKey says which hooks can share an ApplyGroup (equal keys).
+	GroupKey() any
+	// ApplyGroup returns y with hooks[i] applied to rows[i] (indices of
+	// rows of x and y; a row in at most one list, except for hooks of the
+	// same owner, applied in order).
+	ApplyGroup(p *Pass, l *Linear, hooks []GroupDelta, rows [][]int, x, y *autograd.Var) *autograd.Var
+}
+
+// GroupDeltas turns Linear.Forward's grouping of GroupDelta hooks on (the
+// default) or off: benchmarks and tests compare the two.
+var GroupDeltas = true
+
 // InputDelta changes a Linear's input before the base weight sees it (IA³
 // on feed-forward layers scales the input). The output deltas still
 // receive the layer's original input.
@@ -87,10 +109,53 @@ func (l *Linear) Forward(p *Pass, x *autograd.Var) *autograd.Var {
 	if l.Bias != nil {
 		y = p.Tape.Add(y, l.Bias)
 	}
-	for _, d := range deltas {
+	for i := 0; i < len(deltas); {
+		if n := l.group(p, deltas[i:]); n > 0 {
+			y = l.applyGroup(p, deltas[i:i+n], x, y)
+			i += n
+			continue
+		}
+		d := deltas[i]
 		y = p.Route(d.Owner(), func(xs ...*autograd.Var) *autograd.Var { return d.Apply(p, l, xs[1], xs[0]) }, y, x)
+		i++
 	}
 	return y
+}
+
+// group returns how many of deltas, from the first, run as one group (0:
+// the first runs alone): consecutive GroupDelta hooks with its key, owned by
+// adapters, in an inference pass over sequences of different adapters.
+func (l *Linear) group(p *Pass, deltas []Delta) int {
+	g, ok := deltas[0].(GroupDelta)
+	if !GroupDeltas || !ok || p.Tape != nil || len(p.Adapters) < 2 || g.Owner() == "" {
+		return 0
+	}
+	key := g.GroupKey()
+	n := 1
+	for ; n < len(deltas); n++ {
+		h, ok := deltas[n].(GroupDelta)
+		if !ok || h.Owner() == "" || h.GroupKey() != key {
+			break
+		}
+	}
+	return n
+}
+
+// applyGroup runs a group on the rows each of its hooks owns.
+func (l *Linear) applyGroup(p *Pass, deltas []Delta, x, y *autograd.Var) *autograd.Var {
+	var hooks []GroupDelta
+	var rows [][]int
+	for _, d := range deltas {
+		_, idx := p.scope(d.Owner(), y.Value.Rows()) // lists every row it owns: the pass names several adapters
+		if len(idx) > 0 {
+			hooks = append(hooks, d.(GroupDelta))
+			rows = append(rows, idx)
+		}
+	}
+	if len(hooks) == 0 {
+		return y
+	}
+	return hooks[0].ApplyGroup(p, l, hooks, rows, x, y)
 }
 
 // weight is the weight the pass multiplies by and the deltas left to run:

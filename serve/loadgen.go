@@ -28,6 +28,7 @@ type LoadOptions struct {
 	Models         []string
 	Alpha          float64 // power-law popularity exponent over Models (S-LoRA's generator)
 	Rate           float64 // requests per second; 0 sends all at once (azure: replays the trace's times)
+	TimeScale      float64 // azure with Rate 0: the trace's arrival times are multiplied by it (0: 1)
 	CV             float64 // coefficient of variation of the Gamma inter-arrival times (1: Poisson)
 	NumPrompts     int
 	MaxConcurrency int
@@ -442,9 +443,13 @@ func buildWorkload(o LoadOptions, ctxLen int) ([]loadRequest, error) {
 			reqs[i].at = time.Duration(t * float64(time.Second))
 			t += gamma(g, k) / (k * o.Rate)
 		}
-	case times != nil: // the trace's own arrivals
+	case times != nil: // the trace's own arrivals, stretched to the machine
+		scale := o.TimeScale
+		if scale <= 0 {
+			scale = 1
+		}
 		for i := range reqs {
-			reqs[i].at = times[i]
+			reqs[i].at = time.Duration(float64(times[i]) * scale)
 		}
 	}
 	return reqs, nil

@@ -81,3 +81,27 @@ func meanSD(xs []float64) (float64, float64) {
 	}
 	return m, math.Sqrt(s2 / float64(len(xs)))
 }
+
+// The Azure trace's own arrivals are replayed, stretched by TimeScale.
+func TestTraceTimeScale(t *testing.T) {
+	path := shared.Path(t, "data/serving/AzureLLMInferenceTrace_conv.csv")
+	o := LoadOptions{Models: []string{"a"}, Dataset: "azure-conv", DatasetPath: path, NumPrompts: 5}
+	one, err := buildWorkload(o, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.TimeScale = 3
+	three, err := buildWorkload(o, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The trace's second request comes 4.3145788 s after the first.
+	if d := one[1].at - 4314578800*time.Nanosecond; d < -time.Microsecond || d > time.Microsecond {
+		t.Errorf("second arrival at %v, the trace says 4.3145788s", one[1].at)
+	}
+	for i := range one {
+		if d := three[i].at - 3*one[i].at; d < -time.Microsecond || d > time.Microsecond {
+			t.Errorf("request %d: %v scaled by 3 is %v", i, one[i].at, three[i].at)
+		}
+	}
+}

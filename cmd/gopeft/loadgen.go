@@ -61,6 +61,7 @@ TPOT, inter-token and end-to-end latency (mean, p50, p90, p99) and SLO attainmen
 	fl.StringVar(&models, "model", "", "comma-separated models (the base's served name, adapters), most popular first")
 	fl.Float64Var(&o.Alpha, "alpha", 1, "power-law popularity exponent: model i is asked for ∝ (i+1)^-alpha")
 	fl.Float64Var(&o.Rate, "rate", 0, "mean requests per second (0: all at once)")
+	fl.Float64Var(&o.TimeScale, "time-scale", 1, "azure datasets with --rate 0: multiply the trace's arrival times by this (2: half the trace's rate), to fit a slower machine")
 	fl.Float64Var(&o.CV, "cv", 1, "coefficient of variation of the inter-arrival times (1: Poisson)")
 	fl.IntVar(&o.NumPrompts, "num-prompts", 100, "requests to send")
 	fl.IntVar(&o.MaxConcurrency, "max-concurrency", 0, "most requests in flight (0: no limit)")

@@ -72,10 +72,12 @@ for different adapters together. Name an adapter in the request's "model" field.
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "gopeft: serving %s with %d adapter(s) on http://%s (max batch %d, queue %d, KV pool %d blocks of %d)\n",
-				name, len(ls), ln.Addr(), e.Config().MaxBatch, e.Config().MaxQueue, e.Pool().Total(), serve.BlockSize)
+			// Catch SIGTERM before saying where we listen: a supervisor
+			// that stops the server as soon as it is up gets a drain.
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			fmt.Fprintf(cmd.ErrOrStderr(), "gopeft: serving %s with %d adapter(s) on http://%s (max batch %d, queue %d, KV pool %d blocks of %d)\n",
+				name, len(ls), ln.Addr(), e.Config().MaxBatch, e.Config().MaxQueue, e.Pool().Total(), serve.BlockSize)
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
 			select {

@@ -6,6 +6,7 @@ import (
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/tensor"
+	"github.com/gopeft/gopeft/tensor/kernels"
 )
 
 // This file serves continuous batching: every sequence owns a KV cache of
@@ -39,8 +40,11 @@ func (m *Model) Prefill(p *nn.Pass, prompt []int, cache *KVCache) ([]float32, er
 // names each sequence's adapter (one entry per sequence, or one for all).
 // The projections run once over the whole batch, with each adapter's
 // hooks on its own rows; attention runs per sequence over its own cache,
-// the call Generate makes for that sequence alone. It returns the logits
-// [len(ids), vocab].
+// the call Generate makes for that sequence alone. Every sequence's logits
+// are, bit for bit, those Generate computes for it alone, whatever else
+// shares the step (the products take the kernels' row-invariant path; more
+// than kernels.RowInvariantRows sequences run as several such steps). It
+// returns the logits [len(ids), vocab].
 func (m *Model) DecodeStep(p *nn.Pass, ids []int, caches []*KVCache) (*tensor.Tensor, error) {
 	B := len(ids)
 	if B == 0 || len(caches) != B {
@@ -63,6 +67,9 @@ func (m *Model) DecodeStep(p *nn.Pass, ids []int, caches []*KVCache) (*tensor.Te
 	if p != nil && p.Tape != nil {
 		return nil, fmt.Errorf("llama: decode step is inference only (the pass has a tape)")
 	}
+	if B > kernels.RowInvariantRows {
+		return m.decodeChunks(p, ids, caches)
+	}
 	p, err := p.Begin(B, m.Adapter)
 	if err != nil {
 		return nil, err
@@ -84,6 +91,36 @@ func (m *Model) DecodeStep(p *nn.Pass, ids []int, caches []*KVCache) (*tensor.Te
 	}
 	h := m.Norm.Forward(p, x)
 	return m.Logits(p, h).Value, nil
+}
+
+// decodeChunks is DecodeStep over more than kernels.RowInvariantRows
+// sequences: chunks of at most that many, each one step of its own, so that
+// every product keeps the row-invariant path and each sequence's logits are
+// still, bit for bit, what it gets decoded alone. Past that many rows a
+// step is compute-bound, so reading the weights once per chunk costs little.
+func (m *Model) decodeChunks(p *nn.Pass, ids []int, caches []*KVCache) (*tensor.Tensor, error) {
+	B := len(ids)
+	if p != nil && len(p.Adapters) > 1 && len(p.Adapters) != B {
+		return nil, fmt.Errorf("llama: decode step: the pass names adapters for %d sequences, the batch has %d", len(p.Adapters), B)
+	}
+	out := tensor.New(B, m.Config.VocabSize)
+	for lo := 0; lo < B; lo += kernels.RowInvariantRows {
+		hi := min(B, lo+kernels.RowInvariantRows)
+		var q *nn.Pass
+		if p != nil {
+			c := *p
+			if len(c.Adapters) > 1 {
+				c.Adapters = c.Adapters[lo:hi]
+			}
+			q = &c
+		}
+		lg, err := m.DecodeStep(q, ids[lo:hi], caches[lo:hi])
+		if err != nil {
+			return nil, err
+		}
+		copy(out.Data[lo*m.Config.VocabSize:], lg.Data)
+	}
+	return out, nil
 }
 
 // stepBlock is block for one token per sequence, each sequence attending

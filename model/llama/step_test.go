@@ -2,9 +2,11 @@ package llama
 
 import (
 	"context"
+	"math"
 	"slices"
 	"testing"
 
+	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/tensor"
 )
@@ -85,4 +87,100 @@ func TestDecodeStepMatchesGenerate(t *testing.T) {
 			t.Errorf("sequence %d (adapter %q): batched %v, alone %v", i, seqs[i].adapter, g, want[i])
 		}
 	}
+}
+
+// loraHook is a LoRA-like output delta, y + s·(x·Aᵀ)·Bᵀ, for tests.
+type loraHook struct {
+	nn.OwnedBy
+	a, b *autograd.Var
+}
+
+func (h *loraHook) Apply(p *nn.Pass, _ *nn.Linear, x, y *autograd.Var) *autograd.Var {
+	return p.Tape.AddLinear(y, p.Tape.Linear(x, h.a), h.b, 0.5)
+}
+
+func addLoRA(m *Model, owner string, r int, seed uint64) {
+	g := tensor.NewRNG(seed)
+	for _, b := range m.Layers {
+		for _, l := range []*nn.Linear{b.Q, b.V, b.Down} {
+			out, in := l.Weight.Value.Shape[0], l.Weight.Value.Shape[1]
+			l.Deltas = append(l.Deltas, &loraHook{OwnedBy: nn.OwnedBy{Adapter: owner},
+				a: autograd.Const(tensor.New(r, in).Normal(g, 0, 0.1)), b: autograd.Const(tensor.New(out, r).Normal(g, 0, 0.1))})
+		}
+	}
+}
+
+// A sequence's logits at every step are, bit for bit, those of Generate's
+// own calls for it alone (Prefill, then one token at a time through
+// Forward), whatever shares its decode steps: here 70 sequences (more than
+// kernels.RowInvariantRows, so the step runs in chunks) over two LoRA-like
+// adapters, a prefix adapter and the base, with sizes that exercise the
+// kernels' vector bodies and tails.
+func TestDecodeStepLogitsBitwise(t *testing.T) {
+	cfg := Config{HiddenSize: 72, IntermediateSize: 200, NumHiddenLayers: 2, NumAttentionHeads: 4, NumKeyValueHeads: 2,
+		VocabSize: 300, MaxPositionEmbeddings: 64, RMSNormEps: 1e-5, RopeTheta: 10000, BOSTokenID: 1, EOSTokenID: 2,
+		RoPE: autograd.RoPEHalf}
+	m, err := NewRandom(cfg, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addLoRA(m, "x", 8, 1)
+	addLoRA(m, "y", 4, 2)
+	addPrefix(m, "a", 3, 3)
+	adapters := []string{"x", "", "y", "a", "x"}
+	const B, steps = 70, 4
+	g := tensor.NewRNG(9)
+	prompts := make([][]int, B)
+	names := make([]string, B)
+	for s := range prompts {
+		prompts[s] = []int{1}
+		for range 1 + s%5 {
+			prompts[s] = append(prompts[s], 3+int(g.Uint64()%uint64(cfg.VocabSize-3)))
+		}
+		names[s] = adapters[s%len(adapters)]
+	}
+	// Batched: prefill each, then decode all together, feeding each its
+	// greedy token.
+	caches := make([]*KVCache, B)
+	batched := make([][][]float32, B)
+	ids := make([]int, B)
+	for s := range prompts {
+		caches[s] = m.NewKVCache(1, len(prompts[s])+steps+1)
+		lg, err := m.Prefill(&nn.Pass{Adapters: []string{names[s]}}, prompts[s], caches[s])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[s] = tensor.Argmax(lg)
+	}
+	for range steps {
+		lg, err := m.DecodeStep(&nn.Pass{Adapters: names}, ids, caches)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for s := range ids {
+			batched[s] = append(batched[s], slices.Clone(lg.Row(s)))
+			ids[s] = tensor.Argmax(lg.Row(s))
+		}
+	}
+	// Alone: Generate's calls.
+	for s := range prompts {
+		m.Adapter = names[s]
+		cache := m.NewKVCache(1, len(prompts[s])+steps+1)
+		lg, err := m.lastLogits(Input{IDs: prompts[s], Batch: 1, T: len(prompts[s]), Cache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range steps {
+			lg, err = m.lastLogits(Input{IDs: []int{tensor.Argmax(lg)}, Batch: 1, T: 1, Cache: cache})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j, v := range lg {
+				if math.Float32bits(v) != math.Float32bits(batched[s][i][j]) {
+					t.Fatalf("sequence %d (adapter %q), step %d, logit %d: %v alone, %v in the batch", s, names[s], i, j, v, batched[s][i][j])
+				}
+			}
+		}
+	}
+	m.Adapter = ""
 }

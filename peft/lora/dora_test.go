@@ -206,8 +206,12 @@ func TestDoRAMergeUnmerge(t *testing.T) {
 		}
 	}
 	unmergedBF16 := logits(t, pb.Base, ids)
-	if d := maxAbsDiff(unmergedBF16, logits(t, pf.Base, ids)); d > 1e-4 {
-		t.Errorf("bf16 base and its float32 widening give logits %g apart", d)
+	// On CPUs with AVX512_BF16 a bf16 product of up to RowInvariantRows
+	// rows rounds the activations to bf16 too (see kernels.GemmBF16), so
+	// the twin agrees to within what rounding the weights costs, not 1e-4.
+	rounding := maxAbsDiff(adapted, unmergedBF16)
+	if d := maxAbsDiff(unmergedBF16, logits(t, pf.Base, ids)); d > max(1e-4, rounding) {
+		t.Errorf("bf16 base and its float32 widening give logits %g apart (rounding the base to bf16: %g)", d, rounding)
 	}
 	for _, p := range []*peft.Model{pb, pf} {
 		if err := p.Merge(); err != nil {
@@ -226,7 +230,6 @@ func TestDoRAMergeUnmerge(t *testing.T) {
 	}
 	// Rounding the merged weights to bf16 moves the logits by about as
 	// much as rounding the float32 base to bf16 did.
-	rounding := maxAbsDiff(adapted, unmergedBF16)
 	if d := maxAbsDiff(unmergedBF16, logits(t, pb.Base, ids)); d > 2*rounding {
 		t.Errorf("bf16: merged logits differ from unmerged by %g (rounding the base to bf16: %g)", d, rounding)
 	}

@@ -118,6 +118,22 @@ func (ly *layer) Apply(p *nn.Pass, _ *nn.Linear, x, y *autograd.Var) *autograd.V
 	return ly.f.Add(p, p.Dropout(x, ly.dropout, ly.key), y)
 }
 
+// loraGroup is the GroupKey of plain LoRA layers.
+type loraGroup struct{}
+
+// GroupKey implements nn.GroupDelta: every plain LoRA layer of one Linear,
+// whatever its adapter and rank, runs in one group.
+func (ly *layer) GroupKey() any { return loraGroup{} }
+
+// ApplyGroup implements nn.GroupDelta (inference: no dropout).
+func (ly *layer) ApplyGroup(p *nn.Pass, _ *nn.Linear, hooks []nn.GroupDelta, rows [][]int, x, y *autograd.Var) *autograd.Var {
+	fs := make([]*lowrank.Factors, len(hooks))
+	for i, h := range hooks {
+		fs[i] = h.(*layer).f
+	}
+	return lowrank.AddGroup(p, fs, rows, x, y)
+}
+
 // Merge implements peft.Merger: W ← W + s·B·A (DoRA: W ← m ⊙ (W + s·B·A)
 // / ‖W + s·B·A‖_row).
 func (m *Method) Merge(*peft.Adapter) error {

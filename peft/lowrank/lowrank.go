@@ -102,6 +102,25 @@ func (f *Factors) Add(p *nn.Pass, x, y *autograd.Var) *autograd.Var {
 	return p.Tape.AddLinear(y, p.Tape.Linear(x, f.A), f.B, f.Scale)
 }
 
+// AddGroup is Add for several factors at one layer in an inference pass:
+// rows[i] of y gain s_i·(x·A_iᵀ)·B_iᵀ, computed on those rows only, and are
+// written into one copy of y (the SGMV grouping; see nn.GroupDelta), where
+// routing each adapter alone would copy all of y once per adapter. Each
+// row gets exactly Add on its gathered rows: the same call.
+func AddGroup(p *nn.Pass, fs []*Factors, rows [][]int, x, y *autograd.Var) *autograd.Var {
+	z := y.Value.Clone()
+	zv := autograd.Const(z)
+	cols := z.Cols()
+	for i, f := range fs {
+		idx := rows[i]
+		res := f.Add(p, p.Tape.GatherRows(x, idx), p.Tape.GatherRows(zv, idx)).Value.F32()
+		for k, r := range idx {
+			copy(z.Data[r*cols:(r+1)*cols], res[k*cols:(k+1)*cols])
+		}
+	}
+	return zv
+}
+
 // Delta returns s·B·A as a dense [out, in] matrix.
 func (f *Factors) Delta() []float32 {
 	r, in, out := f.A.Value.Shape[0], f.A.Value.Shape[1], f.B.Value.Shape[0]

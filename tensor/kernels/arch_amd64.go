@@ -136,6 +136,30 @@ var avx512Impl = &impl{
 	dot4h: func(k int, x []float32, w []BF16, ldw int, y *[4]float32) {
 		dotTailH(k, 16, x, w, ldw, y, dot4hAVX512)
 	},
+	dot4x3: func(k int, x []float32, ldx int, w []float32, ldw int, y *[12]float32) {
+		_, _ = x[2*ldx+k-1], w[3*ldw+k-1]
+		kv := k &^ 15
+		if kv > 0 {
+			dot4x3AVX512(kv, &x[0], ldx, &w[0], ldw, y)
+		} else {
+			*y = [12]float32{}
+		}
+		for i := 0; i < 3; i++ {
+			dotRest(kv, k, x[i*ldx:], w, ldw, (*[4]float32)(y[4*i:]))
+		}
+	},
+	dot4hx3: func(k int, x []float32, ldx int, w []BF16, ldw int, y *[12]float32) {
+		_, _ = x[2*ldx+k-1], w[3*ldw+k-1]
+		kv := k &^ 15
+		if kv > 0 {
+			dot4hx3AVX512(kv, &x[0], ldx, &w[0], ldw, y)
+		} else {
+			*y = [12]float32{}
+		}
+		for i := 0; i < 3; i++ {
+			dotRestH(kv, k, x[i*ldx:], w, ldw, (*[4]float32)(y[4*i:]))
+		}
+	},
 	axpy: func(k, n int, x, b []float32, ldb int, y []float32, accumulate bool) {
 		axpyVec(k, n, x, b, ldb, y, accumulate, 16, axpyAVX512)
 	},
@@ -186,6 +210,12 @@ func dotTail(k, lanes int, x, w []float32, ldw int, y *[4]float32, kern dotKerne
 	} else {
 		*y = [4]float32{}
 	}
+	dotRest(kv, k, x, w, ldw, y)
+}
+
+// dotRest adds the products of p in [kv, k) to y, in order: the tail of
+// dotTail and of dot4x3, one function so both round alike.
+func dotRest(kv, k int, x, w []float32, ldw int, y *[4]float32) {
 	for p := kv; p < k; p++ {
 		for r := range y {
 			y[r] += x[p] * w[r*ldw+p]
@@ -201,6 +231,11 @@ func dotTailH(k, lanes int, x []float32, w []BF16, ldw int, y *[4]float32, kern 
 	} else {
 		*y = [4]float32{}
 	}
+	dotRestH(kv, k, x, w, ldw, y)
+}
+
+// dotRestH is dotRest with bf16 w.
+func dotRestH(kv, k int, x []float32, w []BF16, ldw int, y *[4]float32) {
 	for p := kv; p < k; p++ {
 		for r := range y {
 			y[r] += x[p] * FromBF16(w[r*ldw+p])

@@ -251,3 +251,29 @@ func BenchmarkGemmBF16Path(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRowInvariant compares, on decode-batch shapes (m sequences of
+// one token through a Linear's weight [n, k]), the row-invariant GEMV path
+// Gemm takes up to RowInvariantRows rows with the blocked path it took
+// before. Run it with -count 2 or more: the two alternate.
+func BenchmarkRowInvariant(b *testing.B) {
+	shapes := []struct{ n, k int }{{768, 288}, {2304, 768}, {768, 2048}, {32000, 768}}
+	for _, s := range shapes {
+		for _, m := range []int{4, 16, 32, 64} {
+			a, w, c := benchRand(m*s.k), benchRand(s.n*s.k), make([]float32, m*s.n)
+			bm := bMat{f: w, ld: s.k, trans: true}
+			for _, path := range []string{"gemv", "blocked"} {
+				b.Run(fmt.Sprintf("%s/m=%d/n=%d/k=%d", path, m, s.n, s.k), func(b *testing.B) {
+					for b.Loop() {
+						if path == "gemv" {
+							gemvT(active, m, s.n, s.k, a, s.k, bm, c, s.n, false)
+						} else {
+							gemmBlocked(active, false, m, s.n, s.k, a, s.k, bm, c, s.n, false)
+						}
+					}
+					b.ReportMetric(gemmFlops(m, s.n, s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				})
+			}
+		}
+	}
+}

@@ -42,11 +42,11 @@ func F32ToBF16(dst []BF16, src []float32) {
 // Numerics depend on the path chosen at start-up:
 //
 //   - Widening (no AVX512_BF16; and, on AVX512_BF16 CPUs without usable
-//     AMX, M > 1 and the stored-k×n GEMV): A stays float32 and B is widened
+//     AMX, the blocked path and the stored-k×n GEMV): A stays float32 and B is widened
 //     exactly to float32 while it is packed (or, for M=1, in registers), so
 //     the result equals Gemm on the widened B.
-//   - VDPBF16PS (AVX512_BF16 CPUs: the transposed GEMV, M=1 with transB,
-//     i.e. decoding through a Linear) and AMX TDPBF16PS (M > 1 on CPUs with
+//   - VDPBF16PS (AVX512_BF16 CPUs: the transposed GEMV, M ≤
+//     RowInvariantRows with transB, i.e. decoding through a Linear) and AMX TDPBF16PS (M > 1 on CPUs with
 //     AMX-BF16 whose OS grants the tile state): A is rounded to bf16
 //     (nearest even, as ToBF16; denormals flushed to zero) and the exact
 //     bf16 products are summed in float32 (VDPBF16PS: pairs; TDPBF16PS:

@@ -5,7 +5,11 @@
 // cache-sized panels and a register-blocked micro-kernel (AVX-512 or AVX2+FMA
 // assembly on amd64, plain Go elsewhere or with -tags purego) computes MR×NR
 // tiles of C. A single row (M=1, decoding) takes a separate memory-bound GEMV
-// path that streams the weights once without packing.
+// path that streams the weights once without packing; so do up to
+// RowInvariantRows rows against a weight stored n×k (transB), with the
+// one-row arithmetic for every row: each row's result is then the same, bit
+// for bit, whatever the other rows (a decode batch gives every sequence
+// what it gets decoded alone).
 //
 // Results do not depend on the number of threads: every C element is summed
 // over K in blocks of a fixed size, in order, whichever worker computes it.
@@ -50,6 +54,10 @@ func gemm(im *impl, transA bool, m, n, k int, a []float32, lda int, b bMat, c []
 	}
 	if m == 1 {
 		gemv(im, transA, n, k, a, lda, b, c, accumulate)
+		return
+	}
+	if b.trans && !transA && m <= RowInvariantRows {
+		gemvT(im, m, n, k, a, lda, b, c, ldc, accumulate)
 		return
 	}
 	gemmBlocked(im, transA, m, n, k, a, lda, b, c, ldc, accumulate)

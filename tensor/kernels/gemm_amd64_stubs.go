@@ -64,6 +64,16 @@ func axpyAVX2(k int, x *float32, b *float32, ldb int, y *float32, w int)
 //go:noescape
 func axpyhAVX2(k int, x *float32, b *uint16, ldb int, y *float32, w int)
 
+// dot4x3AVX512 sets y[i*4+r] to the dot product of row i of x and row r of w, over k rounded down to 16, with dot4's arithmetic.
+//
+//go:noescape
+func dot4x3AVX512(k int, x *float32, ldx int, w *float32, ldw int, y *[12]float32)
+
+// dot4hx3AVX512 sets y[i*4+r] to the dot product of row i of x and row r of w, over k rounded down to 16, with dot4's arithmetic.
+//
+//go:noescape
+func dot4hx3AVX512(k int, x *float32, ldx int, w *uint16, ldw int, y *[12]float32)
+
 // copyRows32 copies kc rows of 32 float32s from stride ld to a packed panel (kc ≥ 1).
 //
 //go:noescape

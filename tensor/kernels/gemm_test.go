@@ -166,10 +166,14 @@ func TestGemmAgainstReference(t *testing.T) {
 }
 
 // roundsA reports whether GemmBF16 on im rounds A to bf16 for this shape:
-// the VDPBF16PS paths (blocked, and the transposed GEMV).
+// the VDPBF16PS paths (blocked, and the transposed GEMV up to
+// RowInvariantRows rows).
 func roundsA(im *impl, m int, transB bool) bool {
-	if m == 1 {
-		return transB && im.dot4p != nil
+	switch {
+	case transB && m <= RowInvariantRows:
+		return im.dot4p != nil
+	case m == 1:
+		return false
 	}
 	return im.bf16 != nil
 }

@@ -18,6 +18,11 @@ type impl struct {
 	// dot4p, when set, is dot4h with x already rounded to bf16 (the
 	// AVX512_BF16 path: pairs of products summed by VDPBF16PS).
 	dot4p func(k int, x []BF16, w []BF16, ldw int, y *[4]float32)
+	// dot4x3, when set, sets y[i*4+r] to dot4's y[r] for rows i < 3 of x
+	// (row stride ldx), bit for bit, reading w once for the three; dot4hx3
+	// is the same with bf16 w.
+	dot4x3  func(k int, x []float32, ldx int, w []float32, ldw int, y *[12]float32)
+	dot4hx3 func(k int, x []float32, ldx int, w []BF16, ldw int, y *[12]float32)
 	// axpy sets y[j] = Σ_p x[p]·b[p*ldb+j] for j < n, p < k, or adds it to
 	// y[j] when accumulate is set; axpyh is the same with bf16 b.
 	axpy  func(k, n int, x, b []float32, ldb int, y []float32, accumulate bool)

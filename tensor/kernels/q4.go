@@ -107,7 +107,8 @@ const q4GemvRows = 4
 // transB, B is n×k and op(B) its transpose — the forward of a Linear layer,
 // y = x·Wᵀ; without, B is k×n — the backward to its input, dx = dy·W.
 //
-// No float32 copy of B is made. Above q4GemvRows rows the blocked path
+// No float32 copy of B is made. Above q4GemvRows rows (RowInvariantRows
+// with transB, where the rows go through the GEMV a few at a time) the blocked path
 // dequantizes each kc×nr micro-panel of B while packing it, into the
 // buffer the float32 micro-kernel reads, so the result equals, bit for bit,
 // Gemm on the dequantized B (same panels, same kernel, same order of
@@ -137,8 +138,12 @@ func GemmQ4(transB bool, m, n, k int, a []float32, lda int, b *Q4, c []float32, 
 		return
 	}
 	switch {
-	case m <= q4GemvRows && transB:
-		gemvQ4T(m, n, k, a, lda, b, c, ldc, accumulate)
+	case m <= RowInvariantRows && transB:
+		// q4GemvRows rows at a time: every row's dot products are the
+		// one-row ones, whatever the other rows (see RowInvariantRows).
+		for r0 := 0; r0 < m; r0 += q4GemvRows {
+			gemvQ4T(min(q4GemvRows, m-r0), n, k, a[r0*lda:], lda, b, c[r0*ldc:], ldc, accumulate)
+		}
 	case m <= q4GemvRows:
 		gemvQ4N(m, n, k, a, lda, b, c, ldc, accumulate)
 	default:

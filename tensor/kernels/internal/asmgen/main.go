@@ -46,6 +46,10 @@ func main() {
 		axpy(v, false)
 		axpy(v, true)
 	}
+	// Three rows of x against four rows of w: dot4's arithmetic for each
+	// (24 accumulators: AVX-512 only).
+	dot4x(avx512, 3, false)
+	dot4x(avx512, 3, true)
 	for _, w := range []int{32, 16, 12, 6} {
 		copyRows(w)
 	}
@@ -296,6 +300,98 @@ func dot4(v isa, half bool) {
 	RET()
 }
 
+// dot4x writes y[i·4+r] = Σ_p x[i·ldx+p]·w[r·ldw+p] for nx rows of x and
+// four rows of w, p < k rounded down to a whole vector: for every row of x
+// exactly the arithmetic of dot4 (two accumulators per output, even and odd
+// vectors of k, a last single vector into the even one, the same lane sum),
+// so each output has dot4's bits while every vector of w, loaded once,
+// serves nx rows.
+func dot4x(v isa, nx int, half bool) {
+	name := fmt.Sprintf("dot4x%d%s", nx, v.name)
+	sig := fmt.Sprintf("func(k int, x *float32, ldx int, w *float32, ldw int, y *[%d]float32)", 4*nx)
+	es := 4
+	if half {
+		name = fmt.Sprintf("dot4hx%d%s", nx, v.name)
+		sig = fmt.Sprintf("func(k int, x *float32, ldx int, w *uint16, ldw int, y *[%d]float32)", 4*nx)
+		es = 2
+	}
+	TEXT(name, NOSPLIT, sig)
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s sets y[i*4+r] to the dot product of row i of x and row r of w, over k rounded down to %d, with dot4's arithmetic.", name, v.lanes))
+	k := Load(Param("k"), GP64())
+	ldx := Load(Param("ldx"), GP64())
+	SHLQ(U8(2), ldx)
+	px := make([]reg.Register, nx)
+	px[0] = Load(Param("x"), GP64())
+	for i := 1; i < nx; i++ {
+		px[i] = GP64()
+		LEAQ(Mem{Base: px[i-1], Index: ldx, Scale: 1}, px[i])
+	}
+	ldw := Load(Param("ldw"), GP64())
+	if half {
+		SHLQ(U8(1), ldw)
+	} else {
+		SHLQ(U8(2), ldw)
+	}
+	w := make([]reg.Register, 4)
+	w[0] = Load(Param("w"), GP64())
+	for r := 1; r < 4; r++ {
+		w[r] = GP64()
+		LEAQ(Mem{Base: w[r-1], Index: ldw, Scale: 1}, w[r])
+	}
+	acc := make([][][2]reg.VecVirtual, nx)
+	for i := range acc {
+		acc[i] = make([][2]reg.VecVirtual, 4)
+		for r := range acc[i] {
+			for u := 0; u < 2; u++ {
+				acc[i][r][u] = v.vec()
+				VXORPS(acc[i][r][u], acc[i][r][u], acc[i][r][u])
+			}
+		}
+	}
+	step := func(u int) {
+		wv := make([]reg.VecVirtual, 4)
+		for r := range wv {
+			wv[r] = v.vec()
+			loadB(v, half, Mem{Base: w[r], Disp: u * v.lanes * es}, wv[r])
+		}
+		for i := 0; i < nx; i++ {
+			x := v.vec()
+			VMOVUPS(Mem{Base: px[i], Disp: u * v.bytes()}, x)
+			for r := 0; r < 4; r++ {
+				VFMADD231PS(wv[r], x, acc[i][r][u])
+			}
+		}
+	}
+	Label(name + "_loop2")
+	CMPQ(k, U32(2*v.lanes))
+	JL(LabelRef(name + "_one"))
+	step(0)
+	step(1)
+	for i := 0; i < nx; i++ {
+		ADDQ(U32(2*v.bytes()), px[i])
+	}
+	for r := 0; r < 4; r++ {
+		ADDQ(U32(2*v.lanes*es), w[r])
+	}
+	SUBQ(U32(2*v.lanes), k)
+	JMP(LabelRef(name + "_loop2"))
+	Label(name + "_one")
+	CMPQ(k, U32(v.lanes))
+	JL(LabelRef(name + "_reduce"))
+	step(0)
+	Label(name + "_reduce")
+	py := Load(Param("y"), GP64())
+	for i := 0; i < nx; i++ {
+		for r := 0; r < 4; r++ {
+			VADDPS(acc[i][r][1], acc[i][r][0], acc[i][r][0])
+			hsumEVEX(acc[i][r][0], Mem{Base: py, Disp: 4 * (4*i + r)})
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
 // hsum stores the sum of the lanes of x at m (a fixed pairwise order).
 func hsum(v isa, x reg.VecVirtual, m Mem) {
 	y := x.AsY()
@@ -310,6 +406,28 @@ func hsum(v isa, x reg.VecVirtual, m Mem) {
 	VADDPS(hx, xx, xx)
 	VHADDPS(xx, xx, xx)
 	VHADDPS(xx, xx, xx)
+	VMOVSS(xx, m)
+}
+
+// hsumEVEX is hsum for an AVX-512 register of any number (VHADDPS and
+// VEXTRACTF128 have no EVEX form, so cannot reach Z16-Z31): the same sums
+// in the same pairs, as permutes and adds. hsum's two VHADDPS give lane 0
+// (x0+x1)+(x2+x3); here s = x + [x1,x0,x3,x2] has s0 = x0+x1 and s2 = x2+x3,
+// and s + [s2,s3,s0,s1] has lane 0 s0+s2 (IEEE addition commutes exactly).
+func hsumEVEX(x reg.VecVirtual, m Mem) {
+	y := x.AsY()
+	hi := YMM()
+	VEXTRACTF64X4(U8(1), x, hi)
+	VADDPS(hi, y, y)
+	hx := XMM()
+	VEXTRACTF32X4(U8(1), y, hx)
+	xx := x.AsX()
+	VADDPS(hx, xx, xx)
+	t := XMM()
+	VPERMILPS(U8(0xB1), xx, t)
+	VADDPS(t, xx, xx)
+	VPERMILPS(U8(0x4E), xx, t)
+	VADDPS(t, xx, xx)
 	VMOVSS(xx, m)
 }
 
