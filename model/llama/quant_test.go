@@ -1,0 +1,152 @@
+package llama
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gopeft/gopeft/internal/shared"
+	"github.com/gopeft/gopeft/model/format"
+	"github.com/gopeft/gopeft/quant"
+	"github.com/gopeft/gopeft/tensor"
+)
+
+var quantOpts = []LoadOptions{
+	{Quant: quant.KindNF4}, {Quant: quant.KindNF4, DoubleQuant: true}, {Quant: quant.KindFP4}, {Quant: quant.KindInt8},
+	{Quant: quant.KindNF4, BF16: true},
+}
+
+var quantSeq = []int{1, 403, 407, 261, 378, 1, 2, 9, 200, 17, 300}
+
+// Quantizing on load replaces exactly the decoder Linears (the embedding,
+// norms and LM head keep their storage), the model computes what it
+// computes over the dequantized weights (bit for bit: more rows than the
+// GEMV path takes), and its logits stay near the float32 model's.
+func TestLoadQuantized(t *testing.T) {
+	path := shared.Path(t, "golden/stories260K/hf")
+	f32 := load(t, path, LoadOptions{})
+	ref := logitsOf(t, f32, quantSeq)
+	for _, opt := range quantOpts {
+		m := load(t, path, opt)
+		for _, p := range m.Params() {
+			if IsDecoderLinear(p.Name) != p.Var.Value.Quantized() {
+				t.Fatalf("%+v: %s is %v", opt, p.Name, p.Var.Value.DType())
+			}
+		}
+		if opt.BF16 && m.Embed.Weight.Value.DType() != tensor.BF16 {
+			t.Fatalf("%+v: the embedding is %v", opt, m.Embed.Weight.Value.DType())
+		}
+		got := logitsOf(t, m, quantSeq)
+		deq := load(t, path, opt)
+		deq.Dequantize(false)
+		if d := maxDiff(got, logitsOf(t, deq, quantSeq)); d != 0 {
+			t.Errorf("%+v: logits differ from the dequantized model's by %g", opt, d)
+		}
+		if d := maxDiff(got, ref); d > 8 || d == 0 { // a 260K-parameter model: 4-bit moves its logits by a few units
+			t.Errorf("%+v: max |logit - float32 logit| = %g", opt, d)
+		}
+		t.Logf("%s: max |logit − f32| = %.3f", m.Quantization(), maxDiff(got, ref))
+	}
+}
+
+// A model written in bitsandbytes' layout loads back through Load as a
+// pre-quantized checkpoint: the same codes and scales, the same logits bit
+// for bit as quantizing on load; its config carries quantization_config.
+// A llama2.c model (q/k rows permuted on the way) gives the same greedy
+// text.
+func TestSaveLoadBnb(t *testing.T) {
+	hf := shared.Path(t, "golden/stories260K/hf")
+	f32 := load(t, hf, LoadOptions{})
+	for _, opt := range quantOpts[:4] {
+		dir := filepath.Join(t.TempDir(), string(opt.Quant))
+		if err := SaveHFWith(f32, dir, SaveOptions{Quant: opt.Quant, DoubleQuant: opt.DoubleQuant}); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, format.HFConfigFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bc, err := format.ParseQuantizationConfig("config.json", raw)
+		if err != nil || bc == nil {
+			t.Fatalf("%+v: quantization_config: %v %v", opt, bc, err)
+		}
+		back := load(t, dir, LoadOptions{})
+		if back.Quantization() == "" {
+			t.Fatalf("%+v: loaded back unquantized", opt)
+		}
+		want := load(t, hf, opt)
+		if d := maxDiff(logitsOf(t, back, quantSeq), logitsOf(t, want, quantSeq)); d != 0 {
+			t.Errorf("%+v: logits of the written checkpoint differ by %g", opt, d)
+		}
+		// Written again from the loaded quantized model: the same bytes.
+		dir2 := filepath.Join(t.TempDir(), "again")
+		if err := SaveHF(back, dir2); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := os.ReadFile(filepath.Join(dir, format.HFSafetensorsFile))
+		b, _ := os.ReadFile(filepath.Join(dir2, format.HFSafetensorsFile))
+		if string(a) != string(b) {
+			t.Errorf("%+v: rewriting a loaded bitsandbytes checkpoint changed its bytes", opt)
+		}
+		// Asking for another quantization of a quantized checkpoint.
+		if _, err := Load(dir, LoadOptions{Quant: quant.KindFP4}); opt.Quant != quant.KindFP4 && (err == nil || !strings.Contains(err.Error(), "already quantized")) {
+			t.Errorf("%+v: loading as fp4 gave %v", opt, err)
+		}
+	}
+	// llama2.c → bitsandbytes HF (q/k permuted before quantizing).
+	l2c := load(t, shared.Path(t, "data/models/stories260K/stories260K.bin"), LoadOptions{})
+	dir := filepath.Join(t.TempDir(), "l2c")
+	if err := SaveHFWith(l2c, dir, SaveOptions{Quant: quant.KindNF4}); err != nil {
+		t.Fatal(err)
+	}
+	a := logitsOf(t, load(t, dir, LoadOptions{}), quantSeq)
+	b := logitsOf(t, load(t, shared.Path(t, "data/models/stories260K/stories260K.bin"), LoadOptions{Quant: quant.KindNF4}), quantSeq)
+	if d := maxDiff(a, b); d > 1e-4 {
+		t.Errorf("llama2.c model written as nf4: logits differ from nf4 on load by %g", d)
+	}
+}
+
+// Bad quantization options are refused before anything is read.
+func TestQuantOptionErrors(t *testing.T) {
+	path := shared.Path(t, "golden/stories260K/hf")
+	for _, c := range []struct {
+		opt  LoadOptions
+		want string
+	}{
+		{LoadOptions{Quant: "int4"}, "unknown quantization"},
+		{LoadOptions{Quant: quant.KindInt8, DoubleQuant: true}, "double quantization"},
+		{LoadOptions{DoubleQuant: true}, "double quantization"},
+	} {
+		if _, err := Load(path, c.opt); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: got %v, want %q", c.opt, err, c.want)
+		}
+	}
+}
+
+// A preset drawn with quantization holds what NewPreset's weights give
+// quantized.
+func TestNewRandomWithQuant(t *testing.T) {
+	cfg := Presets["stories15M"]
+	cfg.NumHiddenLayers, cfg.VocabSize = 1, 512
+	a, err := NewRandomWith(cfg, 3, LoadOptions{Quant: quant.KindNF4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewRandom(cfg, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Quantize(quant.KindNF4, false); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range a.Params() {
+		x, y := p.Var.Value.ToF32().Data, b.Params()[i].Var.Value.ToF32().Data
+		for j := range x {
+			if math.Float32bits(x[j]) != math.Float32bits(y[j]) {
+				t.Fatalf("%s differs at %d", p.Name, j)
+			}
+		}
+	}
+}
