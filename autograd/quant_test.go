@@ -88,3 +88,58 @@ func TestGradCheckQuantizedLinear(t *testing.T) {
 		t.Logf("%s dq=%v: worst %.3f of tolerance", c.kind, c.double, worst)
 	}
 }
+
+// Checkpoint gives the gradients of the graph it wraps, to parameters
+// inside and to the input outside, and keeps none of its intermediates.
+func TestCheckpointMatchesPlainBackward(t *testing.T) {
+	g := tensor.NewRNG(13)
+	x := Param("x", tensor.New(5, 8).Normal(g, 0, 1), true)
+	w := Param("w", tensor.New(8, 8).Normal(g, 0, 0.5), true)
+	wq, err := quant.QuantizeTensor(tensor.New(8, 8).Normal(g, 0, 0.5), quant.KindNF4, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frozen := Param("q", wq, false)
+	block := func(tp *Tape, in *Var) *Var {
+		return tp.Add(in, tp.SiLU(tp.Linear(tp.Linear(in, frozen), w)))
+	}
+	run := func(ckpt bool) (y, dx, dw []float32, temps int) {
+		x.Grad, w.Grad = nil, nil
+		tp := NewTape()
+		h := tp.Scale(x, 1.5)
+		var out *Var
+		if ckpt {
+			out = tp.Checkpoint(func(tp *Tape) *Var { return block(tp, h) })
+		} else {
+			out = block(tp, h)
+		}
+		out = tp.Mul(out, out)
+		temps = len(tp.temps)
+		r := tensor.New(5, 8).Normal(tensor.NewRNG(1), 0, 1)
+		tp.BackwardFrom(out, r)
+		return out.Value.Data, x.Grad.Data, w.Grad.Data, temps
+	}
+	y1, dx1, dw1, n1 := run(false)
+	y2, dx2, dw2, n2 := run(true)
+	if n2 >= n1 {
+		t.Errorf("checkpointed graph keeps %d intermediates, the plain one %d", n2, n1)
+	}
+	for _, c := range []struct {
+		name string
+		a, b []float32
+	}{{"y", y1, y2}, {"dx", dx1, dx2}, {"dw", dw1, dw2}} {
+		for i := range c.a {
+			if c.a[i] != c.b[i] {
+				t.Fatalf("%s[%d]: %g plain, %g checkpointed", c.name, i, c.a[i], c.b[i])
+			}
+		}
+	}
+	worst, err := GradCheck([]*Var{x, w}, func(tp *Tape) *Var {
+		h := tp.Scale(x, 1.5)
+		return tp.Checkpoint(func(tp *Tape) *Var { return block(tp, h) })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("worst %.3f of tolerance", worst)
+}

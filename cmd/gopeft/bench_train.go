@@ -27,6 +27,7 @@ type trainBench struct {
 	Steps        int            `json:"steps"`
 	BF16         bool           `json:"bf16"`
 	Quant        string         `json:"quant,omitempty"`
+	Checkpoint   bool           `json:"gradient_checkpointing,omitempty"`
 	Trainable    int            `json:"trainable_params"`
 	TokensPerSec float64        `json:"tokens_per_s"`
 	StepSeconds  float64        `json:"step_seconds"`
@@ -55,6 +56,7 @@ func newBenchTrainCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			base.GradientCheckpointing = b.Checkpoint
 			b.Peft = map[string]any{}
 			reg, err := mf.apply(b.Method, b.Peft)
 			if err != nil {
@@ -139,6 +141,7 @@ func newBenchTrainCmd() *cobra.Command {
 	fl.IntVar(&b.Steps, "steps", 5, "measured steps (after one warm-up step)")
 	fl.BoolVar(&b.BF16, "bf16", false, "hold the frozen base in bfloat16")
 	qf.register(fl)
+	fl.BoolVar(&b.Checkpoint, "gradient-checkpointing", false, "recompute each decoder block in the backward instead of keeping its activations")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	fl.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measured steps to this file")
 	return cmd

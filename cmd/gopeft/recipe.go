@@ -22,6 +22,9 @@ type Recipe struct {
 	// 4-bit scales too.
 	Quant       string `yaml:"quant,omitempty"`
 	DoubleQuant bool   `yaml:"double_quant,omitempty"`
+	// GradientCheckpointing recomputes each decoder block in the backward
+	// instead of keeping its activations.
+	GradientCheckpointing bool `yaml:"gradient_checkpointing,omitempty"`
 	// Method is the peft_type (LORA, FULL, ...); Peft holds its
 	// adapter_config.json keys (r, lora_alpha, target_modules, ...).
 	Method string         `yaml:"method"`

@@ -75,6 +75,7 @@ of an earlier run in --output (without either, a directory holding them is refus
 	fl.BoolVar(&r.BF16, "bf16", false, "hold the frozen base in bfloat16")
 	fl.StringVar(&r.Quant, "quant", "", "quantize the frozen base's decoder Linears on load: nf4, fp4 or int8 (QLoRA with a LoRA method)")
 	fl.BoolVar(&r.DoubleQuant, "double-quant", false, "with --quant nf4/fp4: quantize the 4-bit scales too")
+	fl.BoolVar(&r.GradientCheckpointing, "gradient-checkpointing", false, "keep only each decoder block's input and recompute the block in the backward (less memory, one more forward)")
 	fl.StringVar(&r.Method, "method", r.Method, methodUsage())
 	mf = registerMethodFlags(fl)
 	fl.StringVar(&r.Data.Task, "task", "", "train a classification head on a GLUE task's train split instead of --data: "+strings.Join(eval.ClassificationTasks(), ", "))
@@ -140,6 +141,7 @@ func runTrain(ctx context.Context, r *Recipe, resume, overwrite bool, out, progr
 	if err != nil {
 		return train.Summary{}, err
 	}
+	base.GradientCheckpointing = r.GradientCheckpointing
 	if err := r.checkContext(base.Config); err != nil {
 		return train.Summary{}, err
 	}

@@ -7,8 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/internal/shared"
 	"github.com/gopeft/gopeft/model/format"
+	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/quant"
 	"github.com/gopeft/gopeft/tensor"
 )
@@ -146,6 +148,50 @@ func TestNewRandomWithQuant(t *testing.T) {
 		for j := range x {
 			if math.Float32bits(x[j]) != math.Float32bits(y[j]) {
 				t.Fatalf("%s differs at %d", p.Name, j)
+			}
+		}
+	}
+}
+
+// Gradient checkpointing changes no loss and no gradient, bit for bit.
+func TestGradientCheckpointingSameGradients(t *testing.T) {
+	cfg := Presets["stories15M"]
+	cfg.HiddenSize, cfg.IntermediateSize, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.NumHiddenLayers, cfg.VocabSize = 64, 96, 4, 2, 3, 50
+	m, err := NewRandomWith(cfg, 4, LoadOptions{Quant: quant.KindNF4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Train the norms, so that gradients cross every block.
+	var ps []*autograd.Var
+	for _, b := range m.Layers {
+		b.InputNorm.Weight.SetTrainable(true)
+		ps = append(ps, b.InputNorm.Weight)
+	}
+	in := Input{IDs: []int{1, 5, 9, 3, 7, 2, 11, 4}, Batch: 2, T: 4}
+	run := func(ckpt bool) (float32, [][]float32) {
+		m.GradientCheckpointing = ckpt
+		tp := autograd.NewTape()
+		loss, err := m.Loss(&nn.Pass{Tape: tp, Training: true}, in, LMLabels(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tp.Backward(loss)
+		var g [][]float32
+		for _, p := range ps {
+			g = append(g, append([]float32(nil), p.Grad.Data...))
+			p.ZeroGrad()
+		}
+		return loss.Value.Data[0], g
+	}
+	l1, g1 := run(false)
+	l2, g2 := run(true)
+	if l1 != l2 {
+		t.Fatalf("loss %g plain, %g checkpointed", l1, l2)
+	}
+	for i := range g1 {
+		for j := range g1[i] {
+			if g1[i][j] != g2[i][j] {
+				t.Fatalf("layer %d norm gradient %d: %g plain, %g checkpointed", i, j, g1[i][j], g2[i][j])
 			}
 		}
 	}
