@@ -96,6 +96,20 @@ func GemmQ8(transB bool, m, n, k int, a []float32, lda int, b *Q8, c []float32, 
 			clear(dst)
 		}
 		if transB { // column j of op(B) is row j of B
+			if cols == nr && nr%8 == 0 && packBTrans != nil {
+				// Decode the nr rows contiguously, then transpose them
+				// with the float32 packer's register transposes (as
+				// packBQ4 does): the same values, far fewer scattered
+				// stores.
+				buf := f32Bufs.get(nr * kc)
+				defer f32Bufs.put(buf)
+				rows := *buf
+				for j := 0; j < nr; j++ {
+					b.decodeRow(j0+j, p0, kc, rows[j*kc:(j+1)*kc], 1)
+				}
+				packBTrans(kc, nr, rows, kc, dst)
+				return
+			}
 			for j := 0; j < cols; j++ {
 				b.decodeRow(j0+j, p0, kc, dst[j:], nr)
 			}
