@@ -114,6 +114,9 @@ func bnbWeights(dir string, rawConfig []byte, ts map[string]*format.Tensor, opt 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
+	if len(w.Q4)+len(w.Q8) == 0 {
+		return nil, fmt.Errorf("%s: %s has a bitsandbytes quantization_config but no tensor is quantized (no weight.quant_state.* or SCB tensor)", dir, format.HFConfigFile)
+	}
 	kind := quant.KindInt8
 	if cfg.Load4bit {
 		kind = quant.Kind(cfg.QuantType)

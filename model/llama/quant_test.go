@@ -196,3 +196,32 @@ func TestGradientCheckpointingSameGradients(t *testing.T) {
 		}
 	}
 }
+
+// A quantization_config we cannot honour is an error naming it.
+func TestLoadBadQuantizationConfig(t *testing.T) {
+	hf := shared.Path(t, "golden/stories260K/hf")
+	cfg, err := os.ReadFile(filepath.Join(hf, format.HFConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.ReadFile(filepath.Join(hf, format.HFSafetensorsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ qc, want string }{
+		{`{"quant_method":"gptq","bits":4}`, `quant_method "gptq" is not supported`},
+		{`{"quant_method":"bitsandbytes","load_in_4bit":true,"bnb_4bit_quant_type":"nf4"}`, "no tensor is quantized"},
+	} {
+		dir := t.TempDir()
+		js := strings.Replace(string(cfg), "{", `{"quantization_config":`+c.qc+",", 1)
+		if err := os.WriteFile(filepath.Join(dir, format.HFConfigFile), []byte(js), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, format.HFSafetensorsFile), st, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(dir, LoadOptions{}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.qc, err, c.want)
+		}
+	}
+}
