@@ -1,6 +1,7 @@
 package autograd
 
 import (
+	"fmt"
 	"sync/atomic"
 
 	"github.com/gopeft/gopeft/tensor"
@@ -18,9 +19,23 @@ var weightGradGEMMs atomic.Int64
 func WeightGradGEMMs() int64 { return weightGradGEMMs.Load() }
 
 // gemm runs C (+)= op(A)·op(B) for tensors seen as matrices, using the bf16
-// kernel when B is stored in bf16.
+// kernel when B is stored in bf16 and the dequantizing kernels (GemmQ4,
+// GemmQ8) when B is quantized: a frozen weight W [out, in] is then read in
+// its 4- or 8-bit form for the forward x·Wᵀ and the backward dy·W alike,
+// never copied whole to float32.
 func gemm(transA, transB bool, m, n, k int, a *tensor.Tensor, b *tensor.Tensor, c []float32, accumulate bool) {
 	lda, ldb := a.Cols(), b.Cols()
+	if b.Quantized() {
+		if transA {
+			panic(fmt.Sprintf("autograd: a %v tensor %v as the right operand of a transposed-A product", b.DType(), b.Shape))
+		}
+		if b.Q4 != nil {
+			kernels.GemmQ4(transB, m, n, k, a.F32(), lda, b.Q4, c, n, accumulate)
+		} else {
+			kernels.GemmQ8(transB, m, n, k, a.F32(), lda, b.Q8, c, n, accumulate)
+		}
+		return
+	}
 	if b.DType() == tensor.BF16 {
 		if transA {
 			panic("autograd: bf16 tensor as the right operand of a transposed-A product")
@@ -56,11 +71,14 @@ func linearForward(rows, out, in int, x, w *tensor.Tensor, y []float32) {
 // one kernel call.
 func linearsForward(rows, in int, x *tensor.Tensor, ws []*tensor.Tensor, ys [][]float32) {
 	th := parallel.Threads()
-	total := 0
+	total, quantized := 0, false
 	for _, w := range ws {
 		total += w.Shape[0]
+		quantized = quantized || w.Quantized()
 	}
-	if rows > splitMaxRows || total*in < splitMinWeights || th == 1 || total < 2*splitAlign {
+	// The quantized kernels split few-row products over the threads
+	// themselves (a block of 4-bit codes may cross rows).
+	if quantized || rows > splitMaxRows || total*in < splitMinWeights || th == 1 || total < 2*splitAlign {
 		for i, w := range ws {
 			gemm(false, true, rows, w.Shape[0], in, x, w, ys[i], false)
 		}

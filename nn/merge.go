@@ -36,6 +36,11 @@ func MergeInto(w *tensor.Tensor, delta []float32, sign float32) error {
 		for i, h := range w.Half {
 			w.Half[i] = kernels.ToBF16(kernels.FromBF16(h) + sign*delta[i])
 		}
+	case tensor.Q4, tensor.Q8:
+		// Adding a delta to 4- or 8-bit codes in place would re-round the
+		// whole block (or row) it touches; the model's Dequantize makes a
+		// float32/bf16 base first and says so.
+		return fmt.Errorf("nn: cannot merge into a quantized (%v) weight %v in place: dequantize the base first", w.DType(), w.Shape)
 	default:
 		return fmt.Errorf("nn: cannot merge into a %v weight", w.DType())
 	}

@@ -1,10 +1,12 @@
 package nn
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/tensor"
+	"github.com/gopeft/gopeft/tensor/kernels"
 )
 
 func TestTrainableLineMatchesPEFT(t *testing.T) {
@@ -32,5 +34,16 @@ func TestCountSkipsTiedDuplicates(t *testing.T) {
 	}
 	if v, ok := ps.Get("lora"); !ok || v != lora {
 		t.Error("Get(lora) failed")
+	}
+}
+
+// A quantized base cannot take a delta in place: MergeInto says so and
+// leaves it untouched.
+func TestMergeIntoQuantizedRefuses(t *testing.T) {
+	q := &kernels.Q8{Rows: 2, Cols: 3, CB: make([]int8, 6), SCB: []float32{1, 1}}
+	w := tensor.FromQ8(q, nil)
+	err := MergeInto(w, make([]float32, 6), 1)
+	if err == nil || !strings.Contains(err.Error(), "quantized (int8)") || !strings.Contains(err.Error(), "dequantize") {
+		t.Fatalf("got %v, want a refusal naming the storage", err)
 	}
 }

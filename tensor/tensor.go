@@ -16,21 +16,43 @@ type DType uint8
 const (
 	F32  DType = iota // float32, the compute type
 	BF16              // bfloat16 storage, widened to float32 in the kernels
+	Q4                // 4-bit NF4/FP4 blocks (a frozen weight), dequantized in the kernels
+	Q8                // int8 row-wise (LLM.int8), dequantized in the kernels
 )
 
 func (d DType) String() string {
-	if d == BF16 {
+	switch d {
+	case BF16:
 		return "bf16"
+	case Q4:
+		return "4-bit"
+	case Q8:
+		return "int8"
 	}
 	return "f32"
 }
 
-// Tensor is a dense row-major tensor. Exactly one of Data (F32) or Half
-// (BF16) holds its elements. Reshape and Row share storage.
+// Quantized is the storage a quantized tensor came from (package quant's
+// Tensor4 or Int8, as a checkpoint holds it), kept for writers and for
+// dequantizing.
+type Quantized interface {
+	Dequantize(dst []float32) []float32
+}
+
+// Tensor is a dense row-major tensor. Exactly one of Data (F32), Half
+// (BF16), Q4 or Q8 holds its elements. Reshape and Row share storage.
+//
+// A quantized tensor (Q4, Q8) is a frozen 2-D weight [out, in]: the
+// products in the kernels read it directly (GemmQ4, GemmQ8), and nothing
+// else of the package reads its elements (F32 and RowsView panic; ToF32
+// dequantizes a copy). Quant is the on-disk form it was made from.
 type Tensor struct {
 	Shape []int
 	Data  []float32
 	Half  []kernels.BF16
+	Q4    *kernels.Q4
+	Q8    *kernels.Q8
+	Quant Quantized
 }
 
 // Numel is the number of elements a shape holds. It panics on a negative
@@ -69,10 +91,43 @@ func FromBF16(half []kernels.BF16, shape ...int) *Tensor {
 
 // DType reports the storage type.
 func (t *Tensor) DType() DType {
-	if t.Half != nil {
+	switch {
+	case t.Half != nil:
 		return BF16
+	case t.Q4 != nil:
+		return Q4
+	case t.Q8 != nil:
+		return Q8
 	}
 	return F32
+}
+
+// Quantized reports whether the storage is Q4 or Q8.
+func (t *Tensor) Quantized() bool { return t.Q4 != nil || t.Q8 != nil }
+
+// FromQ4 wraps a 4-bit matrix (not copied) as a 2-D tensor; src, when not
+// nil, is the form it was made from.
+func FromQ4(q *kernels.Q4, src Quantized) *Tensor {
+	return &Tensor{Shape: []int{q.Rows, q.Cols}, Q4: q, Quant: src}
+}
+
+// FromQ8 wraps an int8 matrix (not copied) as a 2-D tensor.
+func FromQ8(q *kernels.Q8, src Quantized) *Tensor {
+	return &Tensor{Shape: []int{q.Rows, q.Cols}, Q8: q, Quant: src}
+}
+
+// StorageBytes is the memory the elements take (scales included for the
+// quantized kinds).
+func (t *Tensor) StorageBytes() int64 {
+	switch {
+	case t.Half != nil:
+		return 2 * int64(len(t.Half))
+	case t.Q4 != nil:
+		return int64(len(t.Q4.Packed)) + 4*int64(len(t.Q4.Scales))
+	case t.Q8 != nil:
+		return int64(len(t.Q8.CB)) + 4*int64(len(t.Q8.SCB))
+	}
+	return 4 * int64(len(t.Data))
 }
 
 // Numel is the number of elements.
@@ -118,10 +173,10 @@ func (t *Tensor) Reshape(shape ...int) *Tensor {
 	if infer >= 0 && known > 0 {
 		shape[infer] = t.Numel() / known
 	}
-	if Numel(shape) != t.Numel() {
-		panic(fmt.Sprintf("tensor.Reshape: cannot view shape %v as %v", t.Shape, shape))
+	if Numel(shape) != t.Numel() || (t.Quantized() && !SameShape(shape, t.Shape)) {
+		panic(fmt.Sprintf("tensor.Reshape: cannot view %v shape %v as %v", t.DType(), t.Shape, shape))
 	}
-	return &Tensor{Shape: shape, Data: t.Data, Half: t.Half}
+	return &Tensor{Shape: shape, Data: t.Data, Half: t.Half, Q4: t.Q4, Q8: t.Q8, Quant: t.Quant}
 }
 
 // Row returns row i of the tensor seen as Rows × Cols, sharing storage.
@@ -138,6 +193,9 @@ func (t *Tensor) RowsView(lo, hi int) *Tensor {
 	if lo < 0 || hi > t.Rows() || lo > hi {
 		panic(fmt.Sprintf("tensor.RowsView: rows [%d,%d) of shape %v", lo, hi, t.Shape))
 	}
+	if t.Quantized() {
+		panic(fmt.Sprintf("tensor.RowsView: rows of a %v tensor of shape %v", t.DType(), t.Shape))
+	}
 	v := &Tensor{Shape: []int{hi - lo, c}}
 	if t.Half != nil {
 		v.Half = t.Half[lo*c : hi*c]
@@ -147,17 +205,22 @@ func (t *Tensor) RowsView(lo, hi int) *Tensor {
 	return v
 }
 
-// F32 returns the float32 storage, panicking (with the shape) for bf16.
+// F32 returns the float32 storage, panicking (with the shape) for other
+// storage.
 func (t *Tensor) F32() []float32 {
-	if t.Half != nil {
-		panic(fmt.Sprintf("tensor: float32 access to a bf16 tensor of shape %v", t.Shape))
+	if t.Data == nil && t.DType() != F32 {
+		panic(fmt.Sprintf("tensor: float32 access to a %v tensor of shape %v", t.DType(), t.Shape))
 	}
 	return t.Data
 }
 
-// Clone returns a deep copy.
+// Clone returns a deep copy. Quantized storage is immutable and shared.
 func (t *Tensor) Clone() *Tensor {
 	c := &Tensor{Shape: append([]int(nil), t.Shape...)}
+	if t.Quantized() {
+		c.Q4, c.Q8, c.Quant = t.Q4, t.Q8, t.Quant
+		return c
+	}
 	if t.Half != nil {
 		c.Half = append([]kernels.BF16(nil), t.Half...)
 	} else {
@@ -166,19 +229,33 @@ func (t *Tensor) Clone() *Tensor {
 	return c
 }
 
-// ToBF16 returns a bf16 copy (rounded to nearest even).
+// ToBF16 returns a bf16 copy (rounded to nearest even; a quantized tensor
+// is dequantized first).
 func (t *Tensor) ToBF16() *Tensor {
 	if t.Half != nil {
 		return t.Clone()
+	}
+	if t.Quantized() {
+		t = t.ToF32()
 	}
 	h := make([]kernels.BF16, len(t.Data))
 	kernels.F32ToBF16(h, t.Data)
 	return &Tensor{Shape: append([]int(nil), t.Shape...), Half: h}
 }
 
-// ToF32 returns a float32 copy (exact for bf16).
+// ToF32 returns a float32 copy (exact for bf16; the dequantized values for
+// Q4 and Q8).
 func (t *Tensor) ToF32() *Tensor {
-	if t.Half == nil {
+	switch {
+	case t.Q4 != nil:
+		d := make([]float32, t.Numel())
+		t.Q4.Dequantize(d)
+		return &Tensor{Shape: append([]int(nil), t.Shape...), Data: d}
+	case t.Q8 != nil:
+		d := make([]float32, t.Numel())
+		t.Q8.Dequantize(d)
+		return &Tensor{Shape: append([]int(nil), t.Shape...), Data: d}
+	case t.Half == nil:
 		return t.Clone()
 	}
 	d := make([]float32, len(t.Half))
@@ -189,8 +266,11 @@ func (t *Tensor) ToF32() *Tensor {
 // SameShape reports whether two shapes are equal.
 func SameShape(a, b []int) bool { return slices.Equal(a, b) }
 
-// Zero sets every element to 0.
+// Zero sets every element to 0. It panics for quantized storage.
 func (t *Tensor) Zero() {
+	if t.Quantized() {
+		panic(fmt.Sprintf("tensor.Zero: a %v tensor of shape %v is read-only", t.DType(), t.Shape))
+	}
 	clear(t.Data)
 	clear(t.Half)
 }

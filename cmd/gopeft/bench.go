@@ -107,11 +107,7 @@ func decodeBytes(m *llama.Model, promptLen, n int) (weights, kv int64) {
 		if len(v.Shape) != 2 || (p.Name == llama.NameEmbed && !m.Config.TieWordEmbeddings) {
 			continue // norms are noise; an untied embedding is one row a token
 		}
-		size := int64(4)
-		if v.DType() == tensor.BF16 {
-			size = 2
-		}
-		weights += size * int64(v.Numel())
+		weights += v.StorageBytes()
 	}
 	avgCtx := int64(promptLen) + int64(n+1)/2
 	kv = 2 * 4 * int64(m.Config.NumHiddenLayers) * int64(m.Config.KVDim()) * avgCtx
@@ -125,6 +121,7 @@ func newBenchGenerateCmd() *cobra.Command {
 	var preset string
 	var promptLen, n, runs int
 	var bf16, asJSON bool
+	var qf quantFlags
 	cmd := &cobra.Command{
 		Use:   "generate",
 		Short: "Prompt-processing and decode tokens/s and peak memory of a preset",
@@ -147,12 +144,13 @@ KV-cache bytes each step reads. Threads: GOMAXPROCS.`,
 			if cache := 8 * int64(cfg.NumHiddenLayers) * int64(promptLen+n) * int64(cfg.KVDim()); promptLen+n > 1<<20 || cache > maxBenchCache {
 				return fmt.Errorf("bench generate: --prompt-len %d + -n %d need a %.1f GiB KV cache; at most %d GiB", promptLen, n, float64(cache)/(1<<30), maxBenchCache>>30)
 			}
-			m, err := llama.NewPreset(preset, benchSeed)
+			opt, err := qf.options(bf16)
 			if err != nil {
 				return err
 			}
-			if bf16 {
-				m.ToBF16()
+			m, err := llama.NewPresetWith(preset, benchSeed, opt)
+			if err != nil {
+				return err
 			}
 			g := tensor.NewRNG(2)
 			prompt := make([]int, promptLen)
@@ -206,6 +204,9 @@ KV-cache bytes each step reads. Threads: GOMAXPROCS.`,
 			if bf16 {
 				r.DType = "bf16"
 			}
+			if qf.quant != "" {
+				r.DType = qf.label() + "+" + r.DType // the decoder's Linears + the rest
+			}
 			r.DecodeGBPerS = r.DecodeTokensPerS * float64(weightBytes+kvBytes) / 1e9
 			return writeBench(cmd.OutOrStdout(), asJSON, r, fmt.Sprintf(
 				"%s (%s, median of %d): prompt %d tokens at %.0f tokens/s; decode %d tokens at %.1f tokens/s (%.1f GB/s of weights and KV cache); peak RSS %.0f MiB",
@@ -218,6 +219,7 @@ KV-cache bytes each step reads. Threads: GOMAXPROCS.`,
 	fl.IntVarP(&n, "max-new-tokens", "n", 64, "tokens decoded one at a time")
 	fl.IntVar(&runs, "runs", 3, "timed runs after one warm-up; the median is reported")
 	fl.BoolVar(&bf16, "bf16", false, "hold weight matrices (the embedding/LM head too) in bfloat16")
+	qf.register(fl)
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,6 +26,8 @@ type trainBench struct {
 	Seq          int            `json:"seq"`
 	Steps        int            `json:"steps"`
 	BF16         bool           `json:"bf16"`
+	Quant        string         `json:"quant,omitempty"`
+	Checkpoint   bool           `json:"gradient_checkpointing,omitempty"`
 	Trainable    int            `json:"trainable_params"`
 	TokensPerSec float64        `json:"tokens_per_s"`
 	StepSeconds  float64        `json:"step_seconds"`
@@ -45,6 +48,7 @@ func newBenchTrainCmd() *cobra.Command {
 	var asJSON bool
 	var cpuProfile string
 	var mf *methodFlags
+	var qf quantFlags
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Training tokens/s and peak memory of a preset with a method",
@@ -62,13 +66,16 @@ func newBenchTrainCmd() *cobra.Command {
 			case b.Batch*b.Seq > maxBenchTokens:
 				return fmt.Errorf("bench train: --batch %d × --seq %d is %d tokens a step; at most %d fit a bench's memory", b.Batch, b.Seq, b.Batch*b.Seq, maxBenchTokens)
 			}
-			base, err := llama.NewPreset(b.Preset, 1)
+			lo, err := qf.options(b.BF16)
 			if err != nil {
 				return err
 			}
-			if b.BF16 {
-				base.ToBF16()
+			b.Quant = qf.label()
+			base, err := llama.NewPresetWith(b.Preset, 1, lo)
+			if err != nil {
+				return err
 			}
+			base.GradientCheckpointing = b.Checkpoint
 			b.Peft = map[string]any{}
 			reg, err := mf.apply(b.Method, b.Peft)
 			if err != nil {
@@ -168,8 +175,8 @@ func newBenchTrainCmd() *cobra.Command {
 			b.TokensPerSec = float64(b.Batch*b.Seq*b.Steps) / el
 			b.PeakRSSBytes = peakRSSBytes()
 			return writeBench(cmd.OutOrStdout(), asJSON, b, fmt.Sprintf(
-				"%s %s: %d trainable, batch %d × %d tokens: %.1f tokens/s (%.2f s a step, %.2f s of CPU); peak RSS %.0f MiB",
-				b.Preset, b.Method, b.Trainable, b.Batch, b.Seq, b.TokensPerSec, b.StepSeconds, b.CPUStepSeconds, float64(b.PeakRSSBytes)/(1<<20)))
+				"%s%s %s: %d trainable, batch %d × %d tokens: %.1f tokens/s (%.2f s a step, %.2f s of CPU); peak RSS %.0f MiB",
+				b.Preset, storageNote(b.BF16, b.Quant), b.Method, b.Trainable, b.Batch, b.Seq, b.TokensPerSec, b.StepSeconds, b.CPUStepSeconds, float64(b.PeakRSSBytes)/(1<<20)))
 		},
 	}
 	fl := cmd.Flags()
@@ -180,6 +187,8 @@ func newBenchTrainCmd() *cobra.Command {
 	fl.IntVar(&b.Seq, "seq", 256, "tokens a sequence")
 	fl.IntVar(&b.Steps, "steps", 5, "measured steps (after one warm-up step)")
 	fl.BoolVar(&b.BF16, "bf16", false, "hold the frozen base in bfloat16")
+	qf.register(fl)
+	fl.BoolVar(&b.Checkpoint, "gradient-checkpointing", false, "recompute each decoder block in the backward instead of keeping its activations")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	fl.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measured steps to this file")
 	return cmd
@@ -201,4 +210,19 @@ func (o benchObjective) Loss(p *nn.Pass, idx []int) (*autograd.Var, error) {
 	}
 	in := llama.Input{IDs: ids, Batch: len(idx), T: o.in.T}
 	return o.m.Loss(p, in, llama.LMLabels(in))
+}
+
+// storageNote is " (nf4)", " (bf16)", " (nf4+bf16)" or "" for float32.
+func storageNote(bf16 bool, q string) string {
+	var parts []string
+	if q != "" {
+		parts = append(parts, q)
+	}
+	if bf16 {
+		parts = append(parts, "bf16")
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, "+") + ")"
 }

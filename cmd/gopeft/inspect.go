@@ -49,14 +49,10 @@ func writeInspect(w io.Writer, path string, m *llama.Model) error {
 	count := map[tensor.DType]int{}
 	for _, p := range params {
 		t := p.Var.Value
-		size := 4
-		if t.DType() == tensor.BF16 {
-			size = 2
-		}
-		bytes[t.DType()] += size * t.Numel()
+		bytes[t.DType()] += int(t.StorageBytes())
 		count[t.DType()] += t.Numel()
 	}
-	for _, d := range []tensor.DType{tensor.F32, tensor.BF16} {
+	for _, d := range []tensor.DType{tensor.F32, tensor.BF16, tensor.Q4, tensor.Q8} {
 		if count[d] > 0 {
 			fmt.Fprintf(tw, "memory %s\t%d parameters, %.2f MiB\n", d, count[d], float64(bytes[d])/(1<<20))
 		}

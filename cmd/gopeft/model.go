@@ -37,12 +37,17 @@ type modelFlags struct {
 	// the order given.
 	pm    *peft.Model
 	names []string
+	q     quantFlags
 }
+
+// loadOptions are the storage flags as llama.LoadOptions.
+func (f *modelFlags) loadOptions() (llama.LoadOptions, error) { return f.q.options(f.bf16) }
 
 func (f *modelFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.model, "model", "", "checkpoint: llama2.c .bin, Hugging Face directory, .gguf, or preset:NAME (random weights)")
 	cmd.Flags().StringVar(&f.tokenizer, "tokenizer", "", "tokenizer: llama2.c tokenizer.bin, tokenizer.json, or a GPT-2 directory (default: found beside the model)")
 	cmd.Flags().BoolVar(&f.bf16, "bf16", false, "hold the frozen weight matrices in bfloat16")
+	f.q.register(cmd.Flags())
 	f.registerNonFinite(cmd)
 	_ = cmd.MarkFlagRequired("model")
 }
@@ -196,15 +201,15 @@ func (f *modelFlags) useAdapter(i, b int) error {
 // A model path "preset:NAME" builds a preset shape with seeded random
 // weights, for measuring speed without a checkpoint.
 func (f *modelFlags) load() (*llama.Model, error) {
+	opt, err := f.loadOptions()
+	if err != nil {
+		return nil, err
+	}
 	var m *llama.Model
-	var err error
 	if name, ok := strings.CutPrefix(f.model, "preset:"); ok {
-		m, err = llama.NewPreset(name, 1)
-		if err == nil && f.bf16 {
-			m.ToBF16()
-		}
+		m, err = llama.NewPresetWith(name, 1, opt)
 	} else {
-		m, err = loadModel(f.model, llama.LoadOptions{BF16: f.bf16}, f.allowNonFinite)
+		m, err = loadModel(f.model, opt, f.allowNonFinite)
 	}
 	dirs := f.adapterDirs()
 	if err != nil || len(dirs) == 0 {
@@ -399,7 +404,11 @@ config and tensors; with both, it also prints PEFT's trainable-parameter line.`,
 			if mf.model == "" {
 				return nil
 			}
-			m, err := loadModel(mf.model, llama.LoadOptions{BF16: mf.bf16}, mf.allowNonFinite)
+			opt, err := mf.loadOptions()
+			if err != nil {
+				return err
+			}
+			m, err := loadModel(mf.model, opt, mf.allowNonFinite)
 			if err != nil {
 				return err
 			}
@@ -416,6 +425,7 @@ config and tensors; with both, it also prints PEFT's trainable-parameter line.`,
 	}
 	cmd.Flags().StringVar(&mf.model, "model", "", "checkpoint: llama2.c .bin, Hugging Face directory, or .gguf")
 	cmd.Flags().BoolVar(&mf.bf16, "bf16", false, "hold the frozen weight matrices in bfloat16")
+	mf.q.register(cmd.Flags())
 	mf.registerNonFinite(cmd)
 	mf.registerAdapter(cmd, "PEFT adapter directory")
 	return cmd
@@ -427,16 +437,30 @@ func newConvertCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "convert",
 		Short: "Write any loadable model as a Hugging Face directory (config.json + model.safetensors)",
-		Args:  cobra.NoArgs,
+		Long: `convert writes the model as a Hugging Face directory. With --quant nf4|fp4|int8
+(and --double-quant) the decoder's Linear weights are written quantized in
+bitsandbytes' layout with config.json's quantization_config, as transformers
+saves a model loaded with load_in_4bit/load_in_8bit; a bitsandbytes
+checkpoint is written back in its own quantization.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkDirOutput("--output", output, mf.inputs()); err != nil {
 				return err
 			}
-			m, err := mf.load()
+			opt, err := mf.loadOptions()
 			if err != nil {
 				return err
 			}
-			if err := writeModelDir("--output", output, func(dir string) error { return llama.SaveHF(m, dir) }); err != nil {
+			// Load at full precision and quantize while writing, after
+			// llama.2c's q/k rows are put in Hugging Face's order.
+			plain := mf
+			plain.q = quantFlags{}
+			m, err := plain.load()
+			if err != nil {
+				return err
+			}
+			save := llama.SaveOptions{Quant: opt.Quant, DoubleQuant: opt.DoubleQuant}
+			if err := writeModelDir("--output", output, func(dir string) error { return llama.SaveHFWith(m, dir, save) }); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", output)
@@ -453,11 +477,15 @@ func newMergeCmd() *cobra.Command {
 	var mf modelFlags
 	var output string
 	var co combineFlags
+	var requant bool
 	cmd := &cobra.Command{
 		Use:   "merge",
 		Short: "Merge an adapter into its base model, or combine adapters into a new one (--adapters)",
 		Long: `merge --model M --adapter A --output DIR folds the adapter into the base and writes a
-Hugging Face model directory.
+Hugging Face model directory. A quantized base (a bitsandbytes checkpoint, or --quant) is
+dequantized to float32, the adapter added there, and the merged Linear weights written in
+bf16; with --requantize they are quantized again to the base's quantization (bitsandbytes'
+layout), and the rounding error that adds is reported.
 
 merge --adapters a:0.5,b:0.5 --combination TYPE --output DIR combines LoRA adapters into a new
 adapter (PEFT's add_weighted_adapter with the intended maths): linear and cat give exactly
@@ -480,7 +508,15 @@ scale is 1. --model, when given, checks that the result loads onto that base.`,
 			if err := checkDirOutput("--output", output, mf.inputs()); err != nil {
 				return err
 			}
-			base, err := loadModel(mf.model, llama.LoadOptions{BF16: mf.bf16}, mf.allowNonFinite)
+			opt, err := mf.loadOptions()
+			if err != nil {
+				return err
+			}
+			base, err := loadModel(mf.model, opt, mf.allowNonFinite)
+			if err != nil {
+				return err
+			}
+			plan, err := dequantizeForMerge(cmd.OutOrStdout(), base, requant)
 			if err != nil {
 				return err
 			}
@@ -506,6 +542,9 @@ scale is 1. --model, when given, checks that the result loads onto that base.`,
 			if err := merged.CheckFinite(); err != nil && !mf.allowNonFinite {
 				return fmt.Errorf("merging %s into %s: %w; nothing was written", mf.adapter, mf.model, err)
 			}
+			if err := plan.finish(cmd.OutOrStdout(), merged); err != nil {
+				return err
+			}
 			if err := writeModelDir("--output", output, func(dir string) error { return llama.SaveHF(merged, dir) }); err != nil {
 				return err
 			}
@@ -519,6 +558,7 @@ scale is 1. --model, when given, checks that the result loads onto that base.`,
 	mf.registerRankAt(cmd, false)
 	co.register(cmd)
 	cmd.Flags().StringVar(&output, "output", "", "output directory")
+	cmd.Flags().BoolVar(&requant, "requantize", false, "with a quantized base: quantize the merged weights again (reporting the rounding error) instead of writing them in bf16")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd
 }

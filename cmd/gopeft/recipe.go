@@ -19,6 +19,14 @@ type Recipe struct {
 	Model     string `yaml:"model"`
 	Tokenizer string `yaml:"tokenizer,omitempty"`
 	BF16      bool   `yaml:"bf16,omitempty"`
+	// Quant quantizes the frozen base's decoder Linears on load (nf4, fp4,
+	// int8): QLoRA when the method is LoRA. DoubleQuant quantizes the
+	// 4-bit scales too.
+	Quant       string `yaml:"quant,omitempty"`
+	DoubleQuant bool   `yaml:"double_quant,omitempty"`
+	// GradientCheckpointing recomputes each decoder block in the backward
+	// instead of keeping its activations.
+	GradientCheckpointing bool `yaml:"gradient_checkpointing,omitempty"`
 	// Method is the peft_type (LORA, FULL, ...); Peft holds its
 	// adapter_config.json keys (r, lora_alpha, target_modules, ...).
 	Method string         `yaml:"method"`

@@ -69,6 +69,9 @@ of an earlier run in --output (without either, a directory holding them is refus
 	fl.StringVar(&r.Model, "model", "", "base checkpoint")
 	fl.StringVar(&r.Tokenizer, "tokenizer", "", "tokenizer (default: found beside the model)")
 	fl.BoolVar(&r.BF16, "bf16", false, "hold the frozen base in bfloat16")
+	fl.StringVar(&r.Quant, "quant", "", "quantize the frozen base's decoder Linears on load: nf4, fp4 or int8 (QLoRA with a LoRA method)")
+	fl.BoolVar(&r.DoubleQuant, "double-quant", false, "with --quant nf4/fp4: quantize the 4-bit scales too")
+	fl.BoolVar(&r.GradientCheckpointing, "gradient-checkpointing", false, "keep only each decoder block's input and recompute the block in the backward (less memory, one more forward)")
 	fl.StringVar(&r.Method, "method", r.Method, methodUsage())
 	mf = registerMethodFlags(fl)
 	fl.StringVar(&r.Data.Task, "task", "", "train a classification head on a GLUE task's train split instead of --data: "+strings.Join(eval.ClassificationTasks(), ", "))
@@ -191,10 +194,15 @@ func loadTrain(r *Recipe, resume, overwrite bool, out io.Writer, checkOutput boo
 			return in, err
 		}
 	}
-	base, err := loadModel(r.Model, llama.LoadOptions{BF16: r.BF16}, r.allowNonFinite)
+	lo, err := r.loadOptions()
 	if err != nil {
 		return in, err
 	}
+	base, err := loadModel(r.Model, lo, r.allowNonFinite)
+	if err != nil {
+		return in, err
+	}
+	base.GradientCheckpointing = r.GradientCheckpointing
 	if err := r.checkContext(base.Config); err != nil {
 		return in, err
 	}

@@ -60,6 +60,12 @@ func (r *Recipe) setting(section, key, flag string) string {
 // a bad value stops the run before anything is loaded. Nothing is replaced
 // by a default: DefaultConfig gave the defaults when the flags were made.
 func (r *Recipe) validate() error {
+	if _, err := r.loadOptions(); err != nil {
+		return err
+	}
+	if r.Quant != "" && strings.EqualFold(r.Method, "FULL") {
+		return fmt.Errorf("%s %s: full fine-tuning trains every weight, and a quantized base is frozen; drop --quant, or train an adapter such as LoRA over the quantized base (QLoRA)", "--quant (recipe quant)", r.Quant)
+	}
 	if err := r.Train.Validate(); err != nil {
 		var fe *train.FieldError
 		if errors.As(err, &fe) {
@@ -191,4 +197,14 @@ func (r *Recipe) checkContext(cfg llama.Config) error {
 			r.setting("data", "max_len", "--max-len"), r.Data.MaxLen, n, n)
 	}
 	return nil
+}
+
+// loadOptions are the recipe's storage settings as llama.LoadOptions,
+// naming the setting of a bad value.
+func (r *Recipe) loadOptions() (llama.LoadOptions, error) {
+	o, err := quantFlags{quant: r.Quant, double: r.DoubleQuant}.options(r.BF16)
+	if err != nil {
+		return o, fmt.Errorf("%s: %w", "--quant (recipe quant)", err)
+	}
+	return o, nil
 }

@@ -169,6 +169,15 @@ func (m *Model) forward(p *nn.Pass, in Input) (*autograd.Var, *nn.Pass, int, []b
 		if pre.n > 0 {
 			pk, pv = pre.k[b.Index], pre.v[b.Index]
 		}
+		if m.GradientCheckpointing && p.Tape != nil && in.Cache == nil {
+			x0 := x
+			x = p.Tape.Checkpoint(func(tp *autograd.Tape) *autograd.Var {
+				q := *p
+				q.Tape = tp
+				return m.block(&q, b, x0, angles, shape, keyMask, nil, pk, pv)
+			})
+			continue
+		}
 		x = m.block(p, b, x, angles, shape, keyMask, in.Cache, pk, pv)
 	}
 	if in.Cache != nil {

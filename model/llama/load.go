@@ -10,6 +10,7 @@ import (
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/model/format"
+	"github.com/gopeft/gopeft/quant"
 	"github.com/gopeft/gopeft/tensor"
 )
 
@@ -19,6 +20,15 @@ type LoadOptions struct {
 	// bfloat16 (half the memory and traffic; products still accumulate in
 	// float32). Norm vectors stay float32. See Model.ToBF16.
 	BF16 bool
+	// Quant quantizes the decoder's Linear weights as they are read (the
+	// embedding, the norms and the LM head are left as BF16 says): 4-bit
+	// NF4 or FP4 in blocks of 64, or LLM.int8 row-wise int8, bit for bit
+	// as bitsandbytes quantizes them (see package quant). The products
+	// read them in that form (tensor.Q4, tensor.Q8); nothing trains them.
+	Quant quant.Kind
+	// DoubleQuant quantizes the 4-bit absmax values too (QLoRA's double
+	// quantization).
+	DoubleQuant bool
 }
 
 // Format names a checkpoint layout.
@@ -97,6 +107,9 @@ func refuseMagic(path string, magic []byte) error {
 
 // Load reads a checkpoint in any supported format.
 func Load(path string, opt LoadOptions) (*Model, error) {
+	if err := checkQuantOptions(opt); err != nil {
+		return nil, err
+	}
 	f, p, err := DetectFormat(path)
 	if err != nil {
 		return nil, err
@@ -121,9 +134,16 @@ func loadHF(dir string, opt LoadOptions) (*Model, error) {
 		return nil, err
 	}
 	cfg.RoPE = autograd.RoPEHalf
+	quantized, err := bnbWeights(dir, raw, ts, opt)
+	if err != nil {
+		return nil, err
+	}
 	tensors, err := convertTensors(ts, opt, dir)
 	if err != nil {
 		return nil, err
+	}
+	for name, t := range quantized {
+		tensors[name] = t
 	}
 	return New(cfg, tensors, dir)
 }
@@ -153,10 +173,33 @@ func loadLlama2c(path string, opt LoadOptions) (*Model, error) {
 }
 
 // convertTensors decodes stored tensors to float32, or to bf16 for matrices
-// when asked.
+// when asked, and quantizes the decoder's Linear weights when asked.
 func convertTensors(ts map[string]*format.Tensor, opt LoadOptions, source string) (map[string]*tensor.Tensor, error) {
 	out := make(map[string]*tensor.Tensor, len(ts))
 	for name, t := range ts {
+		if opt.Quant != quant.KindNone && IsDecoderLinear(name) && len(t.Shape) == 2 {
+			// The quant state records the dtype quantized from, as
+			// bitsandbytes does: bf16 stays bf16 until then.
+			var w *tensor.Tensor
+			if t.DType == format.BF16 {
+				h, err := t.BF16()
+				if err != nil {
+					return nil, fmt.Errorf("%s: tensor %s: %w", source, name, err)
+				}
+				w = tensor.FromBF16(h, t.Shape...)
+			} else {
+				d, err := t.Float32()
+				if err != nil {
+					return nil, fmt.Errorf("%s: tensor %s: %w", source, name, err)
+				}
+				w = tensor.FromData(d, t.Shape...)
+			}
+			var err error
+			if out[name], err = quantizeOnLoad(name, w, opt); err != nil {
+				return nil, fmt.Errorf("%s: %w", source, err)
+			}
+			continue
+		}
 		if opt.BF16 && len(t.Shape) == 2 {
 			h, err := t.BF16()
 			if err != nil {

@@ -29,6 +29,11 @@ type Model struct {
 	// Adapter is the adapter a pass that names none runs (the active
 	// adapter of peft.Model); "" runs the base alone.
 	Adapter string
+	// GradientCheckpointing keeps only each decoder block's input during a
+	// recorded forward and recomputes the block in the backward
+	// (autograd.Checkpoint): the activations of one block instead of all,
+	// for one more forward.
+	GradientCheckpointing bool
 
 	rope *autograd.RoPE
 }

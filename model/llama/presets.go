@@ -51,21 +51,62 @@ func PresetConfig(name string) (Config, error) {
 	return cfg, nil
 }
 
+// NewPresetWith is NewPreset holding the weights as opt says (bf16,
+// quantized), converted tensor by tensor as they are drawn: the same
+// values as NewPreset's, without ever holding the whole float32 model.
+func NewPresetWith(name string, seed uint64, opt LoadOptions) (*Model, error) {
+	cfg, err := PresetConfig(name)
+	if err != nil {
+		return nil, err
+	}
+	return NewRandomWith(cfg, seed, opt)
+}
+
 // NewRandom builds a model of any config with seeded random weights.
 func NewRandom(cfg Config, seed uint64) (*Model, error) {
+	return NewRandomWith(cfg, seed, LoadOptions{})
+}
+
+// NewRandomWith is NewRandom with the storage of LoadOptions: a matrix to
+// be held in bf16 or quantized is drawn into one reused float32 buffer and
+// converted from there.
+func NewRandomWith(cfg Config, seed uint64, opt LoadOptions) (*Model, error) {
+	if err := checkQuantOptions(opt); err != nil {
+		return nil, err
+	}
 	g := tensor.NewRNG(seed)
 	ts := map[string]*tensor.Tensor{}
 	shapes := cfg.Shapes()
+	var scratch []float32
 	for _, name := range sortedKeys(shapes) {
-		t := tensor.New(shapes[name]...)
-		if len(t.Shape) == 1 {
+		shape := shapes[name]
+		if len(shape) == 1 {
+			t := tensor.New(shape...)
 			for i := range t.Data {
 				t.Data[i] = 1
 			}
-		} else {
-			t.Normal(g, 0, 0.02)
+			ts[name] = t
+			continue
 		}
-		ts[name] = t
+		quantize := opt.Quant != "" && IsDecoderLinear(name)
+		if !quantize && !opt.BF16 {
+			ts[name] = tensor.New(shape...).Normal(g, 0, 0.02)
+			continue
+		}
+		n := tensor.Numel(shape)
+		if cap(scratch) < n {
+			scratch = make([]float32, n)
+		}
+		t := tensor.FromData(scratch[:n], shape...).Normal(g, 0, 0.02)
+		if !quantize {
+			ts[name] = t.ToBF16()
+			continue
+		}
+		q, err := quantizeOnLoad(name, t, opt)
+		if err != nil {
+			return nil, err
+		}
+		ts[name] = q
 	}
 	return New(cfg, ts, "preset")
 }

@@ -1,14 +1,18 @@
 package llama
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/internal/atomicfile"
 	"github.com/gopeft/gopeft/model/format"
+	"github.com/gopeft/gopeft/quant"
 	"github.com/gopeft/gopeft/tensor"
 )
 
@@ -16,13 +20,64 @@ import (
 // model.safetensors. q_proj and k_proj rows of a model that rotates adjacent
 // pairs (llama2.c) are permuted to rotate-half order, as Hugging Face's
 // conversion script does, so the written model computes the same function.
-func SaveHF(m *Model, dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// Quantized weights are written as bitsandbytes stores them (see
+// SaveHFWith).
+func SaveHF(m *Model, dir string) error { return SaveHFWith(m, dir, SaveOptions{}) }
+
+// SaveOptions says how SaveHFWith stores the weights.
+type SaveOptions struct {
+	// Quant, when set, quantizes the decoder's Linear weights (as
+	// LoadOptions.Quant does) before writing them; DoubleQuant with it.
+	Quant       quant.Kind
+	DoubleQuant bool
+}
+
+// SaveHFWith is SaveHF that can quantize. Quantized weights — the
+// model's own or those opt asks for — are written in bitsandbytes'
+// layout (format.BnbTensors) with config.json's quantization_config, so
+// that transformers (and Load) read the checkpoint as a pre-quantized
+// bitsandbytes model. A quantized q_proj/k_proj of a llama2.c model is
+// dequantized, permuted to Hugging Face's row order, and quantized again
+// (its rows move whole; the codes are recomputed from the dequantized
+// values).
+func SaveHFWith(m *Model, dir string, opt SaveOptions) error {
+	if err := checkQuantOptions(LoadOptions{Quant: opt.Quant, DoubleQuant: opt.DoubleQuant}); err != nil {
 		return err
 	}
 	cfg := m.Config
+	kind, double, err := m.quantKind()
+	if err != nil {
+		return err
+	}
+	if opt.Quant != quant.KindNone {
+		if kind != quant.KindNone && (kind != opt.Quant || double != opt.DoubleQuant) {
+			return fmt.Errorf("%s: the model is already quantized (%s); it cannot be written as %s: load it without quantization", dir, m.Quantization(), opt.Quant)
+		}
+		kind, double = opt.Quant, opt.DoubleQuant
+	}
+	// A checkpoint read as quantized and since dequantized (a merge) must
+	// not keep saying it is.
+	cfg.Extra = maps.Clone(cfg.Extra)
+	delete(cfg.Extra, "quantization_config")
+	if kind != quant.KindNone {
+		compute := "float32"
+		if m.Embed.Weight.Value.DType() == tensor.BF16 {
+			compute = "bfloat16"
+		}
+		qc, err := json.Marshal(format.BnbQuantizationConfig(string(kind), double, compute))
+		if err != nil {
+			return err
+		}
+		if cfg.Extra == nil {
+			cfg.Extra = map[string]json.RawMessage{}
+		}
+		cfg.Extra["quantization_config"] = qc
+	}
 	cfgJSON, err := cfg.JSON()
 	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	var out []*format.Tensor
@@ -51,6 +106,21 @@ func SaveHF(m *Model, dir string) error {
 				}
 			}
 		}
+		if kind != quant.KindNone && IsDecoderLinear(name) && !t.Quantized() {
+			q, err := quantizeOnLoad(name, t, LoadOptions{Quant: kind, DoubleQuant: double})
+			if err != nil {
+				return err
+			}
+			t = q
+		}
+		if t.Quantized() {
+			bnb, err := format.BnbTensors(strings.TrimSuffix(name, ".weight"), t.Quant)
+			if err != nil {
+				return err
+			}
+			out = append(out, bnb...)
+			continue
+		}
 		out = append(out, toFormat(name, t))
 	}
 	if err := format.WriteSafetensors(filepath.Join(dir, format.HFSafetensorsFile), out, map[string]string{"format": "pt"}); err != nil {
@@ -65,7 +135,37 @@ func isProj(name, proj string) bool {
 	return n == 1 && name == layerName(i, "self_attn."+proj+".weight")
 }
 
+// quantKind is the quantization of the model's weights (none, or one kind
+// for all), from the forms they were made from.
+func (m *Model) quantKind() (quant.Kind, bool, error) {
+	kind, double, seen := quant.KindNone, false, ""
+	for _, p := range m.Params() {
+		v := p.Var.Value
+		if !v.Quantized() {
+			continue
+		}
+		var k quant.Kind
+		var d bool
+		switch src := v.Quant.(type) {
+		case *quant.Tensor4:
+			k, d = quant.Kind(src.Type.String()), src.Nested != nil
+		case *quant.Int8:
+			k = quant.KindInt8
+		default:
+			return "", false, fmt.Errorf("%s: a %v weight without its bitsandbytes form cannot be written", p.Name, v.DType())
+		}
+		if seen != "" && (k != kind || d != double) {
+			return "", false, fmt.Errorf("%s is %s (double %v) but %s is %s (double %v): a checkpoint holds one quantization", p.Name, k, d, seen, kind, double)
+		}
+		kind, double, seen = k, d, p.Name
+	}
+	return kind, double, nil
+}
+
 func toFormat(name string, t *tensor.Tensor) *format.Tensor {
+	if t.Quantized() { // formats without 4- or 8-bit Linears (llama2.c) get the values
+		t = t.ToF32()
+	}
 	if t.DType() == tensor.BF16 {
 		return format.TensorFromBF16(name, t.Shape, t.Half)
 	}

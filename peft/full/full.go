@@ -105,6 +105,9 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 	}
 	ps := pm.Base.Params()
 	for _, p := range ps {
+		if v := p.Var.Value; v.Quantized() {
+			return nil, fmt.Errorf("full fine-tuning cannot train a quantized base: %s is %v (4- and 8-bit weights are frozen); load without --quant, or train an adapter such as LoRA over it (QLoRA)", p.Name, v.DType())
+		}
 		if p.Var.Value.DType() != tensor.F32 {
 			return nil, fmt.Errorf("full fine-tuning needs float32 weights; %s is %v (load without --bf16)", p.Name, p.Var.Value.DType())
 		}

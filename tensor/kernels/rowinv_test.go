@@ -73,3 +73,24 @@ func TestRowInvariantQ4(t *testing.T) {
 		}
 	})
 }
+
+// GemmQ8 gives every row of up to RowInvariantRows the bits it gets alone.
+func TestRowInvariantQ8(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, m := range []int{2, 5, 9, RowInvariantRows} {
+		n, k := 37, 96
+		q, _ := randQ8(r, n, k)
+		a := randSlice(r, m*k)
+		all := make([]float32, m*n)
+		GemmQ8(true, m, n, k, a, k, q, all, n, false)
+		for i := 0; i < m; i++ {
+			one := make([]float32, n)
+			GemmQ8(true, 1, n, k, a[i*k:], k, q, one, n, false)
+			for j := range one {
+				if math.Float32bits(one[j]) != math.Float32bits(all[i*n+j]) {
+					t.Fatalf("m=%d: row %d col %d is %v in the batch, %v alone", m, i, j, all[i*n+j], one[j])
+				}
+			}
+		}
+	}
+}
