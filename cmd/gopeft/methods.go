@@ -14,6 +14,7 @@ import (
 	_ "github.com/gopeft/gopeft/peft/prefixtuning" // registers PREFIX_TUNING
 	_ "github.com/gopeft/gopeft/peft/prompttuning" // registers PROMPT_TUNING
 	_ "github.com/gopeft/gopeft/peft/ptuning"      // registers P_TUNING
+	_ "github.com/gopeft/gopeft/peft/ssf"          // registers SSF
 )
 
 // methodFlags are the flags that registered methods declare (--rank,

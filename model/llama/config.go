@@ -33,6 +33,11 @@ type Config struct {
 	TieWordEmbeddings     bool         `json:"tie_word_embeddings"`
 	BOSTokenID            int          `json:"bos_token_id"`
 	EOSTokenID            int          `json:"eos_token_id"`
+	// AttentionBias and MLPBias are LlamaConfig's attention_bias and
+	// mlp_bias: q, k, v and o (gate, up and down) have biases. LLaMA's
+	// checkpoints have none; a merged SSF adapter gives a model some.
+	AttentionBias bool `json:"attention_bias"`
+	MLPBias       bool `json:"mlp_bias"`
 
 	// RoPE is how q and k rows pair up for rotation: Hugging Face
 	// checkpoints rotate halves, llama2.c ones adjacent pairs. Not a
@@ -58,7 +63,7 @@ var knownKeys = map[string]bool{
 	"num_attention_heads": true, "num_key_value_heads": true, "head_dim": true,
 	"vocab_size": true, "max_position_embeddings": true, "rms_norm_eps": true,
 	"rope_theta": true, "rope_scaling": true, "tie_word_embeddings": true,
-	"bos_token_id": true, "eos_token_id": true,
+	"bos_token_id": true, "eos_token_id": true, "attention_bias": true, "mlp_bias": true,
 }
 
 // ParseConfig reads a Hugging Face config.json. file names the source in
@@ -272,6 +277,9 @@ func (c *Config) JSON() ([]byte, error) {
 	m["tie_word_embeddings"] = c.TieWordEmbeddings
 	m["bos_token_id"] = c.BOSTokenID
 	m["eos_token_id"] = c.EOSTokenID
+	// LlamaConfig.to_dict always writes both.
+	m["attention_bias"] = c.AttentionBias
+	m["mlp_bias"] = c.MLPBias
 	// encoding/json sorts map keys.
 	return json.MarshalIndent(m, "", "  ")
 }

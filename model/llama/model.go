@@ -70,11 +70,24 @@ func (c *Config) Shapes() map[string][]int {
 	for i := 0; i < c.NumHiddenLayers; i++ {
 		for j, n := range linearNames {
 			s[layerName(i, n+".weight")] = lin[j]
+			if c.hasBias(j) {
+				s[layerName(i, n+".bias")] = lin[j][:1]
+			}
 		}
 		s[layerName(i, "input_layernorm.weight")] = []int{d}
 		s[layerName(i, "post_attention_layernorm.weight")] = []int{d}
 	}
 	return s
+}
+
+// hasBias reports whether the config gives block Linear j (in
+// linearNames' order) a bias: attention_bias q, k, v and o, mlp_bias gate,
+// up and down, as transformers' LlamaAttention and LlamaMLP build them.
+func (c *Config) hasBias(j int) bool {
+	if j < 4 {
+		return c.AttentionBias
+	}
+	return c.MLPBias
 }
 
 // New builds a model from tensors named as Hugging Face names them. Every
@@ -123,7 +136,11 @@ func New(cfg Config, tensors map[string]*tensor.Tensor, source string) (*Model, 
 	for i := 0; i < cfg.NumHiddenLayers; i++ {
 		lin := make([]*nn.Linear, len(linearNames))
 		for j, n := range linearNames {
-			lin[j] = nn.NewLinear(layerName(i, n), frozen(layerName(i, n+".weight")), nil)
+			var bias *autograd.Var
+			if cfg.hasBias(j) {
+				bias = frozen(layerName(i, n+".bias"))
+			}
+			lin[j] = nn.NewLinear(layerName(i, n), frozen(layerName(i, n+".weight")), bias)
 		}
 		m.Layers = append(m.Layers, &Block{
 			Index:             i,
@@ -150,6 +167,9 @@ func (m *Model) Params() nn.Params {
 		ps = append(ps, nn.Param{Name: b.InputNorm.Name + ".weight", Var: b.InputNorm.Weight})
 		for _, l := range b.Linears() {
 			ps = append(ps, nn.Param{Name: l.Name + ".weight", Var: l.Weight})
+			if l.Bias != nil {
+				ps = append(ps, nn.Param{Name: l.Name + ".bias", Var: l.Bias})
+			}
 		}
 		ps = append(ps, nn.Param{Name: b.PostAttentionNorm.Name + ".weight", Var: b.PostAttentionNorm.Weight})
 	}
