@@ -9,6 +9,7 @@ import (
 	"github.com/gopeft/gopeft/peft"
 	_ "github.com/gopeft/gopeft/peft/bottleneck"   // registers BOTTLENECK
 	_ "github.com/gopeft/gopeft/peft/full"         // registers FULL
+	_ "github.com/gopeft/gopeft/peft/hybrid"       // registers MAM, UNIPELT
 	_ "github.com/gopeft/gopeft/peft/ia3"          // registers IA3
 	_ "github.com/gopeft/gopeft/peft/lora"         // registers LORA
 	_ "github.com/gopeft/gopeft/peft/prefixtuning" // registers PREFIX_TUNING
