@@ -1,6 +1,8 @@
 package hybrid
 
 import (
+	"context"
+	"fmt"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -236,5 +238,44 @@ func TestBadConfig(t *testing.T) {
 	c := small(t, false, `{"prefix_tuning": {"num_virtual_tokens": 40}}`)
 	if _, err := pm.AddAdapter("x", New(c)); err == nil || !strings.Contains(err.Error(), "num_virtual_tokens") || !strings.Contains(err.Error(), "32") {
 		t.Errorf("long prefix: %v", err)
+	}
+}
+
+// Generation counts the positions a prefix or virtual tokens take: a
+// prompt and new tokens that fit the context alone but not after them are
+// refused, naming the count; at the bound they run.
+func TestGenerateCountsPrepended(t *testing.T) {
+	pm := methodtest.SmallModel(t) // context 32
+	attach(t, pm, "mam", small(t, true, `{"prefix_tuning": {"num_virtual_tokens": 5}}`))
+	pc := prompttuning.NewConfig()
+	pc.NumVirtualTokens = 4
+	if _, err := pm.AddAdapter("prompt", prompttuning.New(pc)); err != nil {
+		t.Fatal(err)
+	}
+	m := pm.Base
+	prompt := []int{1, 5, 3}
+	for _, c := range []struct {
+		adapter string
+		n       int
+	}{{"mam", 5}, {"prompt", 4}} {
+		if err := pm.SetAdapter(c.adapter); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := m.Prepended(nil); err != nil || got != c.n {
+			t.Errorf("%s: Prepended %d, %v; want %d", c.adapter, got, err, c.n)
+		}
+		opt := llama.GenerateOptions{MaxNewTokens: 32 - len(prompt) - c.n + 1, Stop: []int{-1}}
+		_, err := m.Generate(context.Background(), prompt, opt, nil)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d virtual or prefix positions", c.n)) {
+			t.Errorf("%s: one token past the context: %v", c.adapter, err)
+		}
+		opt.MaxNewTokens--
+		if _, err := m.Generate(context.Background(), prompt, opt, nil); err != nil {
+			t.Errorf("%s: at the context's end: %v", c.adapter, err)
+		}
+	}
+	pm.DisableAdapters()
+	if got, _ := m.Prepended(nil); got != 0 {
+		t.Errorf("base alone: Prepended %d", got)
 	}
 }
