@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopeft/gopeft/eval/modellm"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/nn"
@@ -263,6 +264,9 @@ func TestGenerateCountsPrepended(t *testing.T) {
 		}
 		if got, err := m.Prepended(nil); err != nil || got != c.n {
 			t.Errorf("%s: Prepended %d, %v; want %d", c.adapter, got, err, c.n)
+		}
+		if got := (&modellm.LM{Model: m}).MaxLength(); got != 32-c.n {
+			t.Errorf("%s: eval truncates contexts to %d tokens, want %d", c.adapter, got, 32-c.n)
 		}
 		opt := llama.GenerateOptions{MaxNewTokens: 32 - len(prompt) - c.n + 1, Stop: []int{-1}}
 		_, err := m.Generate(context.Background(), prompt, opt, nil)
