@@ -45,6 +45,13 @@ func (m *Model) SaveAdapter(dir, name string) error {
 		return err
 	}
 	ts := make([]*format.Tensor, 0, len(saved))
+	if tf, ok := a.Method.(TensorFile); ok {
+		own, err := tf.SaveTensors()
+		if err != nil {
+			return fmt.Errorf("adapter %q: %w", a.Name, err)
+		}
+		ts = append(ts, own...)
+	}
 	for _, p := range saved {
 		v := p.Var.Value.ToF32()
 		ts = append(ts, format.TensorFromF32(p.Name, v.Shape, v.Data))
@@ -59,6 +66,9 @@ func (m *Model) SaveAdapter(dir, name string) error {
 // savedParams are the tensors an adapter file holds: the trained ones, or
 // what a Saver computes from them.
 func savedParams(a *Adapter) (nn.Params, error) {
+	if _, ok := a.Method.(TensorFile); ok { // the method writes its own
+		return a.Params[len(a.Params)-a.extra:], nil
+	}
 	if s, ok := a.Method.(Saver); ok {
 		ps, err := s.SavedParams()
 		if err != nil {
@@ -135,6 +145,11 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 		m.removeAdapter(a)
 		dropHead()
 		return nil, err
+	}
+	if tf, ok := a.Method.(TensorFile); ok {
+		if err := tf.LoadTensors(m, a, stored, path); err != nil {
+			return fail(err)
+		}
 	}
 	want, err := savedParams(a)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 
 	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/tensor"
 )
@@ -85,4 +86,34 @@ type Saver interface {
 // fine-tuning): Model.Save writes a model directory instead of an adapter.
 type WholeModel interface {
 	SaveModel(m *Model, dir string) error
+}
+
+// Objective is a training run's loss, handed to a Preparer: how many
+// training examples there are and the run's mean loss (next-token or
+// classification) on a batch of them, built on the pass's tape.
+type Objective interface {
+	Len() int
+	Loss(p *nn.Pass, examples []int) (*autograd.Var, error)
+}
+
+// Preparer is a method that looks at the training data before its
+// parameters exist (FishMask's Fisher information, PaFi's smallest
+// weights): train.Run calls Prepare before it builds the optimizer, on a
+// fresh run and again on resume (so Prepare must be deterministic; state
+// that changes during training comes back through Stateful). Prepare may
+// set the adapter's parameters (Adapter.SetParams). The objective stays
+// valid for the whole run.
+type Preparer interface {
+	Prepare(m *Model, a *Adapter, obj Objective) error
+}
+
+// TensorFile is a method whose adapter_model.safetensors holds more than
+// float32 copies of its parameters (a sparse delta's int64 indices):
+// SaveTensors returns what the file holds besides modules_to_save's
+// copies, and LoadTensors takes its tensors out of stored (deleting the
+// names it used) and builds the adapter from them; path names the file in
+// errors.
+type TensorFile interface {
+	SaveTensors() ([]*format.Tensor, error)
+	LoadTensors(m *Model, a *Adapter, stored map[string]*format.Tensor, path string) error
 }

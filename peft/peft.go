@@ -44,6 +44,14 @@ type Adapter struct {
 	merged bool
 }
 
+// SetParams replaces the method's own parameters (a Preparer's or a
+// TensorFile's, made after Attach), keeping modules_to_save's copies, and
+// makes only the active adapter's trainable.
+func (a *Adapter) SetParams(m *Model, ps nn.Params) {
+	a.Params = append(ps, a.Params[len(a.Params)-a.extra:]...)
+	m.refresh()
+}
+
 // Merged reports whether the adapter lives in the base weights now.
 func (a *Adapter) Merged() bool { return a.merged }
 
@@ -312,4 +320,19 @@ func targetsString(m Modules) string {
 		return fmt.Sprint(m)
 	}
 	return string(b)
+}
+
+// DeleteAdapter detaches the named adapter from every site and forgets it
+// (PEFT's delete_adapter), so its tensors can be collected. A merged
+// adapter must be unmerged first: its change lives in the base weights.
+func (m *Model) DeleteAdapter(name string) error {
+	a, ok := m.adapters[name]
+	if !ok {
+		return fmt.Errorf("no adapter %q (have %v)", name, m.order)
+	}
+	if a.merged {
+		return fmt.Errorf("adapter %q is merged into the base weights: unmerge it before deleting it", name)
+	}
+	m.removeAdapter(a)
+	return nil
 }

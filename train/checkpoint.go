@@ -45,6 +45,7 @@ const (
 	ParamsFile    = "params.safetensors"
 	OptimizerFile = "optimizer.safetensors"
 	MethodFile    = "method.safetensors"
+	ExtraFile     = "extra.safetensors"
 )
 
 // checkpointFormat and checkpointVersion identify trainer_state.json.
@@ -75,6 +76,9 @@ type Checkpoint struct {
 	Meta json.RawMessage
 	// Method is the PEFT method's own state (peft.Stateful); nil for none.
 	Method *peft.State
+	// Extra is the run's state beside the method's (Run.State: continual
+	// learning's Fisher and anchors); nil for none.
+	Extra *peft.State
 }
 
 // Capture points ck.Params and ck.Optimizer at the live trainable tensors of
@@ -162,6 +166,7 @@ type stateJSON struct {
 	Files       map[string]string `json:"files"` // file name → SHA-256 (hex)
 	Meta        json.RawMessage   `json:"meta,omitempty"`
 	Method      *methodJSON       `json:"method,omitempty"`
+	Extra       *methodJSON       `json:"extra,omitempty"`
 }
 
 // methodJSON is a method's state: its JSON and the names of its tensors
@@ -279,26 +284,11 @@ func writeCheckpoint(tmp string, ck *Checkpoint) error {
 		st.Files[OptimizerFile] = sum
 		st.Optimizer = oj
 	}
-	if m := ck.Method; m != nil {
-		if len(m.JSON) > 0 && !json.Valid(m.JSON) {
-			return fmt.Errorf("method state is not valid JSON")
-		}
-		mj := &methodJSON{State: m.JSON, Tensors: []string{}}
-		tensors = tensors[:0]
-		for name, t := range m.Tensors {
-			if t == nil || t.DType() != tensor.F32 {
-				return fmt.Errorf("method state %q: want a float32 tensor, have %s", name, describe(t))
-			}
-			mj.Tensors = append(mj.Tensors, name)
-			tensors = append(tensors, f32Tensor(name, t))
-		}
-		sort.Strings(mj.Tensors)
-		sum, err := writeSafetensors(filepath.Join(tmp, MethodFile), tensors)
-		if err != nil {
-			return err
-		}
-		st.Files[MethodFile] = sum
-		st.Method = mj
+	if st.Method, err = writeState(tmp, MethodFile, "method", ck.Method, st.Files); err != nil {
+		return err
+	}
+	if st.Extra, err = writeState(tmp, ExtraFile, "extra", ck.Extra, st.Files); err != nil {
+		return err
 	}
 	js, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -312,6 +302,57 @@ func writeCheckpoint(tmp string, ck *Checkpoint) error {
 	}
 	syncDir(tmp)
 	return nil
+}
+
+// writeState writes a method's or the run's state to file (nothing for a
+// nil state) and returns its trainer_state.json entry; what names it in
+// errors.
+func writeState(tmp, file, what string, m *peft.State, files map[string]string) (*methodJSON, error) {
+	if m == nil {
+		return nil, nil
+	}
+	if len(m.JSON) > 0 && !json.Valid(m.JSON) {
+		return nil, fmt.Errorf("%s state is not valid JSON", what)
+	}
+	mj := &methodJSON{State: m.JSON, Tensors: []string{}}
+	var tensors []*format.Tensor
+	for name, t := range m.Tensors {
+		if t == nil || t.DType() != tensor.F32 {
+			return nil, fmt.Errorf("%s state %q: want a float32 tensor, have %s", what, name, describe(t))
+		}
+		mj.Tensors = append(mj.Tensors, name)
+		tensors = append(tensors, f32Tensor(name, t))
+	}
+	sort.Strings(mj.Tensors)
+	sum, err := writeSafetensors(filepath.Join(tmp, file), tensors)
+	if err != nil {
+		return nil, err
+	}
+	files[file] = sum
+	return mj, nil
+}
+
+// readState reads the state a trainer_state.json entry describes (nil for
+// none).
+func readState(dir, file string, mj *methodJSON, files map[string]string) (*peft.State, error) {
+	if mj == nil {
+		return nil, nil
+	}
+	ts, err := readChecked(dir, file, files[file])
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, file)
+	st := &peft.State{JSON: mj.State, Tensors: map[string]*tensor.Tensor{}}
+	for _, name := range mj.Tensors {
+		if st.Tensors[name], err = takeF32(path, ts, name); err != nil {
+			return nil, err
+		}
+	}
+	if err := noneLeft(path, ts); err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // writeSafetensors writes tensors with {"format":"pt"} metadata and returns
@@ -430,21 +471,11 @@ func LoadCheckpoint(dir string) (*Checkpoint, error) {
 			return nil, fmt.Errorf("load checkpoint: %w", err)
 		}
 	}
-	if mj := st.Method; mj != nil {
-		ts, err := readChecked(dir, MethodFile, st.Files[MethodFile])
-		if err != nil {
-			return nil, fmt.Errorf("load checkpoint: %w", err)
-		}
-		path := filepath.Join(dir, MethodFile)
-		ck.Method = &peft.State{JSON: mj.State, Tensors: map[string]*tensor.Tensor{}}
-		for _, name := range mj.Tensors {
-			if ck.Method.Tensors[name], err = takeF32(path, ts, name); err != nil {
-				return nil, fmt.Errorf("load checkpoint: %w", err)
-			}
-		}
-		if err := noneLeft(path, ts); err != nil {
-			return nil, fmt.Errorf("load checkpoint: %w", err)
-		}
+	if ck.Method, err = readState(dir, MethodFile, st.Method, st.Files); err != nil {
+		return nil, fmt.Errorf("load checkpoint: %w", err)
+	}
+	if ck.Extra, err = readState(dir, ExtraFile, st.Extra, st.Files); err != nil {
+		return nil, fmt.Errorf("load checkpoint: %w", err)
 	}
 	return ck, nil
 }
@@ -473,6 +504,9 @@ func parseState(name string, data []byte) (*stateJSON, error) {
 	}
 	if _, ok := st.Files[MethodFile]; !ok && st.Method != nil {
 		return nil, fmt.Errorf("%s: no checksum for %s", name, MethodFile)
+	}
+	if _, ok := st.Files[ExtraFile]; !ok && st.Extra != nil {
+		return nil, fmt.Errorf("%s: no checksum for %s", name, ExtraFile)
 	}
 	if o := st.Optimizer; o != nil {
 		for p, pj := range o.Params {

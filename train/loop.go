@@ -66,6 +66,19 @@ type Run struct {
 	// classification head (llama.Model.ClassifyLogits) against each
 	// example's Class, and evaluation also reports accuracy.
 	Classify bool
+	// Terms are losses added to every micro-batch's beside the objective
+	// and the method's LossTerm (continual learning's EWC and LwF).
+	Terms []Term
+	// State is the run's own state beside the method's (EWC's Fisher and
+	// anchors): saved in every checkpoint (Checkpoint.Extra) and restored
+	// on resume.
+	State peft.Stateful
+	// Replay fills the first ReplaySlots sequences of every micro-batch
+	// (see replayExample); the others come from Train.
+	Replay      []data.Example
+	ReplaySlots int
+	replayOrder []int
+	replayEpoch int
 }
 
 // Summary reports a finished run.
@@ -98,6 +111,16 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 	}
 	if len(r.Train) == 0 {
 		return Summary{}, fmt.Errorf("train: the training set is empty")
+	}
+	if err := r.checkReplay(cfg); err != nil {
+		return Summary{}, err
+	}
+	if a := r.Model.Active(); a != nil {
+		if p, ok := a.Method.(peft.Preparer); ok {
+			if err := p.Prepare(r.Model, a, objective{r}); err != nil {
+				return Summary{}, err
+			}
+		}
 	}
 	params := Trainable(r.Model.TrainableParams())
 	if len(params) == 0 {
@@ -142,6 +165,9 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 		if err := restoreMethodState(method, ck); err != nil {
 			return sum, fmt.Errorf("%s: %w", dir, err)
 		}
+		if err := restoreExtra(r.State, ck); err != nil {
+			return sum, fmt.Errorf("%s: %w", dir, err)
+		}
 		step, pos = ck.Step, ck.DataPos
 		if step >= cfg.Steps {
 			// Resuming would write an empty metrics log over the
@@ -179,6 +205,10 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 		for micro := 0; micro < cfg.GradAccum; micro++ {
 			batch := make([]data.Example, cfg.BatchSize)
 			for i := range batch {
+				if i < r.ReplaySlots {
+					batch[i] = r.replayExample(cfg, step, micro, i)
+					continue
+				}
 				n := int64(len(r.Train))
 				epoch := int(pos / n)
 				if epoch != orderEpoch {
@@ -201,6 +231,13 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 			loss := bl.loss
 			if lt, ok := method.(peft.LossTerm); ok {
 				extra, err := lt.ExtraLoss(pass)
+				if err != nil {
+					return sum, err
+				}
+				loss = tp.Add(loss, extra)
+			}
+			for _, t := range r.Terms {
+				extra, err := t.TermLoss(pass, batch)
 				if err != nil {
 					return sum, err
 				}
@@ -316,6 +353,10 @@ func (r *Run) save(cfg Config, step int, pos int64, params nn.Params, opt Optimi
 		st := s.TrainState()
 		ck.Method = &st
 	}
+	if r.State != nil {
+		st := r.State.TrainState()
+		ck.Extra = &st
+	}
 	return SaveRotating(r.OutputDir, ck, cfg.Keep)
 }
 
@@ -349,6 +390,29 @@ func restoreMethodState(method peft.Method, ck *Checkpoint) error {
 		return s.RestoreTrainState(*ck.Method)
 	}
 	return nil
+}
+
+// objective is the run's loss on its training examples, for a
+// peft.Preparer.
+type objective struct{ r *Run }
+
+func (o objective) Len() int { return len(o.r.Train) }
+
+// Loss is the mean loss of the examples, or nil when none of them has a
+// target.
+func (o objective) Loss(p *nn.Pass, idx []int) (*autograd.Var, error) {
+	batch := make([]data.Example, len(idx))
+	for i, j := range idx {
+		if j < 0 || j >= len(o.r.Train) {
+			return nil, fmt.Errorf("train: objective asked for example %d of %d", j, len(o.r.Train))
+		}
+		batch[i] = o.r.Train[j]
+	}
+	bl, err := o.r.batchLoss(p, batch)
+	if err != nil || bl.n == 0 {
+		return nil, err
+	}
+	return bl.loss, nil
 }
 
 // batchLoss is the mean loss of a batch under the run's objective.

@@ -108,6 +108,9 @@ func decodeBytes(m *llama.Model, promptLen, n int) (weights, kv int64) {
 	return weights, kv
 }
 
+// maxBenchCache bounds bench generate's KV cache.
+const maxBenchCache = 4 << 30
+
 func newBenchGenerateCmd() *cobra.Command {
 	var preset string
 	var promptLen, n, runs int
@@ -124,6 +127,15 @@ KV-cache bytes each step reads. Threads: GOMAXPROCS.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if promptLen < 1 || n < 1 || runs < 1 {
 				return fmt.Errorf("bench generate: --prompt-len, -n and --runs must be at least 1 (got %d, %d, %d)", promptLen, n, runs)
+			}
+			cfg, err := llama.PresetConfig(preset)
+			if err != nil {
+				return err
+			}
+			// Positions past the context are computable with random weights,
+			// but the KV cache must fit: 2 × layers × positions × kv width.
+			if cache := 8 * int64(cfg.NumHiddenLayers) * int64(promptLen+n) * int64(cfg.KVDim()); promptLen+n > 1<<20 || cache > maxBenchCache {
+				return fmt.Errorf("bench generate: --prompt-len %d + -n %d need a %.1f GiB KV cache; at most %d GiB", promptLen, n, float64(cache)/(1<<30), maxBenchCache>>30)
 			}
 			m, err := llama.NewPreset(preset, benchSeed)
 			if err != nil {

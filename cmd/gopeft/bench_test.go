@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gopeft/gopeft/model/format"
@@ -38,5 +39,21 @@ func TestBenchLlama2cAndGenerate(t *testing.T) {
 	}
 	if r.PromptTokensPerS <= 0 || r.DecodeTokensPerS <= 0 || r.WeightBytesPerToken != 4*(6*(4*288*288+3*288*768)+32000*288) {
 		t.Errorf("bench result %+v", r)
+	}
+}
+
+// Bench lengths and counts are checked before anything is allocated.
+func TestBenchRefusesBadSizes(t *testing.T) {
+	for args, want := range map[string]string{
+		"bench train --batch -1":                     "--batch and --steps must be at least 1",
+		"bench train --seq 100000":                   "--seq 100000: must be in [1, 256]",
+		"bench train --batch 1000 --seq 256":         "256000 tokens a step",
+		"bench train --rank 0":                       "--rank (recipe peft.r) is 0",
+		"bench generate --prompt-len 100000000":      "KV cache; at most 4 GiB",
+		"bench train --method full --targets q_proj": "--targets is not a setting of method FULL",
+	} {
+		if _, err := run(t, strings.Fields(args)...); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error with %q", args, err, want)
+		}
 	}
 }

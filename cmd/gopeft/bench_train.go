@@ -31,6 +31,10 @@ type trainBench struct {
 	PeakRSSBytes int64          `json:"peak_rss_bytes"`
 }
 
+// maxBenchTokens bounds a bench train step (batch × seq): the activations
+// of 64k tokens of tinyllama-1.1B already take tens of GB.
+const maxBenchTokens = 1 << 16
+
 // newBenchTrainCmd measures training steps (forward, backward, optimizer)
 // on a preset with random weights and random tokens.
 func newBenchTrainCmd() *cobra.Command {
@@ -43,6 +47,18 @@ func newBenchTrainCmd() *cobra.Command {
 		Short: "Training tokens/s and peak memory of a preset with a method",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := llama.PresetConfig(b.Preset)
+			if err != nil {
+				return err
+			}
+			switch {
+			case b.Batch < 1 || b.Steps < 1:
+				return fmt.Errorf("bench train: --batch and --steps must be at least 1 (got %d, %d)", b.Batch, b.Steps)
+			case b.Seq < 1 || b.Seq > cfg.MaxPositionEmbeddings:
+				return fmt.Errorf("bench train: --seq %d: must be in [1, %d], %s's context", b.Seq, cfg.MaxPositionEmbeddings, b.Preset)
+			case b.Batch*b.Seq > maxBenchTokens:
+				return fmt.Errorf("bench train: --batch %d × --seq %d is %d tokens a step; at most %d fit a bench's memory", b.Batch, b.Seq, b.Batch*b.Seq, maxBenchTokens)
+			}
 			base, err := llama.NewPreset(b.Preset, 1)
 			if err != nil {
 				return err
@@ -62,17 +78,10 @@ func newBenchTrainCmd() *cobra.Command {
 				return err
 			}
 			if err := peft.DecodeConfig(pj, method.Config(), "bench", true); err != nil {
-				return err
+				return namedKeyError(reg, err)
 			}
 			pm := peft.Wrap(base)
-			if _, err := pm.AddAdapter(peft.DefaultAdapter, method); err != nil {
-				return err
-			}
-			params := train.Trainable(pm.TrainableParams())
-			for _, p := range params {
-				b.Trainable += p.Var.Value.Numel()
-			}
-			opt, err := train.NewAdamW(params, train.DefaultAdamW())
+			a, err := pm.AddAdapter(peft.DefaultAdapter, method)
 			if err != nil {
 				return err
 			}
@@ -82,6 +91,19 @@ func newBenchTrainCmd() *cobra.Command {
 				in.IDs[i] = 3 + g.IntN(base.Config.VocabSize-3)
 			}
 			labels := llama.LMLabels(in)
+			if p, ok := method.(peft.Preparer); ok { // selects on the bench's own batch, sequence by sequence
+				if err := p.Prepare(pm, a, benchObjective{base, in}); err != nil {
+					return err
+				}
+			}
+			params := train.Trainable(pm.TrainableParams())
+			for _, p := range params {
+				b.Trainable += p.Var.Value.Numel()
+			}
+			opt, err := train.NewAdamW(params, train.DefaultAdamW())
+			if err != nil {
+				return err
+			}
 			micro := 0
 			step := func() error {
 				tp := autograd.NewTape()
@@ -136,4 +158,22 @@ func newBenchTrainCmd() *cobra.Command {
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	fl.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measured steps to this file")
 	return cmd
+}
+
+// benchObjective is the bench batch's next-token loss, one sequence an
+// example, for a method that selects before training.
+type benchObjective struct {
+	m  *llama.Model
+	in llama.Input
+}
+
+func (o benchObjective) Len() int { return o.in.Batch }
+
+func (o benchObjective) Loss(p *nn.Pass, idx []int) (*autograd.Var, error) {
+	var ids []int
+	for _, i := range idx {
+		ids = append(ids, o.in.IDs[i*o.in.T:(i+1)*o.in.T]...)
+	}
+	in := llama.Input{IDs: ids, Batch: len(idx), T: o.in.T}
+	return o.m.Loss(p, in, llama.LMLabels(in))
 }

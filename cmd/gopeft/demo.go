@@ -17,6 +17,8 @@ import (
 	"github.com/gopeft/gopeft/data"
 	"github.com/gopeft/gopeft/internal/demo"
 	"github.com/gopeft/gopeft/model/llama"
+	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/pipeline"
 	"github.com/gopeft/gopeft/tokenizer"
 	"github.com/gopeft/gopeft/train"
 )
@@ -82,14 +84,8 @@ func runDemo(ctx context.Context, outDir string, quick bool, out, progress io.Wr
 		return err
 	}
 	r1 := &Recipe{Model: "built-in random LLaMA (4 layers, dim 64, byte vocabulary)", Method: "FULL",
-		Data:   DataRecipe{Path: "built-in stories", SeqLen: 64},
-		Train:  demoTrainConfig(steps1, 16, 4e-3, 20, 1, 100),
-		Output: filepath.Join(outDir, "stage1-pretrain")}
-	fmt.Fprintf(out, "\n== stage 1: %d story windows of 64 bytes, %d steps\n", len(trainSet), steps1)
-	if _, err := trainModel(ctx, base, r1, trainSet, evalSet, false, out, progress); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "sample: %q\n", demoGenerate(ctx, base, tok, "Once upon a time,", 60))
+		Data:  DataRecipe{Path: "built-in stories", SeqLen: 64},
+		Train: demoTrainConfig(steps1, 16, 4e-3, 20, 1, 100)}
 
 	// Stage 2: the task, a LoRA on every linear layer; the base is frozen.
 	tmpl, err := data.LookupTemplate("plain")
@@ -109,33 +105,63 @@ func runDemo(ctx context.Context, outDir string, quick bool, out, progress io.Wr
 	if err != nil {
 		return err
 	}
-	shown := []demo.QA{qas[0], qas[3], qas[9]}
-	fmt.Fprintf(out, "\n== stage 2: LoRA on %d questions (trained on and scored: the point is the change), %d steps\nbefore:\n", len(taskSet), steps2)
-	for _, qa := range shown {
-		fmt.Fprintf(out, "  %s%s\n", qa.Prompt, demoGenerate(ctx, base, tok, qa.Prompt, 40))
-	}
-	r2 := &Recipe{Model: r1.Output, Method: "LORA",
-		Peft:   map[string]any{"r": 8, "lora_alpha": 16, "target_modules": "all-linear"},
-		Data:   DataRecipe{Path: "built-in task", Format: "prompt_completion", Template: "plain"},
-		Train:  demoTrainConfig(steps2, 12, 1e-2, 10, 2, 40),
-		Output: filepath.Join(outDir, "stage2-lora")}
-	if _, err := trainModel(ctx, base, r2, taskSet, taskSet, false, out, progress); err != nil {
-		return err
-	}
-	fmt.Fprintln(out, "after:")
-	correct := 0
-	for _, qa := range qas {
-		got := demoGenerate(ctx, base, tok, qa.Prompt, 40)
-		if got == qa.Answer {
-			correct++
+	r2 := &Recipe{Model: filepath.Join(outDir, "stage1-pretrain"), Method: "LORA",
+		Peft:  map[string]any{"r": 8, "lora_alpha": 16, "target_modules": "all-linear"},
+		Data:  DataRecipe{Path: "built-in task", Format: "prompt_completion", Template: "plain"},
+		Train: demoTrainConfig(steps2, 12, 1e-2, 10, 2, 40)}
+
+	// The two stages are one pipeline: the stage-1 model is stage 2's base.
+	p := &pipeline.Pipeline{Base: base, BaseName: r1.Model, OutputDir: outDir, Out: out, Progress: progress}
+	for _, s := range []struct {
+		name      string
+		r         *Recipe
+		trn, eval []data.Example
+	}{{"stage1-pretrain", r1, trainSet, evalSet}, {"stage2-lora", r2, taskSet, taskSet}} {
+		st := pipeline.Stage{Name: s.name, NewMethod: s.r.newMethod, Train: s.trn, Eval: s.eval, Config: s.r.Train}
+		if st.Fingerprint, err = s.r.fingerprint(); err != nil {
+			return err
 		}
-		for _, s := range shown {
-			if s == qa {
-				fmt.Fprintf(out, "  %s%s\n", qa.Prompt, got)
+		if st.Recipe, err = s.r.yaml(); err != nil {
+			return err
+		}
+		p.Stages = append(p.Stages, st)
+	}
+	shown := []demo.QA{qas[0], qas[3], qas[9]}
+	p.AfterStage = func(i int, _ *peft.Model) error {
+		if i == 0 {
+			fmt.Fprintf(out, "sample: %q\n", demoGenerate(ctx, base, tok, "Once upon a time,", 60))
+			fmt.Fprintf(out, "\nstage 2: LoRA on %d questions (trained on and scored: the point is the change)\nbefore:\n", len(taskSet))
+			for _, qa := range shown {
+				fmt.Fprintf(out, "  %s%s\n", qa.Prompt, demoGenerate(ctx, base, tok, qa.Prompt, 40))
+			}
+			return nil
+		}
+		fmt.Fprintln(out, "after:")
+		correct := 0
+		for _, qa := range qas {
+			got := demoGenerate(ctx, base, tok, qa.Prompt, 40)
+			if got == qa.Answer {
+				correct++
+			}
+			for _, s := range shown {
+				if s == qa {
+					fmt.Fprintf(out, "  %s%s\n", qa.Prompt, got)
+				}
 			}
 		}
+		fmt.Fprintf(out, "exact answers after the LoRA: %d of %d\n", correct, len(qas))
+		return nil
 	}
-	fmt.Fprintf(out, "exact answers after the LoRA: %d of %d\n", correct, len(qas))
+	// The demo owns its output: a previous demo's pipeline is replaced.
+	for _, f := range []string{pipeline.StateFile, "stage1-pretrain", "stage2-lora"} {
+		if err := os.RemoveAll(filepath.Join(outDir, f)); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "\nstage 1: %d story windows of 64 bytes\n", len(trainSet))
+	if _, err := p.Run(ctx); err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "\nwrote %s (stage1-pretrain: model, stage2-lora: PEFT adapter; metrics.jsonl and loss.png in each) in %v\n",
 		outDir, time.Since(start).Round(time.Second))
 	return nil

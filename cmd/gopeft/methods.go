@@ -7,11 +7,16 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/gopeft/gopeft/peft"
+	_ "github.com/gopeft/gopeft/peft/bitfit"       // registers BITFIT and BEFT
 	_ "github.com/gopeft/gopeft/peft/bottleneck"   // registers BOTTLENECK
+	_ "github.com/gopeft/gopeft/peft/childtuning"  // registers CHILD_TUNING_F and CHILD_TUNING_D
+	_ "github.com/gopeft/gopeft/peft/fishmask"     // registers FISHMASK
 	_ "github.com/gopeft/gopeft/peft/full"         // registers FULL
 	_ "github.com/gopeft/gopeft/peft/hybrid"       // registers MAM, UNIPELT
 	_ "github.com/gopeft/gopeft/peft/ia3"          // registers IA3
+	_ "github.com/gopeft/gopeft/peft/lntuning"     // registers LN_TUNING
 	_ "github.com/gopeft/gopeft/peft/lora"         // registers LORA
+	_ "github.com/gopeft/gopeft/peft/pafi"         // registers PAFI
 	_ "github.com/gopeft/gopeft/peft/prefixtuning" // registers PREFIX_TUNING
 	_ "github.com/gopeft/gopeft/peft/prompttuning" // registers PROMPT_TUNING
 	_ "github.com/gopeft/gopeft/peft/ptuning"      // registers P_TUNING

@@ -59,7 +59,13 @@ func loadModel(path string, opt llama.LoadOptions, allowNonFinite bool) (*llama.
 // refuses one holding a NaN or an infinity. Config keys gopeft does not use
 // (a newer PEFT's) are kept, and named on stderr.
 func loadAdapter(pm *peft.Model, dir string, allowNonFinite bool) (*peft.Adapter, error) {
-	a, err := pm.LoadAdapter(dir, peft.DefaultAdapter)
+	return loadAdapterAs(pm, dir, peft.DefaultAdapter, allowNonFinite)
+}
+
+// loadAdapterAs is loadAdapter under another name; a refused adapter is
+// detached again.
+func loadAdapterAs(pm *peft.Model, dir, name string, allowNonFinite bool) (*peft.Adapter, error) {
+	a, err := pm.LoadAdapter(dir, name)
 	if err != nil {
 		return a, err
 	}
@@ -72,6 +78,7 @@ func loadAdapter(pm *peft.Model, dir string, allowNonFinite bool) (*peft.Adapter
 	}
 	for _, p := range a.Params {
 		if i := llama.FirstNonFinite(p.Var.Value); i >= 0 {
+			_ = pm.DeleteAdapter(name)
 			return nil, fmt.Errorf("%s: %w: %s holds a NaN or infinite value at index %d; pass --allow-nonfinite to load it anyway",
 				dir, llama.ErrNonFinite, p.Name, i)
 		}

@@ -8,6 +8,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gopeft/gopeft/internal/safefile"
+	"github.com/gopeft/gopeft/pipeline"
 	"github.com/gopeft/gopeft/train"
 )
 
@@ -24,6 +25,11 @@ type Recipe struct {
 	Data   DataRecipe     `yaml:"data"`
 	Train  train.Config   `yaml:"train"`
 	Output string         `yaml:"output"`
+	// Stages make the recipe a pipeline: each stage a recipe of its own
+	// whose keys default to the ones above (see pipeline.go), and
+	// Continual its continual-learning strategy and forgetting matrix.
+	Stages    []StageRecipe       `yaml:"stages,omitempty"`
+	Continual *pipeline.Continual `yaml:"continual,omitempty"`
 
 	// allowNonFinite skips the check for NaN and infinite weights on load
 	// (--allow-nonfinite; not a recipe key).

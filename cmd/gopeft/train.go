@@ -64,6 +64,10 @@ of an earlier run in --output (without either, a directory holding them is refus
 			r.Method = reg.Type
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 			defer stop()
+			if len(r.Stages) > 0 || r.Continual != nil {
+				_, err = runPipeline(ctx, r, resume, overwrite, cmd.OutOrStdout(), cmd.ErrOrStderr())
+				return err
+			}
 			_, err = runTrain(ctx, r, resume, overwrite, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			return err
 		},

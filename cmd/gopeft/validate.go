@@ -90,18 +90,9 @@ func (r *Recipe) newMethod() (peft.Method, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--method (recipe method): %w", err)
 	}
-	// peftSetting names a key of the peft block with the flag that sets it.
-	peftSetting := func(key string) string {
-		for _, f := range reg.Flags {
-			if f.Key == key {
-				return settingName("peft", key, "--"+f.Name)
-			}
-		}
-		return settingName("peft", key, "")
-	}
 	for _, k := range slices.Sorted(maps.Keys(r.Peft)) {
 		if x, ok := r.Peft[k].(float64); ok && (math.IsNaN(x) || math.IsInf(x, 0)) {
-			return nil, fmt.Errorf("%s is %v: must be a finite number", peftSetting(k), x)
+			return nil, fmt.Errorf("%s is %v: must be a finite number", peftSetting(reg, k), x)
 		}
 	}
 	pj, err := r.peftJSON()
@@ -110,13 +101,29 @@ func (r *Recipe) newMethod() (peft.Method, error) {
 	}
 	method := reg.New()
 	if err := peft.DecodeConfig(pj, method.Config(), "recipe peft block", true); err != nil {
-		var ke *peft.KeyError
-		if errors.As(err, &ke) {
-			return nil, fmt.Errorf("%s is %v: %s", peftSetting(ke.Key), ke.Value, ke.Allowed)
-		}
-		return nil, err
+		return nil, namedKeyError(reg, err)
 	}
 	return method, nil
+}
+
+// peftSetting names a key of a method's config with the flag that sets it.
+func peftSetting(reg peft.Registration, key string) string {
+	for _, f := range reg.Flags {
+		if f.Key == key {
+			return settingName("peft", key, "--"+f.Name)
+		}
+	}
+	return settingName("peft", key, "")
+}
+
+// namedKeyError words a method's out-of-range key as the user gave it: by
+// its flag and recipe key.
+func namedKeyError(reg peft.Registration, err error) error {
+	var ke *peft.KeyError
+	if errors.As(err, &ke) {
+		return fmt.Errorf("%s is %v: %s", peftSetting(reg, ke.Key), ke.Value, ke.Allowed)
+	}
+	return err
 }
 
 // checkContext checks the sequence lengths against the model's context,

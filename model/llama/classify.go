@@ -84,7 +84,7 @@ func (m *Model) ClassifyLogits(p *nn.Pass, in Input) (*autograd.Var, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, p, _, err := m.forward(p, in)
+	h, p, _, _, err := m.forward(p, in)
 	if err != nil {
 		return nil, err
 	}

@@ -31,13 +31,12 @@ type Config struct {
 	RopeTheta             float64      `json:"rope_theta"`
 	RopeScaling           *RopeScaling `json:"rope_scaling,omitempty"`
 	TieWordEmbeddings     bool         `json:"tie_word_embeddings"`
-	BOSTokenID            int          `json:"bos_token_id"`
-	EOSTokenID            int          `json:"eos_token_id"`
-	// AttentionBias and MLPBias are LlamaConfig's attention_bias and
-	// mlp_bias: q, k, v and o (gate, up and down) have biases. LLaMA's
-	// checkpoints have none; a merged SSF adapter gives a model some.
+	// AttentionBias and MLPBias give q, k, v, o (and gate, up, down) a
+	// bias, as Hugging Face's LlamaConfig does; a merged BitFit writes them.
 	AttentionBias bool `json:"attention_bias"`
 	MLPBias       bool `json:"mlp_bias"`
+	BOSTokenID    int  `json:"bos_token_id"`
+	EOSTokenID    int  `json:"eos_token_id"`
 
 	// RoPE is how q and k rows pair up for rotation: Hugging Face
 	// checkpoints rotate halves, llama2.c ones adjacent pairs. Not a
@@ -63,7 +62,8 @@ var knownKeys = map[string]bool{
 	"num_attention_heads": true, "num_key_value_heads": true, "head_dim": true,
 	"vocab_size": true, "max_position_embeddings": true, "rms_norm_eps": true,
 	"rope_theta": true, "rope_scaling": true, "tie_word_embeddings": true,
-	"bos_token_id": true, "eos_token_id": true, "attention_bias": true, "mlp_bias": true,
+	"attention_bias": true, "mlp_bias": true,
+	"bos_token_id": true, "eos_token_id": true,
 }
 
 // ParseConfig reads a Hugging Face config.json. file names the source in
@@ -275,11 +275,10 @@ func (c *Config) JSON() ([]byte, error) {
 		m["rope_scaling"] = c.RopeScaling
 	}
 	m["tie_word_embeddings"] = c.TieWordEmbeddings
-	m["bos_token_id"] = c.BOSTokenID
-	m["eos_token_id"] = c.EOSTokenID
-	// LlamaConfig.to_dict always writes both.
 	m["attention_bias"] = c.AttentionBias
 	m["mlp_bias"] = c.MLPBias
+	m["bos_token_id"] = c.BOSTokenID
+	m["eos_token_id"] = c.EOSTokenID
 	// encoding/json sorts map keys.
 	return json.MarshalIndent(m, "", "  ")
 }

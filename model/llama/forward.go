@@ -52,7 +52,7 @@ func (in *Input) check(vocab int) error {
 // inference with the model's default adapter. Virtual tokens that a hook
 // prepends are computed but not returned (ForwardVirtual returns them).
 func (m *Model) Forward(p *nn.Pass, in Input) (*autograd.Var, error) {
-	h, p, virtual, err := m.forward(p, in)
+	h, p, virtual, _, err := m.forward(p, in)
 	if err != nil || virtual == 0 {
 		return h, err
 	}
@@ -69,18 +69,21 @@ func (m *Model) Forward(p *nn.Pass, in Input) (*autograd.Var, error) {
 // tokens a hook prepends: each sequence's virtual rows first, then its
 // own, [Batch·(virtual+T), hidden].
 func (m *Model) ForwardVirtual(p *nn.Pass, in Input) (h *autograd.Var, virtual int, err error) {
-	h, _, virtual, err = m.forward(p, in)
+	h, _, virtual, _, err = m.forward(p, in)
 	return h, virtual, err
 }
 
-func (m *Model) forward(p *nn.Pass, in Input) (*autograd.Var, *nn.Pass, int, error) {
+// forward runs the decoder; it returns the hidden states of every row, the
+// pass as begun, and the number of virtual rows it prepended to each
+// sequence with their mask (batch × virtual; nil when all are real).
+func (m *Model) forward(p *nn.Pass, in Input) (*autograd.Var, *nn.Pass, int, []bool, error) {
 	cfg := &m.Config
 	if err := in.check(cfg.VocabSize); err != nil {
-		return nil, nil, 0, err
+		return nil, nil, 0, nil, err
 	}
 	p, err := p.Begin(in.Batch, m.Adapter)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, 0, nil, err
 	}
 	ids := in.IDs
 	if in.Mask != nil { // padding may hold any id: look up a valid one
@@ -95,13 +98,19 @@ func (m *Model) forward(p *nn.Pass, in Input) (*autograd.Var, *nn.Pass, int, err
 	// Virtual tokens and prefixes start a sequence: with a cache, only its
 	// first call adds them (the cache then holds them).
 	virtual := 0
+	var virtMask []bool
 	var pre prefixes
 	if in.Cache == nil || in.Cache.Len() == 0 {
 		if x, in, virtual, err = m.prependVirtual(p, x, in); err != nil {
-			return nil, nil, 0, err
+			return nil, nil, 0, nil, err
+		}
+		if virtual > 0 && in.Mask != nil {
+			for b := 0; b < in.Batch; b++ {
+				virtMask = append(virtMask, in.Mask[b*in.T:b*in.T+virtual]...)
+			}
 		}
 		if pre, err = m.prefixes(p); err != nil {
-			return nil, nil, 0, err
+			return nil, nil, 0, nil, err
 		}
 		if in.Cache != nil && virtual+pre.n > 0 {
 			// The capacity asked for stays free for the input's tokens.
@@ -113,7 +122,7 @@ func (m *Model) forward(p *nn.Pass, in Input) (*autograd.Var, *nn.Pass, int, err
 		}
 	}
 	if in.Cache != nil && in.Cache.Len()+in.T > in.Cache.capacity {
-		return nil, nil, 0, fmt.Errorf("llama: %d cached + %d new tokens exceed the cache's %d positions", in.Cache.Len(), in.T, in.Cache.capacity)
+		return nil, nil, 0, nil, fmt.Errorf("llama: %d cached + %d new tokens exceed the cache's %d positions", in.Cache.Len(), in.T, in.Cache.capacity)
 	}
 	pos, keyMask := m.positions(in, pre)
 	shape := autograd.AttnShape{Batch: in.Batch, T: in.T, Heads: cfg.NumAttentionHeads, KVHeads: cfg.NumKeyValueHeads, HeadDim: cfg.HeadSize()}
@@ -128,7 +137,7 @@ func (m *Model) forward(p *nn.Pass, in Input) (*autograd.Var, *nn.Pass, int, err
 	if in.Cache != nil {
 		in.Cache.commit(in.T, in.Mask)
 	}
-	return m.Norm.Forward(p, x), p, virtual, nil
+	return m.Norm.Forward(p, x), p, virtual, virtMask, nil
 }
 
 // prependVirtual places the prompt hooks' virtual tokens before every
@@ -364,7 +373,7 @@ func (m *Model) Loss(p *nn.Pass, in Input, labels []int) (*autograd.Var, error) 
 	if len(labels) != len(in.IDs) {
 		return nil, fmt.Errorf("llama: %d labels for %d tokens", len(labels), len(in.IDs))
 	}
-	h, p, virtual, err := m.forward(p, in)
+	h, p, virtual, virtMask, err := m.forward(p, in)
 	if err != nil {
 		return nil, err
 	}
@@ -374,7 +383,12 @@ func (m *Model) Loss(p *nn.Pass, in Input, labels []int) (*autograd.Var, error) 
 		for t := 0; t < T; t++ {
 			i, next := b*T+t, t+1-virtual // next: the input position row t predicts
 			targets[i] = autograd.IgnoreIndex
-			real := t < virtual || in.Mask == nil || in.Mask[b*in.T+t-virtual]
+			var real bool
+			if t < virtual {
+				real = virtMask == nil || virtMask[b*virtual+t]
+			} else {
+				real = in.Mask == nil || in.Mask[b*in.T+t-virtual]
+			}
 			if real && next >= 0 && next < in.T {
 				targets[i] = labels[b*in.T+next]
 			}

@@ -254,3 +254,32 @@ func TestPrefixOnSomeLayersIsAnError(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// In a batch that mixes sequences with and without a prompt adapter, the
+// loss is the same sum of terms as each sequence alone: the virtual rows
+// of the sequence without it are padding and predict nothing.
+func TestLossWithVirtualTokensInAMixedBatch(t *testing.T) {
+	m, err := NewRandom(smallConfig(), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addPrompt(m, "a", 3, 8)
+	seqs := [][]int{{1, 5, 9, 11}, {1, 8, 3, 2}}
+	var sum float64
+	terms := []int{4, 3} // with the prompt the last virtual row predicts the first token
+	for b, s := range seqs {
+		l, err := m.Loss(&nn.Pass{Adapters: []string{[]string{"a", ""}[b]}}, Input{IDs: s, Batch: 1, T: 4}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += float64(l.Value.Data[0]) * float64(terms[b])
+	}
+	ids := append(append([]int(nil), seqs[0]...), seqs[1]...)
+	l, err := m.Loss(&nn.Pass{Adapters: []string{"a", ""}}, Input{IDs: ids, Batch: 2, T: 4}, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := sum / 7; math.Abs(float64(l.Value.Data[0])-want) > 1e-5 {
+		t.Errorf("mixed batch loss %v, want the mean of the sequences' own terms %v", l.Value.Data[0], want)
+	}
+}

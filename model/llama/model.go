@@ -59,6 +59,14 @@ func layerName(i int, suffix string) string { return fmt.Sprintf("model.layers.%
 // linearNames are the Linear modules of a block, by their name suffix.
 var linearNames = []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
 
+// hasBias reports whether block Linear j (linearNames' order) has a bias.
+func (c *Config) hasBias(j int) bool {
+	if j < 4 {
+		return c.AttentionBias
+	}
+	return c.MLPBias
+}
+
 // Shapes lists every tensor the config needs, by Hugging Face name.
 func (c *Config) Shapes() map[string][]int {
 	d, h, kv, q := c.HiddenSize, c.IntermediateSize, c.KVDim(), c.QDim()
@@ -78,16 +86,6 @@ func (c *Config) Shapes() map[string][]int {
 		s[layerName(i, "post_attention_layernorm.weight")] = []int{d}
 	}
 	return s
-}
-
-// hasBias reports whether the config gives block Linear j (in
-// linearNames' order) a bias: attention_bias q, k, v and o, mlp_bias gate,
-// up and down, as transformers' LlamaAttention and LlamaMLP build them.
-func (c *Config) hasBias(j int) bool {
-	if j < 4 {
-		return c.AttentionBias
-	}
-	return c.MLPBias
 }
 
 // New builds a model from tensors named as Hugging Face names them. Every

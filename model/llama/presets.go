@@ -35,11 +35,20 @@ func PresetNames() []string {
 // NewPreset builds a model of a preset's shape with seeded random weights:
 // N(0, 0.02) matrices and unit norms, as GPT-style initialisation does.
 func NewPreset(name string, seed uint64) (*Model, error) {
-	cfg, ok := Presets[name]
-	if !ok {
-		return nil, fmt.Errorf("unknown preset %q (known: %v)", name, PresetNames())
+	cfg, err := PresetConfig(name)
+	if err != nil {
+		return nil, err
 	}
 	return NewRandom(cfg, seed)
+}
+
+// PresetConfig is a preset's configuration.
+func PresetConfig(name string) (Config, error) {
+	cfg, ok := Presets[name]
+	if !ok {
+		return Config{}, fmt.Errorf("unknown preset %q (known: %v)", name, PresetNames())
+	}
+	return cfg, nil
 }
 
 // NewRandom builds a model of any config with seeded random weights.
