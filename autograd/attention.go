@@ -15,10 +15,15 @@ import (
 //
 // PrefixLen, with PrefixPerBatch, makes each sequence use only the first
 // PrefixLen of its P rows: a KV cache of capacity P read in place.
+//
+// SegStart, when not nil, packs several examples into each sequence
+// (Batch·T entries): query t of a sequence sees its new keys
+// SegStart[b·T+t]..t only, and every prefix key (fused.AttnDims).
 type AttnShape struct {
 	Batch, T, Heads, KVHeads, HeadDim int
 	PrefixPerBatch                    bool
 	PrefixLen                         int
+	SegStart                          []int
 }
 
 // Attention computes causal softmax(q·kᵀ/√hd)·v with grouped-query heads
@@ -72,6 +77,12 @@ func (tp *Tape) Attention(q, k, v, prefixK, prefixV *Var, s AttnShape, keyMask [
 	}
 	if keyMask != nil { // the backward reads it later; the caller may reuse it
 		keyMask = append([]bool(nil), keyMask...)
+	}
+	if s.SegStart != nil {
+		if len(s.SegStart) != rows {
+			panic(fmt.Sprintf("autograd.Attention: %d segment starts for %d query rows", len(s.SegStart), rows))
+		}
+		d.SegStart = append([]int(nil), s.SegStart...)
 	}
 	out := tensor.New(rows, qd)
 	lse := make([]float32, s.Batch*s.Heads*s.T)

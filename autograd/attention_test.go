@@ -17,7 +17,7 @@ type attnCase struct {
 }
 
 func (c attnCase) String() string {
-	return fmt.Sprintf("B%d_T%d_H%d_KV%d_hd%d_P%d_perBatch%v_pad%v", c.s.Batch, c.s.T, c.s.Heads, c.s.KVHeads, c.s.HeadDim, c.prefix, c.s.PrefixPerBatch, c.padLeft)
+	return fmt.Sprintf("B%d_T%d_H%d_KV%d_hd%d_P%d_perBatch%v_pad%v_packed%v", c.s.Batch, c.s.T, c.s.Heads, c.s.KVHeads, c.s.HeadDim, c.prefix, c.s.PrefixPerBatch, c.padLeft, c.s.SegStart != nil)
 }
 
 var attnCases = []attnCase{
@@ -33,6 +33,25 @@ var attnCases = []attnCase{
 	{s: AttnShape{Batch: 2, T: 2, Heads: 4, KVHeads: 1, HeadDim: 6, PrefixPerBatch: true}, prefix: 3, padLeft: []int{0, 1}, padPrefix: true},
 	// Longer than one tile of query rows (32), ragged last tile.
 	{s: AttnShape{Batch: 2, T: 70, Heads: 2, KVHeads: 1, HeadDim: 4}, prefix: 3, padLeft: []int{0, 40}},
+	// Packed examples: sequence 0 holds examples of 2 and 3 tokens,
+	// sequence 1 of 1, 2 and 2; with a shared prefix and padding too.
+	{s: AttnShape{Batch: 2, T: 5, Heads: 4, KVHeads: 2, HeadDim: 6, SegStart: []int{0, 0, 2, 2, 2, 0, 1, 1, 3, 3}}},
+	{s: AttnShape{Batch: 2, T: 5, Heads: 4, KVHeads: 1, HeadDim: 6, SegStart: []int{0, 0, 2, 2, 2, 0, 1, 1, 3, 3}}, prefix: 2, padLeft: []int{0, 1}},
+	// Segments across query tiles of 32.
+	{s: AttnShape{Batch: 1, T: 70, Heads: 2, KVHeads: 1, HeadDim: 4, SegStart: segStarts(20, 30, 20)}},
+}
+
+// segStarts gives each row of one sequence packing examples of these
+// lengths the start of its example.
+func segStarts(lens ...int) []int {
+	var st []int
+	for _, n := range lens {
+		start := len(st)
+		for range n {
+			st = append(st, start)
+		}
+	}
+	return st
 }
 
 // inputs makes q, k, v and (when prefix > 0) prefix keys/values, all
@@ -80,6 +99,9 @@ func naiveAttention(q, k, v, pk, pv *tensor.Tensor, s AttnShape, prefix int, mas
 				for j := 0; j < keys; j++ {
 					if j >= prefix+t+1 || (mask != nil && !mask[b*keys+j]) {
 						continue
+					}
+					if s.SegStart != nil && j >= prefix && j-prefix < s.SegStart[b*s.T+t] {
+						continue // an earlier packed example's key
 					}
 					var kr, vr []float32
 					if j < prefix {

@@ -117,7 +117,7 @@ func LoadBytes(data []byte, name, format string, tok tokenizer.Tokenizer, o Opti
 	}
 	d.Template = o.Template
 	if d.Template == "" {
-		d.Template = map[string]string{FormatAlpaca: "alpaca", FormatShareGPT: "llama2", FormatPromptCompletion: "plain"}[format]
+		d.Template = DefaultTemplate(format)
 	}
 	tmpl, err := LookupTemplate(d.Template)
 	if err != nil {
@@ -133,6 +133,21 @@ func LoadBytes(data []byte, name, format string, tok tokenizer.Tokenizer, o Opti
 		return nil, err
 	}
 	return d, nil
+}
+
+// DefaultTemplate is the chat template instruction data of a format is
+// encoded with when none is named: "alpaca" for Alpaca, "llama2" for
+// ShareGPT, "plain" for prompt/completion ("" for text or an unknown
+// format; format names as Load accepts them).
+func DefaultTemplate(format string) string {
+	if strings.EqualFold(format, FormatAuto) || format == "" {
+		return ""
+	}
+	f, err := resolveFormat(nil, "", format)
+	if err != nil {
+		return ""
+	}
+	return map[string]string{FormatAlpaca: "alpaca", FormatShareGPT: "llama2", FormatPromptCompletion: "plain"}[f]
 }
 
 // ReadConversations reads an instruction-data file (format FormatAlpaca,

@@ -23,6 +23,9 @@ type Example struct {
 	// Source locates the row for messages: "file:line" (JSONL, text), or
 	// "file:line[index]" for an element of a JSON array.
 	Source string
+	// Segments, for a sequence that packs several examples (Pack), holds
+	// their lengths in order; nil for a single example.
+	Segments []int
 }
 
 // Targets returns the number of positions that carry a loss after the

@@ -28,6 +28,26 @@ type BaseConfig struct {
 	// PEFT draws from torch\'s global generator.
 	Seed  uint64 `json:"-"`
 	extra map[string]json.RawMessage
+	// defaults are keys PEFT writes that the method keeps no field for
+	// (LoRA's megatron_core, loftq_config, ...), written with PEFT's
+	// default value unless a file gave them.
+	defaults map[string]json.RawMessage
+}
+
+// SetDefaultKeys records keys that adapter_config.json carries with these
+// values when neither the method's fields nor a file set them, so a saved
+// config has every key PEFT writes.
+func (b *BaseConfig) SetDefaultKeys(kv map[string]any) {
+	if b.defaults == nil {
+		b.defaults = map[string]json.RawMessage{}
+	}
+	for k, v := range kv {
+		j, err := json.Marshal(v)
+		if err != nil {
+			panic(fmt.Sprintf("peft: default key %s: %v", k, err))
+		}
+		b.defaults[k] = j
+	}
 }
 
 // Base returns the shared part; methods embed BaseConfig to satisfy Config.
@@ -73,6 +93,11 @@ func MarshalConfig(c Config) ([]byte, error) {
 		return nil, err
 	}
 	for k, v := range c.Base().extra {
+		if _, ok := m[k]; !ok {
+			m[k] = v
+		}
+	}
+	for k, v := range c.Base().defaults {
 		if _, ok := m[k]; !ok {
 			m[k] = v
 		}

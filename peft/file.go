@@ -27,31 +27,48 @@ func (m *Model) SaveAdapter(dir, name string) error {
 	if !ok {
 		return fmt.Errorf("no adapter %q (have %v)", name, m.order)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	// PEFT's save_pretrained writes inference_mode true: a saved adapter
-	// is loaded for inference unless asked otherwise.
-	bc := a.Method.Config().Base()
-	mode := bc.InferenceMode
-	bc.InferenceMode = true
-	cfg, err := MarshalConfig(a.Method.Config())
-	bc.InferenceMode = mode
-	if err != nil {
-		return err
-	}
+	config := a.Method.Config()
 	saved, err := savedParams(a)
 	if err != nil {
 		return err
 	}
-	ts := make([]*format.Tensor, 0, len(saved))
-	if tf, ok := a.Method.(TensorFile); ok {
-		own, err := tf.SaveTensors()
+	if c, ok := a.Method.(Converter); ok {
+		cc, ps, converted, err := c.Convert()
 		if err != nil {
+			return fmt.Errorf("adapter %q: %w", name, err)
+		}
+		if converted {
+			config, saved = cc, append(ps, saved[len(saved)-a.extra:]...)
+		}
+	}
+	var own []*format.Tensor
+	if tf, ok := a.Method.(TensorFile); ok {
+		if own, err = tf.SaveTensors(); err != nil {
 			return fmt.Errorf("adapter %q: %w", a.Name, err)
 		}
-		ts = append(ts, own...)
 	}
+	return WriteAdapter(dir, config, saved, own...)
+}
+
+// WriteAdapter writes a config and tensors (by save name, plus any
+// tensors already in file form) as a PEFT adapter directory, each file to
+// a temporary name and renamed: what SaveAdapter writes, and what adapter
+// arithmetic writes for an adapter made without a model. As PEFT's
+// save_pretrained, it writes inference_mode true: a saved adapter is
+// loaded for inference unless asked otherwise.
+func WriteAdapter(dir string, config Config, saved nn.Params, own ...*format.Tensor) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	bc := config.Base()
+	mode := bc.InferenceMode
+	bc.InferenceMode = true
+	cfg, err := MarshalConfig(config)
+	bc.InferenceMode = mode
+	if err != nil {
+		return err
+	}
+	ts := append(make([]*format.Tensor, 0, len(saved)+len(own)), own...)
 	for _, p := range saved {
 		v := p.Var.Value.ToF32()
 		ts = append(ts, format.TensorFromF32(p.Name, v.Shape, v.Data))
@@ -97,10 +114,15 @@ func ReadMethod(dir string) (Method, error) {
 	if head.PeftType == "" {
 		return nil, fmt.Errorf("%s: missing required key \"peft_type\"", path)
 	}
-	method, err := NewMethod(head.PeftType)
+	reg, err := Lookup(head.PeftType)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	if reg.AliasOf != "" {
+		return nil, fmt.Errorf("%s: peft_type %q is gopeft's name for a %s setting, not a peft_type PEFT writes: the file should say %q",
+			path, head.PeftType, reg.AliasOf, reg.AliasOf)
+	}
+	method := reg.New()
 	if err := DecodeConfig(data, method.Config(), path, false); err != nil {
 		return nil, err
 	}
@@ -161,6 +183,11 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 			return fail(fmt.Errorf("%s: missing tensor %s (shape %v)", path, p.Name, p.Var.Value.Shape))
 		}
 		if !tensor.SameShape(t.Shape, p.Var.Value.Shape) {
+			if e, ok := a.Method.(ShapeExplainer); ok {
+				if why := e.ExplainShape(p.Name, t.Shape, p.Var.Value.Shape); why != "" {
+					return fail(fmt.Errorf("%s: tensor %s has shape %v, but %s: it needs %v", path, p.Name, t.Shape, why, p.Var.Value.Shape))
+				}
+			}
 			return fail(fmt.Errorf("%s: tensor %s has shape %v, this base model needs %v (an adapter for another model?)", path, p.Name, t.Shape, p.Var.Value.Shape))
 		}
 		vals, err := t.Float32()
@@ -192,4 +219,27 @@ func (m *Model) Save(dir string) error {
 		return w.SaveModel(m, dir)
 	}
 	return m.SaveAdapter(dir, a.Name)
+}
+
+// ReadAdapter reads an adapter directory without a model: its method (with
+// the config) and its tensors by save name, as float32.
+func ReadAdapter(dir string) (Method, map[string]*tensor.Tensor, error) {
+	method, err := ReadMethod(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	path := filepath.Join(dir, WeightsFile)
+	stored, _, err := format.ReadSafetensors(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	ts := map[string]*tensor.Tensor{}
+	for name, t := range stored {
+		vals, err := t.Float32()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: tensor %s: %w", path, name, err)
+		}
+		ts[name] = tensor.FromData(vals, t.Shape...)
+	}
+	return method, ts, nil
 }

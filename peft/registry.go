@@ -18,6 +18,11 @@ type Registration struct {
 	New func() Method
 	// Flags are the command-line flags that set its config's keys.
 	Flags []Flag
+	// AliasOf, when set, makes Type a name for a setting of another
+	// method (DORA: LORA with use_dora true). New's config carries that
+	// method's peft_type, which is what adapter files hold, so a file
+	// naming the alias is refused.
+	AliasOf string
 }
 
 // FlagKind says how a flag's text becomes a config value.

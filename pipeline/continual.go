@@ -270,7 +270,7 @@ func NewLwF(pm *peft.Model, lambda, temperature float64, continued bool) *LwF {
 func (l *LwF) TermLoss(p *nn.Pass, batch []data.Example) (*autograd.Var, error) {
 	m := l.model.Base
 	ids, _, mask, T := data.Batch(batch, 0)
-	in := llama.Input{IDs: ids, Batch: len(batch), T: T, Mask: mask}
+	in := llama.Input{IDs: ids, Batch: len(batch), T: T, Mask: mask, Segments: data.SegmentIDs(batch, T)}
 	teacher, err := l.teacherLogits(in)
 	if err != nil {
 		return nil, err

@@ -17,6 +17,7 @@
 //	opt.Step(schedule.At(step))                     // per-group rates: peft.ParamGrouper
 //	opt.ZeroGrad()
 //	method.AfterUpdate(step)                        // peft.StepHook
+//	optimizer.MoveEntries(...)                      // peft.EntryMover: moved entries take their state along
 //	checkpoint: parameters, optimizer, data position, peft.Stateful's state
 //
 // Each micro-batch's pass has its own seed, so dropout masks differ between

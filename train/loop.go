@@ -12,6 +12,7 @@ import (
 
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/data"
+	"github.com/gopeft/gopeft/dist"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
@@ -79,6 +80,11 @@ type Run struct {
 	ReplaySlots int
 	replayOrder []int
 	replayEpoch int
+	// Comm is the group of ranks training together (data-parallel, see
+	// dist.go); nil trains alone.
+	Comm dist.Communicator
+
+	dp *dataParallel
 }
 
 // Summary reports a finished run.
@@ -140,22 +146,20 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	if err := os.MkdirAll(r.OutputDir, 0o755); err != nil {
+	if r.dp, err = r.newDataParallel(cfg, params); err != nil {
 		return Summary{}, err
+	}
+	if r.dp.writes() {
+		if err := os.MkdirAll(r.OutputDir, 0o755); err != nil {
+			return Summary{}, err
+		}
 	}
 	sum := Summary{FirstEval: math.NaN(), LastEval: math.NaN(), FirstEvalAcc: math.NaN(), LastEvalAcc: math.NaN(), MetricsPath: filepath.Join(r.OutputDir, "metrics.jsonl"), PlotPath: filepath.Join(r.OutputDir, "loss.png")}
 
 	step, pos := 0, int64(0)
 	var log *MetricsLog
 	if r.Resume {
-		dir, ok, err := LatestCheckpoint(r.OutputDir)
-		if err != nil {
-			return sum, err
-		}
-		if !ok {
-			return sum, fmt.Errorf("train: --resume given but %s holds no checkpoint", r.OutputDir)
-		}
-		ck, err := LoadCheckpoint(dir)
+		ck, dir, err := r.dp.latestCheckpoint(r.OutputDir)
 		if err != nil {
 			return sum, err
 		}
@@ -174,10 +178,10 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 			// finished run's: change nothing.
 			return sum, fmt.Errorf("train: %w: %s is at step %d of %d; nothing to resume", ErrFinished, dir, step, cfg.Steps)
 		}
-		if log, err = ResumeMetricsLog(sum.MetricsPath, step); err != nil {
+		if log, err = r.dp.resumeLog(sum.MetricsPath, step); err != nil {
 			return sum, err
 		}
-	} else if log, err = CreateMetricsLog(sum.MetricsPath); err != nil {
+	} else if log, err = r.dp.createLog(sum.MetricsPath); err != nil {
 		return sum, err
 	}
 	defer log.Close()
@@ -187,13 +191,13 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 			return sum, err
 		}
 	}
-	prog := NewProgress(orDiscard(r.Progress), step, cfg.Steps)
+	prog := NewProgress(r.dp.progress(r.Progress), step, cfg.Steps)
 	start := time.Now()
 	first := true
 	var order []int
 	orderEpoch := -1
 	for step < cfg.Steps {
-		if err := ctx.Err(); err != nil {
+		if err := r.dp.stopped(ctx); err != nil {
 			if _, serr := r.save(cfg, step, pos, params, opt); serr != nil {
 				return sum, serr
 			}
@@ -219,31 +223,58 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 			}
 			tp := autograd.NewTape()
 			pass := &nn.Pass{Tape: tp, Training: true, Seed: MicroBatchSeed(cfg.Seed, step, micro)}
-			bl, err := r.batchLoss(pass, batch)
-			if err != nil {
-				return sum, err
+			shard := r.dp.shard(batch, micro)
+			var bl batchResult
+			if len(shard) > 0 {
+				if bl, err = r.batchLoss(pass, shard); err != nil {
+					return sum, err
+				}
 			}
-			if bl.n == 0 {
+			w, all := r.dp.share(batch, bl.n) // (1, bl.n) alone
+			if all == 0 {
 				continue
 			}
-			lossSum += float64(bl.loss.Value.Data[0])
-			tokens += bl.tokens
-			loss := bl.loss
-			if lt, ok := method.(peft.LossTerm); ok {
+			var loss *autograd.Var
+			if bl.n > 0 {
+				tokens += bl.tokens
+				if loss = bl.loss; w != 1 {
+					loss = tp.Scale(loss, float32(w))
+				}
+			}
+			// The method's and the run's regularisers count once over the
+			// ranks, and appear in the logged loss.
+			add := func(extra *autograd.Var) {
+				switch {
+				case extra == nil:
+				case loss == nil:
+					loss = extra
+				default:
+					loss = tp.Add(loss, extra)
+				}
+			}
+			if lt, ok := method.(peft.LossTerm); ok && r.dp.writes() {
 				extra, err := lt.ExtraLoss(pass)
 				if err != nil {
 					return sum, err
 				}
-				loss = tp.Add(loss, extra)
+				add(extra)
 			}
-			for _, t := range r.Terms {
-				extra, err := t.TermLoss(pass, batch)
-				if err != nil {
-					return sum, err
+			if r.dp.writes() { // on the whole batch
+				for _, t := range r.Terms {
+					extra, err := t.TermLoss(pass, batch)
+					if err != nil {
+						return sum, err
+					}
+					add(extra)
 				}
-				loss = tp.Add(loss, extra)
 			}
-			tp.Backward(tp.Scale(loss, 1/float32(cfg.GradAccum)))
+			if loss != nil {
+				lossSum += float64(loss.Value.Data[0])
+				tp.Backward(tp.Scale(loss, 1/float32(cfg.GradAccum)))
+			}
+		}
+		if err := r.dp.sumGrads(ctx, &lossSum, &tokens); err != nil {
+			return sum, err
 		}
 		lossVal := lossSum / float64(cfg.GradAccum)
 		var norm float64
@@ -267,12 +298,19 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 		}
 		lr := sched.At(step)
 		opt.Step(lr)
-		opt.ZeroGrad()
-		if h, ok := method.(peft.StepHook); ok {
+		if h, ok := method.(peft.StepHook); ok { // before the gradients are zeroed
 			if err := h.AfterUpdate(step); err != nil {
 				return sum, err
 			}
 		}
+		if mv, ok := method.(peft.EntryMover); ok {
+			for name, from := range mv.MovedEntries() {
+				if err := opt.MoveEntries(name, from); err != nil {
+					return sum, err
+				}
+			}
+		}
+		opt.ZeroGrad()
 		step++
 		dt := time.Since(t0).Seconds()
 		sum.Tokens += tokens
@@ -318,6 +356,9 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 	if err := log.Close(); err != nil {
 		return sum, err
 	}
+	if !r.dp.writes() {
+		return sum, nil
+	}
 	if recs, err := ReadMetricsFile(sum.MetricsPath); err == nil && len(recs) > 0 {
 		if err := PlotLoss(sum.PlotPath, recs, "gopeft training loss"); err != nil {
 			return sum, err
@@ -347,6 +388,9 @@ func (r *Run) newOptimizer(cfg Config) (Optimizer, error) {
 }
 
 func (r *Run) save(cfg Config, step int, pos int64, params nn.Params, opt Optimizer) (string, error) {
+	if err := r.dp.checkSame(step); err != nil || !r.dp.writes() {
+		return "", err
+	}
 	ck := &Checkpoint{Step: step, DataPos: pos, Epoch: int(pos / int64(len(r.Train))), Fingerprint: r.Fingerprint, Meta: r.Meta}
 	ck.Capture(params, opt)
 	if s, ok := r.Model.Active().Method.(peft.Stateful); ok {
@@ -418,7 +462,7 @@ func (o objective) Loss(p *nn.Pass, idx []int) (*autograd.Var, error) {
 // batchLoss is the mean loss of a batch under the run's objective.
 func (r *Run) batchLoss(p *nn.Pass, batch []data.Example) (batchResult, error) {
 	ids, labels, mask, T := data.Batch(batch, 0)
-	in := llama.Input{IDs: ids, Batch: len(batch), T: T, Mask: mask}
+	in := llama.Input{IDs: ids, Batch: len(batch), T: T, Mask: mask, Segments: data.SegmentIDs(batch, T)}
 	if r.Classify {
 		return r.classifyLoss(p, in, batch)
 	}
@@ -467,6 +511,9 @@ func (r *Run) evalLoss(cfg Config) (loss, acc float64, err error) {
 	var total float64
 	var count, correct int
 	for i := 0; i < len(r.Eval); i += cfg.BatchSize {
+		if !r.dp.evalBatch(i / cfg.BatchSize) {
+			continue
+		}
 		batch := r.Eval[i:min(i+cfg.BatchSize, len(r.Eval))]
 		bl, err := r.batchLoss(&nn.Pass{}, batch)
 		if err != nil {
@@ -477,6 +524,9 @@ func (r *Run) evalLoss(cfg Config) (loss, acc float64, err error) {
 			count += bl.n
 			correct += bl.correct
 		}
+	}
+	if err := r.dp.sumEval(&total, &count, &correct); err != nil {
+		return 0, 0, err
 	}
 	if count == 0 {
 		return math.NaN(), math.NaN(), nil

@@ -29,6 +29,9 @@ type Optimizer interface {
 	// SetGroups gives the parameters of each group their own learning-rate
 	// scale and weight decay.
 	SetGroups(gs []peft.ParamGroup) error
+	// MoveEntries rearranges a parameter's state (peft.EntryMover): entry i
+	// takes entry from[i]'s buffers, or zeros for −1.
+	MoveEntries(param string, from []int32) error
 }
 
 // OptimizerState is an optimizer's resumable state, keyed by parameter name.
@@ -119,6 +122,33 @@ func (o *stateful) SetGroups(gs []peft.ParamGroup) error {
 	}
 	o.lrScale, o.decayOf = lr, wd
 	return nil
+}
+
+// MoveEntries implements Optimizer.
+func (o *stateful) MoveEntries(param string, from []int32) error {
+	for i, p := range o.params {
+		if p.Name != param {
+			continue
+		}
+		if len(from) != p.Var.Value.Numel() {
+			return fmt.Errorf("train: moving %d entries of %q, which has %d", len(from), param, p.Var.Value.Numel())
+		}
+		for _, b := range o.bufs[i] {
+			old := slices.Clone(b.Data)
+			for e, f := range from {
+				switch {
+				case f < 0:
+					b.Data[e] = 0
+				case int(f) < len(old):
+					b.Data[e] = old[f]
+				default:
+					return fmt.Errorf("train: entry %d of %q moves from %d, outside its %d", e, param, f, len(old))
+				}
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("train: moving the entries of %q, which is not trained", param)
 }
 
 // decay is parameter i's weight decay: its group's, or def.

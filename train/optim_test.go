@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/tensor/parallel"
@@ -267,5 +268,30 @@ func TestOptimizerStateRoundTrip(t *testing.T) {
 	s, _ := NewSGD(mk(), SGDConfig{})
 	if err := a.LoadState(s.State()); err == nil {
 		t.Error("AdamW accepted SGD state")
+	}
+}
+
+// MoveEntries hands each entry the moments of the entry it names, and
+// fresh (zero) moments for −1.
+func TestMoveEntries(t *testing.T) {
+	p := autograd.Param("p", tensor.FromData([]float32{1, 2, 3}, 3), true)
+	ps := nn.Params{{Name: "p", Var: p}}
+	opt, err := NewAdamW(ps, DefaultAdamW())
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(p.GradBuf().Data, []float32{0.1, 0.2, 0.3})
+	opt.Step(1e-2)
+	st := opt.State().Params["p"]
+	m := append([]float32(nil), st.Buffers["exp_avg"].Data...)
+	if err := opt.MoveEntries("p", []int32{2, -1, 0}); err != nil {
+		t.Fatal(err)
+	}
+	got := opt.State().Params["p"].Buffers["exp_avg"].Data
+	if got[0] != m[2] || got[1] != 0 || got[2] != m[0] {
+		t.Fatalf("moved moments %v from %v", got, m)
+	}
+	if opt.MoveEntries("q", []int32{0}) == nil || opt.MoveEntries("p", []int32{0}) == nil || opt.MoveEntries("p", []int32{0, 1, 5}) == nil {
+		t.Fatal("a bad move was accepted")
 	}
 }

@@ -68,6 +68,16 @@ func peakRSSBytes() int64 {
 	return ru.Maxrss * 1024 // Linux reports KiB
 }
 
+// cpuSeconds is the CPU time (user + system) the process has used. Where
+// other work shares the cores, CPU time a step varies less than wall time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+}
+
 type generateBench struct {
 	Preset    string `json:"preset"`
 	DType     string `json:"dtype"`

@@ -28,7 +28,10 @@ type trainBench struct {
 	Trainable    int            `json:"trainable_params"`
 	TokensPerSec float64        `json:"tokens_per_s"`
 	StepSeconds  float64        `json:"step_seconds"`
-	PeakRSSBytes int64          `json:"peak_rss_bytes"`
+	// CPUStepSeconds is the process's CPU time (user + system, all
+	// threads) a step: steadier than StepSeconds on shared cores.
+	CPUStepSeconds float64 `json:"cpu_step_seconds"`
+	PeakRSSBytes   int64   `json:"peak_rss_bytes"`
 }
 
 // maxBenchTokens bounds a bench train step (batch × seq): the activations
@@ -113,8 +116,29 @@ func newBenchTrainCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				// The trainer's lifecycle, as train.Run calls it (AdaLoRA's
+				// regulariser and rank allocation are part of its step).
+				if lt, ok := method.(peft.LossTerm); ok {
+					extra, err := lt.ExtraLoss(pass)
+					if err != nil {
+						return err
+					}
+					if extra != nil {
+						loss = tp.Add(loss, extra)
+					}
+				}
 				tp.Backward(loss)
+				if h, ok := method.(peft.GradHook); ok {
+					if err := h.BeforeUpdate(micro - 1); err != nil {
+						return err
+					}
+				}
 				opt.Step(1e-4)
+				if h, ok := method.(peft.StepHook); ok {
+					if err := h.AfterUpdate(micro - 1); err != nil {
+						return err
+					}
+				}
 				opt.ZeroGrad()
 				return nil
 			}
@@ -132,7 +156,7 @@ func newBenchTrainCmd() *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
-			start := time.Now()
+			start, cpu0 := time.Now(), cpuSeconds()
 			for i := 0; i < b.Steps; i++ {
 				if err := step(); err != nil {
 					return err
@@ -140,11 +164,12 @@ func newBenchTrainCmd() *cobra.Command {
 			}
 			el := time.Since(start).Seconds()
 			b.StepSeconds = el / float64(b.Steps)
+			b.CPUStepSeconds = (cpuSeconds() - cpu0) / float64(b.Steps)
 			b.TokensPerSec = float64(b.Batch*b.Seq*b.Steps) / el
 			b.PeakRSSBytes = peakRSSBytes()
 			return writeBench(cmd.OutOrStdout(), asJSON, b, fmt.Sprintf(
-				"%s %s: %d trainable, batch %d × %d tokens: %.1f tokens/s (%.2f s a step); peak RSS %.0f MiB",
-				b.Preset, b.Method, b.Trainable, b.Batch, b.Seq, b.TokensPerSec, b.StepSeconds, float64(b.PeakRSSBytes)/(1<<20)))
+				"%s %s: %d trainable, batch %d × %d tokens: %.1f tokens/s (%.2f s a step, %.2f s of CPU); peak RSS %.0f MiB",
+				b.Preset, b.Method, b.Trainable, b.Batch, b.Seq, b.TokensPerSec, b.StepSeconds, b.CPUStepSeconds, float64(b.PeakRSSBytes)/(1<<20)))
 		},
 	}
 	fl := cmd.Flags()

@@ -58,22 +58,39 @@ SEQ_CLS adapter from train --task) is scored on GLUE tasks by the head's argmax 
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 			defer stop()
 			lm := &modellm.LM{Model: m}
+			runs, err := mf.adapterRuns()
+			if err != nil {
+				return err
+			}
+			if len(runs) == 0 {
+				runs = []adapterRun{{index: -1}}
+			}
 			var results []eval.Result
-			for _, task := range names {
-				task = strings.TrimSpace(task)
-				var r eval.Result
-				if _, cls := eval.NumClasses(task); m.Score != nil && cls == nil {
-					// A classifier (a SEQ_CLS adapter, or a fine-tuned
-					// model with a score head) answers GLUE
-					// classification tasks with its head.
-					r, err = eval.EvaluateClassifier(ctx, lm, tok, task, opt)
-				} else {
-					r, err = eval.Evaluate(ctx, lm, tok, task, opt)
+			for _, run := range runs {
+				if run.index >= 0 {
+					if err := mf.useAdapter(run.index, run.rank); err != nil {
+						return err
+					}
 				}
-				if err != nil {
-					return err
+				for _, task := range names {
+					task = strings.TrimSpace(task)
+					var r eval.Result
+					if _, cls := eval.NumClasses(task); m.Score != nil && cls == nil {
+						// A classifier (a SEQ_CLS adapter, or a fine-tuned
+						// model with a score head) answers GLUE
+						// classification tasks with its head.
+						r, err = eval.EvaluateClassifier(ctx, lm, tok, task, opt)
+					} else {
+						r, err = eval.Evaluate(ctx, lm, tok, task, opt)
+					}
+					if err != nil {
+						return err
+					}
+					if len(runs) > 1 { // name the adapter (and rank) in each row
+						r.Task = fmt.Sprintf("%s [%s]", r.Task, run.label)
+					}
+					results = append(results, r)
 				}
-				results = append(results, r)
 			}
 			if err := eval.WriteMarkdown(cmd.OutOrStdout(), results); err != nil {
 				return err
@@ -85,7 +102,7 @@ SEQ_CLS adapter from train --task) is scored on GLUE tasks by the head's argmax 
 		},
 	}
 	mf.register(cmd)
-	mf.registerAdapter(cmd, "PEFT adapter directory to apply")
+	mf.registerAdapters(cmd, "PEFT adapter directory to apply")
 	fl := cmd.Flags()
 	fl.StringVar(&tasks, "task", "", "task name or comma-separated names")
 	_ = cmd.MarkFlagRequired("task")

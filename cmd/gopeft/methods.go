@@ -7,9 +7,12 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/gopeft/gopeft/peft"
+	_ "github.com/gopeft/gopeft/peft/adalora"      // registers ADALORA
 	_ "github.com/gopeft/gopeft/peft/bitfit"       // registers BITFIT and BEFT
 	_ "github.com/gopeft/gopeft/peft/bottleneck"   // registers BOTTLENECK
 	_ "github.com/gopeft/gopeft/peft/childtuning"  // registers CHILD_TUNING_F and CHILD_TUNING_D
+	_ "github.com/gopeft/gopeft/peft/dylora"       // registers DYLORA
+	_ "github.com/gopeft/gopeft/peft/fishdip"      // registers FISH_DIP
 	_ "github.com/gopeft/gopeft/peft/fishmask"     // registers FISHMASK
 	_ "github.com/gopeft/gopeft/peft/full"         // registers FULL
 	_ "github.com/gopeft/gopeft/peft/hybrid"       // registers MAM, UNIPELT
@@ -20,6 +23,7 @@ import (
 	_ "github.com/gopeft/gopeft/peft/prefixtuning" // registers PREFIX_TUNING
 	_ "github.com/gopeft/gopeft/peft/prompttuning" // registers PROMPT_TUNING
 	_ "github.com/gopeft/gopeft/peft/ptuning"      // registers P_TUNING
+	_ "github.com/gopeft/gopeft/peft/sam"          // registers SAM
 	_ "github.com/gopeft/gopeft/peft/ssf"          // registers SSF
 )
 
@@ -32,6 +36,7 @@ type methodFlags struct{ fs *pflag.FlagSet }
 // registerMethodFlags adds every registered method's flags to fs.
 func registerMethodFlags(fs *pflag.FlagSet) *methodFlags {
 	usage := map[string][]string{}
+	isBool := map[string]bool{}
 	var order []string
 	for _, t := range peft.Types() {
 		reg, _ := peft.Lookup(t)
@@ -44,10 +49,16 @@ func registerMethodFlags(fs *pflag.FlagSet) *methodFlags {
 				u += " (default " + f.Default + ")"
 			}
 			usage[f.Name] = append(usage[f.Name], u)
+			if f.Kind == peft.BoolFlag {
+				isBool[f.Name] = true
+			}
 		}
 	}
 	for _, name := range order {
 		fs.String(name, "", strings.Join(usage[name], "; "))
+		if isBool[name] { // --use-dora alone means true
+			fs.Lookup(name).NoOptDefVal = "true"
+		}
 	}
 	return &methodFlags{fs: fs}
 }

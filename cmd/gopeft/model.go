@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -19,7 +20,7 @@ import (
 )
 
 func addModelCommands(root *cobra.Command) {
-	root.AddCommand(newGenerateCmd(), newInspectCmd(), newConvertCmd(), newMergeCmd())
+	root.AddCommand(newGenerateCmd(), newChatCmd(), newInspectCmd(), newConvertCmd(), newMergeCmd())
 }
 
 // modelFlags are the flags every command that loads a model shares.
@@ -27,6 +28,15 @@ type modelFlags struct {
 	model, tokenizer, adapter string
 	bf16                      bool
 	allowNonFinite            bool
+	// adapters is --adapter of the commands that take several (eval,
+	// generate); rankAt is --rank-at.
+	adapters []string
+	rankAt   string
+
+	// After load with adapters: the PEFT model and its adapters' names, in
+	// the order given.
+	pm    *peft.Model
+	names []string
 }
 
 func (f *modelFlags) register(cmd *cobra.Command) {
@@ -91,6 +101,97 @@ func (f *modelFlags) registerAdapter(cmd *cobra.Command, usage string) {
 	cmd.Flags().StringVar(&f.adapter, "adapter", "", usage)
 }
 
+// registerAdapters adds --adapter for commands that can run several
+// adapters over one base (repeated, or a comma list), and --rank-at.
+func (f *modelFlags) registerAdapters(cmd *cobra.Command, usage string) {
+	cmd.Flags().StringSliceVar(&f.adapters, "adapter", nil, usage+"; several (repeated or comma-separated) run one after another over the same base")
+	f.registerRankAt(cmd, true)
+}
+
+// registerRankAt adds --rank-at, for adapters that run at any of several
+// ranks (DyLoRA); with sweep, "all" runs every rank.
+func (f *modelFlags) registerRankAt(cmd *cobra.Command, sweep bool) {
+	usage := "run the adapter at this rank (DyLoRA: any rank up to r_max)"
+	if sweep {
+		usage += `; "all" runs it at every rank in turn`
+	}
+	cmd.Flags().StringVar(&f.rankAt, "rank-at", "", usage)
+}
+
+// adapterDirs lists the adapters the command applies.
+func (f *modelFlags) adapterDirs() []string {
+	if len(f.adapters) > 0 {
+		return f.adapters
+	}
+	if f.adapter != "" {
+		return []string{f.adapter}
+	}
+	return nil
+}
+
+// ranks resolves --rank-at for one loaded adapter: nil when not given
+// (the adapter's own rank), the one rank, or every rank for "all".
+func (f *modelFlags) ranks(a *peft.Adapter, dir string) ([]int, error) {
+	if f.rankAt == "" {
+		return nil, nil
+	}
+	rs, ok := a.Method.(peft.RankSelector)
+	if !ok {
+		return nil, fmt.Errorf("--rank-at %s: %s is a %s adapter, which has one rank", f.rankAt, dir, a.Method.Config().Base().PeftType)
+	}
+	lo, hi := rs.Ranks()
+	if f.rankAt == "all" {
+		var out []int
+		for b := lo; b <= hi; b++ {
+			out = append(out, b)
+		}
+		return out, nil
+	}
+	b, err := strconv.Atoi(f.rankAt)
+	if err != nil || b < lo || b > hi {
+		return nil, fmt.Errorf("--rank-at %q: %s runs at ranks %d to %d", f.rankAt, dir, lo, hi)
+	}
+	return []int{b}, nil
+}
+
+// adapterRun is one adapter at one rank of a command that runs several.
+type adapterRun struct {
+	index, rank int    // rank 0: the adapter's own
+	label       string // the adapter's directory, and the rank
+}
+
+// adapterRuns lists every loaded adapter at every rank --rank-at asks for
+// (none without adapters).
+func (f *modelFlags) adapterRuns() ([]adapterRun, error) {
+	var runs []adapterRun
+	for i, dir := range f.adapterDirs() {
+		a, _ := f.pm.Adapter(f.names[i])
+		ranks, err := f.ranks(a, dir)
+		if err != nil {
+			return nil, err
+		}
+		if ranks == nil {
+			runs = append(runs, adapterRun{index: i, label: dir})
+		}
+		for _, b := range ranks {
+			runs = append(runs, adapterRun{index: i, rank: b, label: fmt.Sprintf("%s at rank %d", dir, b)})
+		}
+	}
+	return runs, nil
+}
+
+// useAdapter makes the i-th loaded adapter active at rank b (0: its own).
+func (f *modelFlags) useAdapter(i, b int) error {
+	if err := f.pm.SetAdapter(f.names[i]); err != nil {
+		return err
+	}
+	if b > 0 {
+		a, _ := f.pm.Adapter(f.names[i])
+		return a.Method.(peft.RankSelector).SetRank(b)
+	}
+	return nil
+}
+
 // load reads the model and, with --adapter, attaches the adapter (active).
 // A model path "preset:NAME" builds a preset shape with seeded random
 // weights, for measuring speed without a checkpoint.
@@ -105,19 +206,39 @@ func (f *modelFlags) load() (*llama.Model, error) {
 	} else {
 		m, err = loadModel(f.model, llama.LoadOptions{BF16: f.bf16}, f.allowNonFinite)
 	}
-	if err != nil || f.adapter == "" {
+	dirs := f.adapterDirs()
+	if err != nil || len(dirs) == 0 {
+		if err == nil && f.rankAt != "" {
+			return nil, fmt.Errorf("--rank-at %s needs an --adapter", f.rankAt)
+		}
 		return m, err
 	}
-	pm := peft.Wrap(m)
-	if _, err := loadAdapter(pm, f.adapter, f.allowNonFinite); err != nil {
-		return nil, err
+	f.pm = peft.Wrap(m)
+	f.names = nil
+	for i, dir := range dirs {
+		name := peft.DefaultAdapter
+		if i > 0 {
+			name = fmt.Sprintf("adapter%d", i+1)
+		}
+		a, err := loadAdapterAs(f.pm, dir, name, f.allowNonFinite)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := f.ranks(a, dir); err != nil {
+			return nil, err
+		}
+		f.names = append(f.names, name)
 	}
-	return m, nil
+	return m, f.useAdapter(0, 0)
 }
 
 // inputs lists the files and directories the command reads, by flag.
 func (f *modelFlags) inputs() []input {
-	return []input{{"--model", f.model}, {"--adapter", f.adapter}, {"--tokenizer", f.tokenizerPath()}}
+	in := []input{{"--model", f.model}, {"--tokenizer", f.tokenizerPath()}}
+	for _, d := range f.adapterDirs() {
+		in = append(in, input{"--adapter", d})
+	}
+	return in
 }
 
 // loadWithTokenizer loads the model and its tokenizer, refusing a
@@ -217,19 +338,40 @@ func newGenerateCmd() *cobra.Command {
 			defer stop()
 			w := bufio.NewWriter(cmd.OutOrStdout())
 			defer w.Flush()
-			prev := ids[len(ids)-1]
-			_, err = m.Generate(ctx, ids, opt, func(id int) bool {
-				fmt.Fprint(w, tok.DecodeToken(prev, id))
-				w.Flush()
-				prev = id
-				return true
-			})
-			fmt.Fprintln(w)
-			return err
+			gen := func() error {
+				prev := ids[len(ids)-1]
+				_, err := m.Generate(ctx, ids, opt, func(id int) bool {
+					fmt.Fprint(w, tok.DecodeToken(prev, id))
+					w.Flush()
+					prev = id
+					return true
+				})
+				fmt.Fprintln(w)
+				return err
+			}
+			runs, err := mf.adapterRuns()
+			if err != nil {
+				return err
+			}
+			if len(runs) == 0 {
+				return gen()
+			}
+			for _, r := range runs {
+				if err := mf.useAdapter(r.index, r.rank); err != nil {
+					return err
+				}
+				if len(runs) > 1 { // label each continuation
+					fmt.Fprintf(w, "== %s ==\n", r.label)
+				}
+				if err := gen(); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
 	mf.register(cmd)
-	mf.registerAdapter(cmd, "PEFT adapter directory to apply")
+	mf.registerAdapters(cmd, "PEFT adapter directory to apply")
 	fl := cmd.Flags()
 	fl.StringVar(&prompt, "prompt", "", "text to continue (default: start from BOS alone)")
 	fl.IntVarP(&opt.MaxNewTokens, "max-new-tokens", "n", 256, "most tokens to generate")
@@ -314,11 +456,31 @@ func newConvertCmd() *cobra.Command {
 func newMergeCmd() *cobra.Command {
 	var mf modelFlags
 	var output string
+	var co combineFlags
 	cmd := &cobra.Command{
 		Use:   "merge",
-		Short: "Merge an adapter into its base model and write a Hugging Face directory",
-		Args:  cobra.NoArgs,
+		Short: "Merge an adapter into its base model, or combine adapters into a new one (--adapters)",
+		Long: `merge --model M --adapter A --output DIR folds the adapter into the base and writes a
+Hugging Face model directory.
+
+merge --adapters a:0.5,b:0.5 --combination TYPE --output DIR combines LoRA adapters into a new
+adapter (PEFT's add_weighted_adapter with the intended maths): linear and cat give exactly
+Σ wᵢ·sᵢ·BᵢAᵢ, svd types combine the dense changes and keep the top --svd-rank, ties, dare_*
+and magnitude_prune combine the factors (equal ranks) pruned to --density. The new adapter's
+scale is 1. --model, when given, checks that the result loads onto that base.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("adapters") {
+				if mf.adapter != "" {
+					return fmt.Errorf("give --adapter (merge into the base) or --adapters (combine adapters), not both")
+				}
+				return co.run(cmd, &mf, output)
+			}
+			for _, req := range []struct{ flag, v string }{{"--model", mf.model}, {"--adapter", mf.adapter}} {
+				if req.v == "" {
+					return fmt.Errorf("merge needs %s (or --adapters to combine adapters)", req.flag)
+				}
+			}
 			if err := checkDirOutput("--output", output, mf.inputs()); err != nil {
 				return err
 			}
@@ -327,8 +489,18 @@ func newMergeCmd() *cobra.Command {
 				return err
 			}
 			pm := peft.Wrap(base)
-			if _, err := loadAdapter(pm, mf.adapter, mf.allowNonFinite); err != nil {
+			a, err := loadAdapter(pm, mf.adapter, mf.allowNonFinite)
+			if err != nil {
 				return err
+			}
+			ranks, err := mf.ranks(a, mf.adapter)
+			if err != nil {
+				return err
+			}
+			if len(ranks) == 1 {
+				if err := a.Method.(peft.RankSelector).SetRank(ranks[0]); err != nil {
+					return err
+				}
 			}
 			merged, err := pm.MergeAndUnload()
 			if err != nil {
@@ -346,8 +518,10 @@ func newMergeCmd() *cobra.Command {
 		},
 	}
 	mf.register(cmd)
+	delete(cmd.Flags().Lookup("model").Annotations, cobra.BashCompOneRequiredFlag) // required unless --adapters
 	mf.registerAdapter(cmd, "PEFT adapter directory to merge")
-	_ = cmd.MarkFlagRequired("adapter")
+	mf.registerRankAt(cmd, false)
+	co.register(cmd)
 	cmd.Flags().StringVar(&output, "output", "", "output directory")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd

@@ -79,6 +79,20 @@ func (r *Recipe) stageRecipe(i int) (*Recipe, bool, error) {
 		s.Peft = map[string]any{}
 	}
 	s.Output = filepath.Join(r.Output, k.Name)
+	s.stage = &stageOrigin{index: i, set: map[string]bool{}}
+	for section, n := range map[string]*yaml.Node{"data": &k.Data, "train": &k.Train} {
+		if n.Kind == yaml.MappingNode {
+			for j := 0; j+1 < len(n.Content); j += 2 {
+				s.stage.set[section+"."+n.Content[j].Value] = true
+			}
+		}
+	}
+	for key := range k.Peft {
+		s.stage.set["peft."+key] = true
+	}
+	if k.Task != "" {
+		s.stage.set["data.task"] = true
+	}
 	if k.Method != "" {
 		reg, err := peft.Lookup(k.Method)
 		if err != nil {

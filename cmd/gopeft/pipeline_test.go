@@ -127,7 +127,11 @@ func TestPipelineRecipeErrors(t *testing.T) {
 		{func(s string) string { return strings.Replace(s, "name: wiki", "name: shakespeare", 1) }, `stage "shakespeare": name: used twice`},
 		{func(s string) string { return strings.Replace(s, "train: {seed: 7}", "method: full", 1) }, `stage "wiki": method: FULL cannot continue stage "shakespeare"'s LORA adapter: set merge_before: true`},
 		{func(s string) string { return strings.Replace(s, "train: {seed: 7}", "peft: {r: 8}", 1) }, `stage "wiki": peft: continuing stage "shakespeare"'s LORA adapter needs the same peft settings`},
-		{func(s string) string { return strings.Replace(s, "train: {seed: 7}", "train: {lr: -1}", 1) }, `stage "wiki": --lr (recipe train.lr) is -1`},
+		{func(s string) string { return strings.Replace(s, "train: {seed: 7}", "train: {lr: -1}", 1) }, `stage "wiki": recipe stages[1].train.lr is -1`},
+		{func(s string) string { return strings.Replace(s, "wiki_demo.txt}", "wiki_demo.txt, seq_len: 0}", 1) }, `stage "wiki": recipe stages[1].data.seq_len is 0`},
+		{func(s string) string { return strings.Replace(s, "train: {seed: 7}", "peft: {lora_dropout: 2}", 1) }, `stage "wiki": recipe stages[1].peft.lora_dropout is 2`},
+		// A bad value the stage takes from the top level names the top level's flag.
+		{func(s string) string { return strings.Replace(s, "lr: 3e-3,", "lr: 3e-3, weight_decay: -1,", 1) }, `stage "shakespeare": --weight-decay (recipe train.weight_decay), which the stage takes from the top level, is -1`},
 		{func(s string) string { return strings.Replace(s, "train: {seed: 7}", "train: {sed: 7}", 1) }, `stage "wiki": train:`},
 		{func(s string) string { return strings.Replace(s, "train: {seed: 7}", "colour: red", 1) }, `colour`},
 		{func(s string) string {

@@ -7,6 +7,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/gopeft/gopeft/dist"
 	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/pipeline"
 	"github.com/gopeft/gopeft/train"
@@ -34,6 +35,11 @@ type Recipe struct {
 	// allowNonFinite skips the check for NaN and infinite weights on load
 	// (--allow-nonfinite; not a recipe key).
 	allowNonFinite bool
+	// comm is the group of ranks the run trains on (nil: alone).
+	comm dist.Communicator
+	// stage, for a stage of a pipeline, says which settings its YAML gives
+	// (errors name those by the stage's key).
+	stage *stageOrigin
 }
 
 // DataRecipe says where the data is and how to turn it into sequences.
@@ -51,6 +57,7 @@ type DataRecipe struct {
 	SeqLen        int     `yaml:"seq_len,omitempty"`       // text: window length
 	MaxLen        int     `yaml:"max_len,omitempty"`       // instructions: truncation length
 	TrainOnPrompt bool    `yaml:"train_on_prompt,omitempty"`
+	Packing       bool    `yaml:"packing,omitempty"` // join training examples up to max_len, no attention across (data.Pack)
 	SkipInvalid   bool    `yaml:"skip_invalid,omitempty"`
 	Limit         int     `yaml:"limit,omitempty"` // use the first N training examples
 	EvalLimit     int     `yaml:"eval_limit,omitempty"`

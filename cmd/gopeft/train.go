@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/gopeft/gopeft/data"
+	"github.com/gopeft/gopeft/dist"
 	"github.com/gopeft/gopeft/eval"
 	"github.com/gopeft/gopeft/internal/atomicfile"
 	"github.com/gopeft/gopeft/model/llama"
@@ -38,38 +39,29 @@ An interrupted run continues with --resume; --overwrite-output-dir replaces the 
 of an earlier run in --output (without either, a directory holding them is refused).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if recipePath != "" {
-				// Flags given on the command line win over the recipe, and
-				// the recipe over the flags' defaults: note the given
-				// flags, read the recipe over r, then set them again.
-				fl := cmd.Flags()
-				given := map[string]string{}
-				fl.Visit(func(f *pflag.Flag) { given[f.Name] = f.Value.String() })
-				if err := readRecipe(recipePath, r); err != nil {
-					return err
-				}
-				for name, v := range given {
-					if err := fl.Set(name, v); err != nil {
-						return err
-					}
-				}
-			}
-			if r.Peft == nil {
-				r.Peft = map[string]any{}
-			}
-			reg, err := mf.apply(r.Method, r.Peft)
+			comm, err := dist.Init()
 			if err != nil {
 				return err
 			}
-			r.Method = reg.Type
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-			defer stop()
-			if len(r.Stages) > 0 || r.Continual != nil {
-				_, err = runPipeline(ctx, r, resume, overwrite, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			r.comm = comm
+			return endRanks(comm, dist.Agree(comm, func() error {
+				// Every rank reads the recipe; the ranks go on only if all can.
+				return readTrainFlags(cmd, recipePath, r, mf)
+			}()), func() error {
+				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+				defer stop()
+				if len(r.Stages) > 0 || r.Continual != nil {
+					if comm.Size() > 1 {
+						return fmt.Errorf("a pipeline (stages: or continual:) runs as one process; data-parallel ranks train single stages")
+					}
+					_, err := runPipeline(ctx, r, resume, overwrite, cmd.OutOrStdout(), cmd.ErrOrStderr())
+					return err
+				}
+				stopRanks := onTermination(comm, r.Output)
+				defer stopRanks()
+				_, err := runTrain(ctx, r, resume, overwrite, cmd.OutOrStdout(), cmd.ErrOrStderr())
 				return err
-			}
-			_, err = runTrain(ctx, r, resume, overwrite, cmd.OutOrStdout(), cmd.ErrOrStderr())
-			return err
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -89,6 +81,7 @@ of an earlier run in --output (without either, a directory holding them is refus
 	fl.IntVar(&r.Data.SeqLen, "seq-len", 128, "plain text: tokens per window")
 	fl.IntVar(&r.Data.MaxLen, "max-len", 512, "instruction data: truncate to this many tokens")
 	fl.BoolVar(&r.Data.TrainOnPrompt, "train-on-prompt", false, "count the prompt's tokens in the loss too")
+	fl.BoolVar(&r.Data.Packing, "packing", false, "instruction data: pack consecutive examples into sequences of up to --max-len tokens, without attention across them")
 	fl.BoolVar(&r.Data.SkipInvalid, "skip-invalid", false, "skip and count malformed rows instead of stopping")
 	fl.IntVar(&r.Data.Limit, "limit", 0, "use only the first N training examples")
 	fl.IntVar(&r.Data.EvalLimit, "eval-limit", 0, "use only the first N eval examples")
@@ -112,41 +105,105 @@ of an earlier run in --output (without either, a directory holding them is refus
 	return cmd
 }
 
+// readTrainFlags reads the recipe (--config) under the flags given on the
+// command line and applies the method's flags.
+func readTrainFlags(cmd *cobra.Command, recipePath string, r *Recipe, mf *methodFlags) error {
+	if recipePath != "" {
+		// Flags given on the command line win over the recipe, and
+		// the recipe over the flags' defaults: note the given
+		// flags, read the recipe over r, then set them again.
+		fl := cmd.Flags()
+		given := map[string]string{}
+		fl.Visit(func(f *pflag.Flag) { given[f.Name] = f.Value.String() })
+		if err := readRecipe(recipePath, r); err != nil {
+			return err
+		}
+		for name, v := range given {
+			if err := fl.Set(name, v); err != nil {
+				return err
+			}
+		}
+	}
+	if r.Peft == nil {
+		r.Peft = map[string]any{}
+	}
+	reg, err := mf.apply(r.Method, r.Peft)
+	if err != nil {
+		return err
+	}
+	r.Method = reg.Type
+	return nil
+}
+
 // runTrain carries out a recipe: check every setting and the output
-// directory, load, attach the method, train, save.
+// directory, load, attach the method, train, save. With several ranks
+// (r.comm) every rank loads the model and data, and they start only when
+// all of them could; rank 0 alone checks and writes the output directory.
 func runTrain(ctx context.Context, r *Recipe, resume, overwrite bool, out, progress io.Writer) (train.Summary, error) {
+	c := dist.Or(r.comm)
+	if c.Rank() != 0 {
+		out, progress = io.Discard, io.Discard
+	}
+	if line := dist.Describe(c); line != "" {
+		fmt.Fprintln(out, line)
+	}
+	in, err := loadTrain(r, resume, overwrite, out, c.Rank() == 0)
+	if err := dist.Agree(c, err); err != nil {
+		return train.Summary{}, err
+	}
+	if c.Rank() == 0 {
+		err = in.plan.clear(out)
+	}
+	if err := dist.Agree(c, err); err != nil {
+		return train.Summary{}, err
+	}
+	return trainModel(ctx, in.base, r, in.trainSet, in.evalSet, resume, out, progress)
+}
+
+// trainInputs are what a run loads before it trains.
+type trainInputs struct {
+	plan              outputPlan
+	base              *llama.Model
+	trainSet, evalSet []data.Example
+}
+
+// loadTrain checks the recipe and the output directory (when checkOutput:
+// the rank that writes it) and loads the model and the data.
+func loadTrain(r *Recipe, resume, overwrite bool, out io.Writer, checkOutput bool) (trainInputs, error) {
+	var in trainInputs
 	if r.Model == "" || (r.Data.Path == "" && r.Data.Task == "") || r.Output == "" {
-		return train.Summary{}, fmt.Errorf("train needs a model, data and an output directory (--model, --data or --task, --output or a recipe)")
+		return in, fmt.Errorf("train needs a model, data and an output directory (--model, --data or --task, --output or a recipe)")
 	}
 	if r.Data.Path != "" && r.Data.Task != "" {
-		return train.Summary{}, fmt.Errorf("give --data or --task, not both")
+		return in, fmt.Errorf("give --data or --task, not both")
 	}
 	if err := r.validate(); err != nil {
-		return train.Summary{}, err
+		return in, err
 	}
 	fp, err := r.fingerprint()
 	if err != nil {
-		return train.Summary{}, err
+		return in, err
 	}
 	mf := modelFlags{model: r.Model, tokenizer: r.Tokenizer}
 	inputs := []input{{"--model", r.Model}, {"--tokenizer", mf.tokenizerPath()}, {"--data", r.Data.Path}, {"--eval-data", r.Data.EvalPath}}
-	plan, err := checkTrainOutput(r, resume, overwrite, fp, inputs)
-	if err != nil {
-		return train.Summary{}, err
+	if checkOutput {
+		if in.plan, err = checkTrainOutput(r, resume, overwrite, fp, inputs); err != nil {
+			return in, err
+		}
 	}
 	base, err := loadModel(r.Model, llama.LoadOptions{BF16: r.BF16}, r.allowNonFinite)
 	if err != nil {
-		return train.Summary{}, err
+		return in, err
 	}
 	if err := r.checkContext(base.Config); err != nil {
-		return train.Summary{}, err
+		return in, err
 	}
 	tok, err := mf.loadTokenizer()
 	if err != nil {
-		return train.Summary{}, err
+		return in, err
 	}
 	if err := checkVocab(tok, base); err != nil {
-		return train.Summary{}, err
+		return in, err
 	}
 	var trainSet, evalSet []data.Example
 	source := r.Data.Path
@@ -159,13 +216,11 @@ func runTrain(ctx context.Context, r *Recipe, resume, overwrite bool, out, progr
 		trainSet, evalSet, err = loadData(r, tok)
 	}
 	if err != nil {
-		return train.Summary{}, err
+		return in, err
 	}
 	fmt.Fprintf(out, "data: %d training and %d eval sequences from %s\n", len(trainSet), len(evalSet), source)
-	if err := plan.clear(out); err != nil {
-		return train.Summary{}, err
-	}
-	return trainModel(ctx, base, r, trainSet, evalSet, resume, out, progress)
+	in.base, in.trainSet, in.evalSet = base, trainSet, evalSet
+	return in, nil
 }
 
 // checkPrepended refuses sequences that, after the virtual tokens or
@@ -220,30 +275,29 @@ func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, eva
 		return train.Summary{}, err
 	}
 	run := &train.Run{Model: pm, Train: trainSet, Eval: evalSet, Config: r.Train, OutputDir: filepath.Join(r.Output, "checkpoints"),
-		Fingerprint: fp, Resume: resume, Progress: progress, Meta: nil, Classify: r.Data.Task != ""}
-	if err := os.MkdirAll(r.Output, 0o755); err != nil {
+		Fingerprint: fp, Resume: resume, Progress: progress, Meta: nil, Classify: r.Data.Task != "", Comm: r.comm}
+	if err := run.CheckRanks(); err != nil { // before anything is written
 		return train.Summary{}, err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(r.Output, "recipe.yaml"), recipe); err != nil {
-		return train.Summary{}, err
+	rank0 := dist.Or(r.comm).Rank() == 0
+	if rank0 {
+		if err := os.MkdirAll(r.Output, 0o755); err != nil {
+			return train.Summary{}, err
+		}
+		if err := atomicfile.WriteFile(filepath.Join(r.Output, "recipe.yaml"), recipe); err != nil {
+			return train.Summary{}, err
+		}
 	}
 	sum, err := run.Execute(ctx)
 	if err != nil {
 		return sum, err
 	}
-	if err := pm.Save(r.Output); err != nil {
+	if !rank0 { // rank 0 writes the results and reports
+		return sum, dist.Agree(r.comm, nil)
+	}
+	if err := dist.Agree(r.comm, saveResults(pm, r, &sum)); err != nil {
 		return sum, err
 	}
-	// The metrics and plot sit beside the result.
-	for _, f := range []string{sum.MetricsPath, sum.PlotPath} {
-		if _, err := os.Stat(f); err == nil {
-			if err := os.Rename(f, filepath.Join(r.Output, filepath.Base(f))); err != nil {
-				return sum, err
-			}
-		}
-	}
-	sum.MetricsPath = filepath.Join(r.Output, filepath.Base(sum.MetricsPath))
-	sum.PlotPath = filepath.Join(r.Output, filepath.Base(sum.PlotPath))
 	switch {
 	case !math.IsNaN(sum.FirstEvalAcc):
 		fmt.Fprintf(out, "eval loss %.4f → %.4f, accuracy %.4f → %.4f\n", sum.FirstEval, sum.LastEval, sum.FirstEvalAcc, sum.LastEvalAcc)
@@ -252,6 +306,25 @@ func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, eva
 	}
 	fmt.Fprintf(out, "train loss %.4f → %.4f over %d steps, %.0f tokens/s; wrote %s\n", sum.FirstLoss, sum.LastLoss, sum.Steps, sum.TokensPerSec, r.Output)
 	return sum, nil
+}
+
+// saveResults writes the adapter (or model) and moves the metrics and the
+// plot beside it.
+func saveResults(pm *peft.Model, r *Recipe, sum *train.Summary) error {
+	if err := pm.Save(r.Output); err != nil {
+		return err
+	}
+	// The metrics and plot sit beside the result.
+	for _, f := range []string{sum.MetricsPath, sum.PlotPath} {
+		if _, err := os.Stat(f); err == nil {
+			if err := os.Rename(f, filepath.Join(r.Output, filepath.Base(f))); err != nil {
+				return err
+			}
+		}
+	}
+	sum.MetricsPath = filepath.Join(r.Output, filepath.Base(sum.MetricsPath))
+	sum.PlotPath = filepath.Join(r.Output, filepath.Base(sum.PlotPath))
+	return nil
 }
 
 // loadData reads the training set and the eval set (a separate file, or the
@@ -272,6 +345,17 @@ func loadData(r *Recipe, tok tokenizer.Tokenizer) (trainSet, evalSet []data.Exam
 	trainSet = limit(ds.Examples, r.Data.Limit)
 	if len(trainSet) == 0 {
 		return nil, nil, fmt.Errorf("%s: no training examples", r.Data.Path)
+	}
+	if r.Data.Packing {
+		if ds.Format == data.FormatText {
+			return nil, nil, fmt.Errorf("%s: %s is %s text, already cut into full windows of %s: packing applies to instruction data",
+				r.setting("data", "packing", "--packing"), r.Data.Path, ds.Format, r.setting("data", "seq_len", "--seq-len"))
+		}
+		n := len(trainSet)
+		if trainSet, err = data.Pack(trainSet, r.Data.MaxLen); err != nil {
+			return nil, nil, err
+		}
+		fmt.Fprintf(os.Stderr, "data: packed %d training examples into sequences of up to %d tokens: %d of them\n", n, r.Data.MaxLen, len(trainSet))
 	}
 	switch {
 	case r.Data.EvalPath != "":

@@ -237,3 +237,32 @@ func TestTrainStopsOnNonFiniteLoss(t *testing.T) {
 		t.Fatalf("a diverging run should stop naming the step and the last good checkpoint: %v", err)
 	}
 }
+
+// --packing trains instruction data packed into --max-len sequences, and
+// is refused for plain text and classification tasks, naming the flag.
+func TestTrainPacking(t *testing.T) {
+	model := shared.Path(t, "data/models/stories260K/stories260K.bin")
+	alpaca := shared.Path(t, "data/instruct/alpaca_en_demo.json")
+	text := shared.Path(t, "data/text/tinyshakespeare.txt")
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short.jsonl")
+	var rows strings.Builder
+	for i := range 12 {
+		fmt.Fprintf(&rows, `{"prompt": "Tom had %d red balls.", "completion": " He gave one to Lily."}`+"\n", i+2)
+	}
+	os.WriteFile(short, []byte(rows.String()), 0o644)
+	for _, data := range []string{alpaca, short} {
+		if _, err := run(t, "train", "--model", model, "--data", data, "--packing", "--max-len", "256", "--limit", "8", "--steps", "1", "--batch", "2",
+			"--output", filepath.Join(dir, "packed"), "--overwrite-output-dir"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := run(t, "train", "--model", model, "--data", text, "--format", "text", "--seq-len", "32", "--packing", "--steps", "1", "--output", filepath.Join(dir, "text"))
+	if err == nil || !strings.Contains(err.Error(), "--packing (recipe data.packing)") || !strings.Contains(err.Error(), "applies to instruction data") {
+		t.Errorf("packing plain text: %v", err)
+	}
+	_, err = run(t, "train", "--model", model, "--task", "sst2", "--packing", "--steps", "1", "--output", filepath.Join(dir, "task"))
+	if err == nil || !strings.Contains(err.Error(), "--packing") {
+		t.Errorf("packing a classification task: %v", err)
+	}
+}

@@ -32,6 +32,29 @@ func settingName(section, key, flag string) string {
 	return flag + " (recipe " + section + "." + key + ")"
 }
 
+// stageOrigin records, for a stage of a pipeline, which settings the
+// stage's own YAML gives ("train.lr", "data.seq_len", "peft.r"): an error
+// about one of them names the stage's key, and one about a setting the
+// stage inherits names the top level's flag and key.
+type stageOrigin struct {
+	index int
+	set   map[string]bool
+}
+
+// setting names a setting of r as the user gave it: for a stage that sets
+// it, the stage's recipe key ("recipe stages[1].train.lr"); otherwise the
+// flag and top-level recipe key (settingName), marked as inherited in a
+// stage.
+func (r *Recipe) setting(section, key, flag string) string {
+	if r.stage == nil {
+		return settingName(section, key, flag)
+	}
+	if r.stage.set[section+"."+key] {
+		return fmt.Sprintf("recipe stages[%d].%s.%s", r.stage.index, section, key)
+	}
+	return settingName(section, key, flag) + ", which the stage takes from the top level,"
+}
+
 // validate checks every setting of the recipe that can be checked without
 // the model, naming the flag and recipe key and the allowed range, so that
 // a bad value stops the run before anything is loaded. Nothing is replaced
@@ -40,7 +63,7 @@ func (r *Recipe) validate() error {
 	if err := r.Train.Validate(); err != nil {
 		var fe *train.FieldError
 		if errors.As(err, &fe) {
-			return fmt.Errorf("%s is %v: %s", settingName("train", fe.Key, trainFlags[fe.Key]), fe.Value, fe.Allowed)
+			return fmt.Errorf("%s is %v: %s", r.setting("train", fe.Key, trainFlags[fe.Key]), fe.Value, fe.Allowed)
 		}
 		return err
 	}
@@ -60,22 +83,25 @@ func (r *Recipe) validate() error {
 	}
 	for _, c := range checks {
 		if !c.ok {
-			return fmt.Errorf("%s is %v: %s", settingName("data", c.key, c.flag), c.value, c.allowed)
+			return fmt.Errorf("%s is %v: %s", r.setting("data", c.key, c.flag), c.value, c.allowed)
 		}
 	}
 	if err := data.CheckFormat(d.Format); err != nil {
-		return fmt.Errorf("%s: %w", settingName("data", "format", "--format"), err)
+		return fmt.Errorf("%s: %w", r.setting("data", "format", "--format"), err)
 	}
 	if d.Template != "" {
 		if _, err := data.LookupTemplate(d.Template); err != nil {
-			return fmt.Errorf("%s: %w", settingName("data", "template", "--template"), err)
+			return fmt.Errorf("%s: %w", r.setting("data", "template", "--template"), err)
 		}
 		if strings.EqualFold(d.Format, data.FormatText) {
-			return fmt.Errorf("%s %q applies to instruction data, and --format text packs plain text without one", settingName("data", "template", "--template"), d.Template)
+			return fmt.Errorf("%s %q applies to instruction data, and --format text packs plain text without one", r.setting("data", "template", "--template"), d.Template)
 		}
 	}
+	if d.Packing && d.Task != "" {
+		return fmt.Errorf("%s: task %s classifies whole sequences; packing applies to instruction data", r.setting("data", "packing", "--packing"), d.Task)
+	}
 	if d.EvalPath != "" && d.EvalFraction > 0 {
-		return fmt.Errorf("give %s or %s, not both: the eval set is one or the other", settingName("data", "eval_path", "--eval-data"), settingName("data", "eval_fraction", "--eval-fraction"))
+		return fmt.Errorf("give %s or %s, not both: the eval set is one or the other", r.setting("data", "eval_path", "--eval-data"), r.setting("data", "eval_fraction", "--eval-fraction"))
 	}
 	if _, err := r.newMethod(); err != nil {
 		return err
@@ -92,7 +118,7 @@ func (r *Recipe) newMethod() (peft.Method, error) {
 	}
 	for _, k := range slices.Sorted(maps.Keys(r.Peft)) {
 		if x, ok := r.Peft[k].(float64); ok && (math.IsNaN(x) || math.IsInf(x, 0)) {
-			return nil, fmt.Errorf("%s is %v: must be a finite number", peftSetting(reg, k), x)
+			return nil, fmt.Errorf("%s is %v: must be a finite number", r.peftSetting(reg, k), x)
 		}
 	}
 	pj, err := r.peftJSON()
@@ -101,7 +127,11 @@ func (r *Recipe) newMethod() (peft.Method, error) {
 	}
 	method := reg.New()
 	if err := peft.DecodeConfig(pj, method.Config(), "recipe peft block", true); err != nil {
-		return nil, namedKeyError(reg, err)
+		var ke *peft.KeyError
+		if errors.As(err, &ke) {
+			return nil, fmt.Errorf("%s is %v: %s", r.peftSetting(reg, ke.Key), ke.Value, ke.Allowed)
+		}
+		return nil, err
 	}
 	return method, nil
 }
@@ -114,6 +144,19 @@ func peftSetting(reg peft.Registration, key string) string {
 		}
 	}
 	return settingName("peft", key, "")
+}
+
+// peftSetting names a key of r's method config: the stage's key when a
+// stage sets it, else its flag and recipe key.
+func (r *Recipe) peftSetting(reg peft.Registration, key string) string {
+	if r.stage != nil && r.stage.set["peft."+key] {
+		return r.setting("peft", key, "")
+	}
+	s := peftSetting(reg, key)
+	if r.stage != nil {
+		s += ", which the stage takes from the top level,"
+	}
+	return s
 }
 
 // namedKeyError words a method's out-of-range key as the user gave it: by
@@ -141,11 +184,11 @@ func (r *Recipe) checkContext(cfg llama.Config) error {
 	}
 	if text && r.Data.SeqLen > n {
 		return fmt.Errorf("%s is %d, beyond the model's context of %d tokens (max_position_embeddings): give at most %d",
-			settingName("data", "seq_len", "--seq-len"), r.Data.SeqLen, n, n)
+			r.setting("data", "seq_len", "--seq-len"), r.Data.SeqLen, n, n)
 	}
 	if instr && r.Data.MaxLen > n {
 		return fmt.Errorf("%s is %d, beyond the model's context of %d tokens (max_position_embeddings): give at most %d",
-			settingName("data", "max_len", "--max-len"), r.Data.MaxLen, n, n)
+			r.setting("data", "max_len", "--max-len"), r.Data.MaxLen, n, n)
 	}
 	return nil
 }

@@ -80,6 +80,9 @@ func (m *Model) ClassifyLogits(p *nn.Pass, in Input) (*autograd.Var, error) {
 	if m.Score == nil {
 		return nil, fmt.Errorf("llama: the model has no classification head (AddScoreHead, or load a SEQ_CLS adapter)")
 	}
+	if in.Segments != nil {
+		return nil, fmt.Errorf("llama: classification pools one token per sequence: it does not take packed segments")
+	}
 	rows, err := LastTokenRows(in)
 	if err != nil {
 		return nil, err

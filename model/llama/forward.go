@@ -22,6 +22,15 @@ type Input struct {
 	// Cache, when set, holds earlier tokens' keys and values: the batch
 	// continues those sequences, and its keys and values are appended.
 	Cache *KVCache
+	// Segments, when set, packs several examples into each sequence: one
+	// id per token (Batch·T), and a new example starts wherever the id
+	// differs from the previous token's. Each example is computed as if it
+	// were alone: its positions restart at 0 (as Hugging Face's packing
+	// with restarting position_ids), it attends to no other example's
+	// tokens, and Loss predicts nothing across a boundary. Prefix keys
+	// (prefix tuning) are seen by every example; virtual tokens, a KV
+	// cache and classification do not combine with packing.
+	Segments []int
 }
 
 func (in *Input) check(vocab int) error {
@@ -42,7 +51,32 @@ func (in *Input) check(vocab int) error {
 	if in.Cache != nil && in.Cache.batch != in.Batch {
 		return fmt.Errorf("llama: cache for batch %d used with batch %d", in.Cache.batch, in.Batch)
 	}
+	if in.Segments != nil {
+		if len(in.Segments) != len(in.IDs) {
+			return fmt.Errorf("llama: %d segment ids for %d tokens", len(in.Segments), len(in.IDs))
+		}
+		if in.Cache != nil {
+			return fmt.Errorf("llama: packed segments cannot continue a KV cache")
+		}
+	}
 	return nil
+}
+
+// segStarts gives each row of a packed input the index (within its
+// sequence) of its segment's first token; nil without segments.
+func segStarts(in Input) []int {
+	if in.Segments == nil {
+		return nil
+	}
+	st := make([]int, len(in.Segments))
+	for i := range st {
+		if t := i % in.T; t > 0 && in.Segments[i] == in.Segments[i-1] {
+			st[i] = st[i-1]
+		} else {
+			st[i] = t
+		}
+	}
+	return st
 }
 
 // Forward runs the decoder and returns the final normalised hidden states
@@ -104,6 +138,9 @@ func (m *Model) forward(p *nn.Pass, in Input) (*autograd.Var, *nn.Pass, int, []b
 		if x, in, virtual, err = m.prependVirtual(p, x, in); err != nil {
 			return nil, nil, 0, nil, err
 		}
+		if virtual > 0 && in.Segments != nil {
+			return nil, nil, 0, nil, fmt.Errorf("llama: packed segments with %d virtual tokens (prompt tuning): each example would need its own; train without packing", virtual)
+		}
 		if virtual > 0 && in.Mask != nil {
 			for b := 0; b < in.Batch; b++ {
 				virtMask = append(virtMask, in.Mask[b*in.T:b*in.T+virtual]...)
@@ -125,7 +162,7 @@ func (m *Model) forward(p *nn.Pass, in Input) (*autograd.Var, *nn.Pass, int, []b
 		return nil, nil, 0, nil, fmt.Errorf("llama: %d cached + %d new tokens exceed the cache's %d positions", in.Cache.Len(), in.T, in.Cache.capacity)
 	}
 	pos, keyMask := m.positions(in, pre)
-	shape := autograd.AttnShape{Batch: in.Batch, T: in.T, Heads: cfg.NumAttentionHeads, KVHeads: cfg.NumKeyValueHeads, HeadDim: cfg.HeadSize()}
+	shape := autograd.AttnShape{Batch: in.Batch, T: in.T, Heads: cfg.NumAttentionHeads, KVHeads: cfg.NumKeyValueHeads, HeadDim: cfg.HeadSize(), SegStart: segStarts(in)}
 	angles := m.rope.Angles(pos) // every layer rotates the same positions
 	for _, b := range m.Layers {
 		var pk, pv *autograd.Var
@@ -263,8 +300,8 @@ func (m *Model) prefixes(p *nn.Pass) (prefixes, error) {
 }
 
 // positions gives each row its RoPE position (cached real tokens, prefix
-// rows it sees and real tokens before it) and the key mask over prefix,
-// cached and new keys (nil when every key is visible).
+// rows it sees and real tokens before it in its packed segment) and the key
+// mask over prefix, cached and new keys (nil when every key is visible).
 func (m *Model) positions(in Input, pre prefixes) ([]int, []bool) {
 	pos := make([]int, in.Batch*in.T)
 	past := 0
@@ -293,8 +330,12 @@ func (m *Model) positions(in Input, pre prefixes) ([]int, []bool) {
 				keyMask = append(keyMask, in.Cache.mask[b][:past]...)
 			}
 		}
+		start := n
 		for t := 0; t < in.T; t++ {
 			i := b*in.T + t
+			if in.Segments != nil && t > 0 && in.Segments[i] != in.Segments[i-1] {
+				n = start // a packed example starts again after the prefix
+			}
 			pos[i] = n
 			real := in.Mask == nil || in.Mask[i]
 			if real {
@@ -389,8 +430,8 @@ func (m *Model) Loss(p *nn.Pass, in Input, labels []int) (*autograd.Var, error) 
 			} else {
 				real = in.Mask == nil || in.Mask[b*in.T+t-virtual]
 			}
-			if real && next >= 0 && next < in.T {
-				targets[i] = labels[b*in.T+next]
+			if real && next >= 0 && next < in.T && (in.Segments == nil || t < virtual || in.Segments[b*in.T+next] == in.Segments[b*in.T+next-1]) {
+				targets[i] = labels[b*in.T+next] // never across packed examples
 			}
 		}
 	}

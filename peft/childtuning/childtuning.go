@@ -158,11 +158,7 @@ type MethodD struct {
 func NewD(c *ConfigD) *MethodD {
 	m := &MethodD{Cfg: c}
 	m.Method = sparse.NewMethod(c, &c.Config, func(pm *peft.Model, ts []*nn.Linear, k int, obj peft.Objective) ([][]int32, error) {
-		f, err := sparse.Fisher(pm, ts, obj, sparse.FisherOptions{Samples: c.NumSamples, ClipNorm: c.MaxGradNorm, Mean: true})
-		if err != nil {
-			return nil, err
-		}
-		return sparse.TopK(f, k), nil
+		return sparse.FisherTopK(pm, ts, obj, sparse.FisherOptions{Samples: c.NumSamples, ClipNorm: c.MaxGradNorm, Mean: true}, k)
 	})
 	return m
 }

@@ -26,6 +26,7 @@ func init() {
 		Flags: []peft.Flag{
 			{Name: "density", Key: "density", Kind: peft.FloatFlag, Usage: "fraction of the base's parameters that may change"},
 			{Name: "num-samples", Key: "num_samples", Kind: peft.IntFlag, Usage: "training examples the Fisher information is summed over"},
+			{Name: "max-fisher-mib", Key: "max_fisher_mib", Kind: peft.IntFlag, Usage: "MiB the Fisher sums may hold at once (0: no bound); each group of targets that fits takes its own pass over the samples"},
 			{Name: "targets", Key: "target_modules", Kind: peft.ModulesFlag, Usage: "target modules: a comma list, a regex or all-linear"},
 		},
 	})
@@ -35,15 +36,24 @@ func init() {
 type Config struct {
 	sparse.Config
 	NumSamples int `json:"num_samples"`
+	// MaxFisherMiB bounds the Fisher sums held at once (see
+	// sparse.FisherOptions.MaxBytes); 0: all targets in one pass.
+	MaxFisherMiB int `json:"max_fisher_mib"`
 }
 
 // NewConfig returns the reference's defaults: keep 0.5%, N = 1024.
 func NewConfig() *Config {
-	return &Config{Config: sparse.NewConfig(PeftType, 0.005), NumSamples: 1024}
+	return &Config{Config: sparse.NewConfig(PeftType, 0.005), NumSamples: 1024, MaxFisherMiB: DefaultMaxFisherMiB}
 }
+
+// DefaultMaxFisherMiB is the default bound on the Fisher sums held at once.
+const DefaultMaxFisherMiB = 64
 
 // Validate implements peft.Config.
 func (c *Config) Validate() error {
+	if c.MaxFisherMiB < 0 {
+		return &peft.KeyError{Method: PeftType, Key: "max_fisher_mib", Value: c.MaxFisherMiB, Allowed: "must be ≥ 0 (0: no bound)"}
+	}
 	if c.NumSamples < 1 {
 		return &peft.KeyError{Method: PeftType, Key: "num_samples", Value: c.NumSamples, Allowed: "must be at least 1"}
 	}
@@ -60,11 +70,7 @@ type Method struct {
 func New(c *Config) *Method {
 	m := &Method{Cfg: c}
 	m.Method = sparse.NewMethod(c, &c.Config, func(pm *peft.Model, ts []*nn.Linear, k int, obj peft.Objective) ([][]int32, error) {
-		f, err := sparse.Fisher(pm, ts, obj, sparse.FisherOptions{Samples: c.NumSamples})
-		if err != nil {
-			return nil, err
-		}
-		return sparse.TopK(f, k), nil
+		return sparse.FisherTopK(pm, ts, obj, sparse.FisherOptions{Samples: c.NumSamples, MaxBytes: int64(c.MaxFisherMiB) << 20}, k)
 	})
 	return m
 }

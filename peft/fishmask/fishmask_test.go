@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -278,6 +279,42 @@ func TestResumeBitwise(t *testing.T) {
 			if math.Float32bits(v[i]) != math.Float32bits(got[name][i]) {
 				t.Fatalf("%s[%d]: resumed %v, uninterrupted %v", name, i, got[name][i], v[i])
 			}
+		}
+	}
+}
+
+// FisherTopK with its sums bounded to a few targets at a time (one pass
+// over the examples per group) selects exactly what the global top-k of
+// the whole Fisher does, and leaves no probe, gradient or trainable weight.
+func TestFisherTopKBoundedMatchesWhole(t *testing.T) {
+	base := small(t)
+	pm := peft.Wrap(base)
+	ts, err := pm.Targets(&peft.BaseConfig{TargetModules: peft.ModuleRegex("all-linear")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := lossObjective{base, examples()[:4]}
+	whole, err := sparse.Fisher(pm, ts, obj, sparse.FisherOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []int{1, 37, 400, 5000} {
+		want := sparse.TopK(whole, k)
+		for _, mb := range []int64{1, 600, 2000} {
+			got, err := sparse.FisherTopK(pm, ts, obj, sparse.FisherOptions{MaxBytes: mb}, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range want {
+				if !slices.Equal(got[i], want[i]) {
+					t.Fatalf("k %d, %d bytes: target %s selects %v, the whole Fisher %v", k, mb, ts[i].Name, got[i], want[i])
+				}
+			}
+		}
+	}
+	for _, l := range ts {
+		if len(l.Deltas) != 0 || l.Weight.RequiresGrad() || l.Weight.Grad != nil {
+			t.Fatalf("%s keeps %d hooks or a gradient after the Fisher", l.Name, len(l.Deltas))
 		}
 	}
 }

@@ -2,6 +2,11 @@
 // update y = W₀x + s·B·A·dropout(x) beside a frozen Linear, with A [r, in],
 // B [out, r] and s = lora_alpha/r (rsLoRA: lora_alpha/√r). Files follow
 // Hugging Face PEFT's LoRA layout exactly.
+//
+// Its variants are sibling files, as PEFT's are: dora.go (use_dora, and
+// the DORA alias), init.go (PiSSA and OLoRA, which start from the base
+// weight), and arith.go with combine.go (adapter arithmetic, PEFT's
+// add_weighted_adapter with the intended maths).
 package lora
 
 import (
@@ -29,6 +34,10 @@ type Config struct {
 	RankPattern     map[string]int     `json:"rank_pattern"`
 	AlphaPattern    map[string]float64 `json:"alpha_pattern"`
 	LoraBias        bool               `json:"lora_bias"`
+
+	// requireDoRA marks a config made for --method DORA, which a peft
+	// block must not turn back into plain LoRA.
+	requireDoRA bool
 }
 
 // Init is init_lora_weights (see lowrank.Init).
@@ -39,16 +48,20 @@ const (
 	InitDefault  = lowrank.InitDefault
 	InitGaussian = lowrank.InitGaussian
 	InitRandom   = lowrank.InitRandom
+	InitPiSSA    = lowrank.InitPiSSA
+	InitOLoRA    = lowrank.InitOLoRA
 )
 
 // NewConfig returns PEFT's LoRA defaults for a causal LM: r 8, alpha 8, no
 // dropout, q_proj and v_proj.
 func NewConfig() *Config {
-	return &Config{
+	c := &Config{
 		BaseConfig: peft.BaseConfig{PeftType: PeftType, TaskType: "CAUSAL_LM", TargetModules: peft.ModuleList("q_proj", "v_proj")},
 		R:          8, LoraAlpha: 8, Bias: "none", InitLoraWeights: InitDefault,
 		RankPattern: map[string]int{}, AlphaPattern: map[string]float64{},
 	}
+	c.SetDefaultKeys(lowrank.PEFTKeys())
+	return c
 }
 
 // Validate checks LoRA's keys, refusing the variants not built here rather
@@ -61,8 +74,8 @@ func (c *Config) Validate() error {
 		return &peft.KeyError{Method: PeftType, Key: "lora_alpha", Value: c.LoraAlpha, Allowed: "must be a finite number"}
 	case !(c.LoraDropout >= 0 && c.LoraDropout < 1):
 		return &peft.KeyError{Method: PeftType, Key: "lora_dropout", Value: c.LoraDropout, Allowed: "must be in [0, 1)"}
-	case c.UseDoRA:
-		return fmt.Errorf("lora: use_dora is not supported yet")
+	case c.requireDoRA && !c.UseDoRA:
+		return &peft.KeyError{Method: "DORA", Key: "use_dora", Value: false, Allowed: "method DORA is LORA with use_dora true; use method LORA for plain LoRA"}
 	case c.Bias != "" && c.Bias != "none":
 		return fmt.Errorf("lora: bias %q is not supported (LLaMA has no biases): use \"none\"", c.Bias)
 	case c.FanInFanOut:
@@ -72,6 +85,10 @@ func (c *Config) Validate() error {
 	}
 	if err := c.InitLoraWeights.Validate(); err != nil {
 		return fmt.Errorf("lora: %w", err)
+	}
+	if c.UseDoRA && c.InitLoraWeights.ChangesBase() {
+		return &peft.KeyError{Method: PeftType, Key: "init_lora_weights", Value: string(c.InitLoraWeights),
+			Allowed: "rewrites the base weight, which DoRA's magnitudes are measured on; not with use_dora"}
 	}
 	for k, r := range c.RankPattern {
 		if r <= 0 {

@@ -20,8 +20,9 @@ import (
 )
 
 // Init is init_lora_weights: true (Kaiming-uniform A, zero B), "gaussian"
-// (A ~ N(0, 1/r), zero B) or false (random A and B: not an identity start,
-// for tests).
+// (A ~ N(0, 1/r), zero B), false (random A and B: not an identity start,
+// for tests), or one that starts from the base weight (init.go: "pissa",
+// "pissa_niter_K", "olora").
 type Init string
 
 const (
@@ -61,11 +62,11 @@ func (i Init) MarshalJSON() ([]byte, error) {
 
 // Validate refuses the initialisations not built here.
 func (i Init) Validate() error {
-	switch i {
-	case InitDefault, InitGaussian, InitRandom, "":
+	switch {
+	case i == InitDefault, i == InitGaussian, i == InitRandom, i == "", i.ChangesBase():
 		return nil
 	}
-	return fmt.Errorf("init_lora_weights %q is not supported (true, false, \"gaussian\")", string(i))
+	return fmt.Errorf("init_lora_weights %q is not supported (true, false, \"gaussian\", \"pissa\", \"pissa_niter_K\", \"olora\")", string(i))
 }
 
 // Factors are one module's A [r, in] and B [out, r] with the scale s.
@@ -131,4 +132,19 @@ func RankAlpha(module string, r int, alpha float64, rankPattern map[string]int, 
 		alpha = alphaPattern[k]
 	}
 	return r, alpha
+}
+
+// PEFTKeys are the keys PEFT's LoraConfig (and AdaLoraConfig, its
+// subclass) writes that gopeft keeps no field for, with PEFT's defaults at
+// the pinned snapshot: a config gopeft writes carries every key PEFT's
+// does (peft.BaseConfig.SetDefaultKeys).
+func PEFTKeys() map[string]any {
+	return map[string]any{
+		"alora_invocation_tokens": nil, "arrow_config": nil, "corda_config": nil,
+		"ensure_weight_tying": false, "eva_config": nil, "kasa_config": nil,
+		"layer_replication": nil, "loftq_config": map[string]any{}, "lora_ga_config": nil,
+		"megatron_config": nil, "megatron_core": "megatron.core", "monteclora_config": nil,
+		"qalora_group_size": 16, "target_parameters": nil, "trainable_token_indices": nil,
+		"use_bdlora": nil, "use_qalora": false, "velora_config": nil,
+	}
 }

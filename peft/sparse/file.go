@@ -185,9 +185,9 @@ func (m *Method) LoadTensors(pm *peft.Model, a *peft.Adapter, stored map[string]
 	if err := m.Build(pm, a, idx, vals); err != nil {
 		return err
 	}
-	if n, all := m.Changed(), Budget(pm, 1); float64(n) > m.sc.Density*float64(all)+0.5 {
+	if n, all, d := m.Changed(), Budget(pm, 1), max(m.sc.Density, m.sc.ChangedDensity); float64(n) > d*float64(all)+0.5 {
 		return fmt.Errorf("%s: the file changes %d entries, more than density %v allows on this base (%d of %d)",
-			path, n, m.sc.Density, int(math.Floor(m.sc.Density*float64(all))), all)
+			path, n, d, int(math.Floor(d*float64(all))), all)
 	}
 	return nil
 }

@@ -13,6 +13,10 @@ type Config struct {
 	peft.BaseConfig
 	// Density is the fraction of the base's parameters that may change.
 	Density float64 `json:"density"`
+	// ChangedDensity, when set, is the fraction the saved delta changes,
+	// which can exceed Density when a method's mask moved while it trained
+	// (Fish-Dip keeps what each past mask trained).
+	ChangedDensity float64 `json:"changed_density,omitempty"`
 }
 
 // NewConfig returns a selective method's config: every Linear but the

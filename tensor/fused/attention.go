@@ -20,11 +20,17 @@ import (
 // PrefixStride, when PrefixPerBatch and non-zero, is the number of rows from
 // one sequence's prefix to the next (at least Prefix): a KV cache of fixed
 // capacity is then read in place, without gathering its filled rows.
+//
+// SegStart, when not nil, packs several examples into each sequence: it has
+// Batch·T entries, and query t of sequence b sees only the new keys from
+// SegStart[b·T+t] to t (its own example's; prefix keys stay visible to
+// all), so no attention crosses from one packed example to another.
 type AttnDims struct {
 	Batch, T, Heads, KVHeads, HeadDim int
 	Prefix                            int
 	PrefixPerBatch                    bool
 	PrefixStride                      int
+	SegStart                          []int
 }
 
 // prefixStride is the row distance between sequences' prefixes.
@@ -58,6 +64,16 @@ func (d AttnDims) check(op string, q, k, v, pk, pv []float32, keyMask []bool) {
 	if keyMask != nil && len(keyMask) != d.Batch*d.Keys() {
 		panic(fmt.Sprintf("fused.%s: key mask has %d entries, want batch %d × keys %d", op, len(keyMask), d.Batch, d.Keys()))
 	}
+	if d.SegStart != nil {
+		if len(d.SegStart) != rows {
+			panic(fmt.Sprintf("fused.%s: %d segment starts for %d query rows", op, len(d.SegStart), rows))
+		}
+		for i, st := range d.SegStart {
+			if st < 0 || st > i%max(d.T, 1) {
+				panic(fmt.Sprintf("fused.%s: query %d of its sequence starts its segment at key %d", op, i%d.T, st))
+			}
+		}
+	}
 }
 
 // attnTile is the number of query rows processed together: their scores
@@ -74,6 +90,7 @@ type attnSeq struct {
 	qd, kd        int
 	k, v, pk, pv  []float32 // new and prefix keys/values of this kv head
 	mask          []bool    // this sequence's Keys() entries, or nil
+	seg           []int     // this sequence's T segment starts, or nil
 	scale, negInf float32
 	scores        []float32 // per-worker tile buffer
 }
@@ -107,6 +124,10 @@ func (s *attnSeq) bind(b, kvh int, k, v, pk, pv []float32, keyMask []bool) {
 	s.mask = nil
 	if keyMask != nil {
 		s.mask = keyMask[b*s.d.Keys() : (b+1)*s.d.Keys()]
+	}
+	s.seg = nil
+	if s.d.SegStart != nil {
+		s.seg = s.d.SegStart[b*s.d.T : (b+1)*s.d.T]
 	}
 }
 
@@ -151,10 +172,16 @@ func (s *attnSeq) keysGrad(gpre, gcur []float32, n, nk int, p, a []float32) {
 // masked or in the future. With lse unknown (forward) it computes and
 // returns it; a row that may see no key is all 0 with lse −Inf.
 func (s *attnSeq) probs(row []float32, t int, lse float32, forward bool) float32 {
-	// Keys from limit on are in the future; below it, the mask decides.
+	// Keys from limit on are in the future; below it, the mask decides,
+	// and new keys of an earlier packed example are hidden.
 	limit := min(len(row), s.d.Prefix+t+1)
 	clear(row[limit:])
 	row = row[:limit]
+	if s.seg != nil {
+		for j := s.d.Prefix; j < s.d.Prefix+s.seg[t]; j++ {
+			row[j] = s.negInf
+		}
+	}
 	mask := s.mask
 	if mask != nil {
 		mask = mask[:limit]
