@@ -16,6 +16,7 @@ import (
 	_ "github.com/gopeft/gopeft/peft/fishdip"      // registers FISH_DIP
 	_ "github.com/gopeft/gopeft/peft/fishmask"     // registers FISHMASK
 	_ "github.com/gopeft/gopeft/peft/full"         // registers FULL
+	_ "github.com/gopeft/gopeft/peft/hybrid"       // registers MAM, UNIPELT
 	_ "github.com/gopeft/gopeft/peft/ia3"          // registers IA3
 	_ "github.com/gopeft/gopeft/peft/lntuning"     // registers LN_TUNING
 	_ "github.com/gopeft/gopeft/peft/lora"         // registers LORA
@@ -24,6 +25,7 @@ import (
 	_ "github.com/gopeft/gopeft/peft/prompttuning" // registers PROMPT_TUNING
 	_ "github.com/gopeft/gopeft/peft/ptuning"      // registers P_TUNING
 	_ "github.com/gopeft/gopeft/peft/sam"          // registers SAM
+	_ "github.com/gopeft/gopeft/peft/ssf"          // registers SSF
 )
 
 // methodFlags are the flags that registered methods declare (--rank,

@@ -332,7 +332,11 @@ func newGenerateCmd() *cobra.Command {
 			// As llama2.c's runner: BOS, then the prompt encoded with its
 			// dummy prefix space.
 			ids := append([]int{m.Config.BOSTokenID}, tok.Encode(prompt)...)
-			if opt.MaxNewTokens, err = clampToContext(cmd.ErrOrStderr(), len(ids), opt.MaxNewTokens, m.Config.MaxPositionEmbeddings); err != nil {
+			virtual, err := m.Prepended(nil)
+			if err != nil {
+				return err
+			}
+			if opt.MaxNewTokens, err = clampToContext(cmd.ErrOrStderr(), len(ids), virtual, opt.MaxNewTokens, m.Config.MaxPositionEmbeddings); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -591,16 +595,21 @@ func checkSampling(cmd *cobra.Command, opt llama.GenerateOptions) error {
 }
 
 // clampToContext bounds the number of new tokens by what the model's
-// context leaves after the prompt, saying so when it cuts: the KV cache is
+// context leaves after the prompt and the adapter's virtual tokens or
+// prefix (virtual positions), saying so when it cuts: the KV cache is
 // sized for the whole sequence, so -n 1000000000 would otherwise allocate
 // until memory runs out.
-func clampToContext(w io.Writer, promptLen, n, context int) (int, error) {
-	room := context - promptLen
+func clampToContext(w io.Writer, promptLen, virtual, n, context int) (int, error) {
+	room := context - promptLen - virtual
+	also := ""
+	if virtual > 0 {
+		also = fmt.Sprintf(" and the adapter's virtual tokens or prefix %d", virtual)
+	}
 	if room <= 0 {
-		return 0, fmt.Errorf("the prompt is %d tokens, the model's context only %d (max_position_embeddings): shorten the prompt", promptLen, context)
+		return 0, fmt.Errorf("the prompt is %d tokens%s, the model's context only %d (max_position_embeddings): shorten the prompt", promptLen, also, context)
 	}
 	if n > room {
-		fmt.Fprintf(w, "gopeft: generating at most %d tokens, not %d: the model's context is %d tokens and the prompt takes %d\n", room, n, context, promptLen)
+		fmt.Fprintf(w, "gopeft: generating at most %d tokens, not %d: the model's context is %d tokens and the prompt takes %d%s\n", room, n, context, promptLen, also)
 		return room, nil
 	}
 	return n, nil

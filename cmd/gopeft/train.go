@@ -231,6 +231,26 @@ func loadTrain(r *Recipe, resume, overwrite bool, out io.Writer, checkOutput boo
 	return in, nil
 }
 
+// checkPrepended refuses sequences that, after the virtual tokens or
+// prefix the adapter places first, would run past the model's context.
+func checkPrepended(base *llama.Model, sets ...[]data.Example) error {
+	n, err := base.Prepended(nil)
+	if err != nil || n == 0 {
+		return err
+	}
+	longest := 0
+	for _, set := range sets {
+		for _, e := range set {
+			longest = max(longest, len(e.IDs))
+		}
+	}
+	if ctx := base.Config.MaxPositionEmbeddings; n+longest > ctx {
+		return fmt.Errorf("the adapter's %d virtual tokens or prefix positions and the longest sequence's %d tokens exceed the model's context of %d (max_position_embeddings): shorten the sequences (--seq-len, --max-len) or the prefix (num_virtual_tokens)",
+			n, longest, ctx)
+	}
+	return nil
+}
+
 // trainModel attaches the recipe's method to base and trains it.
 func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, evalSet []data.Example, resume bool, out, progress io.Writer) (train.Summary, error) {
 	method, err := r.newMethod()
@@ -251,6 +271,9 @@ func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, eva
 		return train.Summary{}, err
 	}
 	fmt.Fprintln(out, pm.ParamLine())
+	if err := checkPrepended(base, trainSet, evalSet); err != nil {
+		return train.Summary{}, err
+	}
 	fp, err := r.fingerprint()
 	if err != nil {
 		return train.Summary{}, err

@@ -23,8 +23,16 @@ type LM struct {
 	BatchTokens int
 }
 
-// MaxLength implements eval.MaxLengther.
-func (lm *LM) MaxLength() int { return lm.Model.Config.MaxPositionEmbeddings }
+// MaxLength implements eval.MaxLengther: the context less the positions
+// the adapter's virtual tokens or prefix take (llama.Model.Prepended), so
+// that a few-shot context is truncated to what fits after them.
+func (lm *LM) MaxLength() int {
+	n, err := lm.Model.Prepended(nil)
+	if err != nil { // the forward will report it
+		n = 0
+	}
+	return lm.Model.Config.MaxPositionEmbeddings - n
+}
 
 // LogLikelihood implements eval.LM. Consecutive requests with the same
 // context (the choices of one question) share it: the context runs once,

@@ -36,6 +36,12 @@ func (c *Config) NumParams() (n uint64, ok bool) {
 	// Per layer: q, k, v, o; gate, up, down; two norms.
 	layer := add(add(mul(q, d), mul(mul(kv, d), 2)), mul(d, q))
 	layer = add(add(layer, mul(mul(h, d), 3)), mul(d, 2))
+	if c.AttentionBias {
+		layer = add(layer, add(add(q, mul(kv, 2)), d))
+	}
+	if c.MLPBias {
+		layer = add(layer, add(mul(h, 2), d))
+	}
 	n = add(n, mul(layer, u(c.NumHiddenLayers)))
 	return n, !overflow && n <= 1<<63-1
 }

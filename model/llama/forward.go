@@ -234,6 +234,32 @@ func (m *Model) prependVirtual(p *nn.Pass, x *autograd.Var, in Input) (*autograd
 	return p.Tape.ConcatSeq(virt, x, in.Batch, true), in, n, nil
 }
 
+// Prepended is how many positions the hooks that a pass runs (nil: the
+// default adapter) place before a sequence's own tokens: virtual tokens
+// and key/value prefixes, which the real tokens' positions follow. A
+// sequence of T tokens then needs Prepended + T positions of the context.
+// It asks the hooks for their rows, as a forward would, whatever the
+// method; with several adapters in the pass it counts every one's.
+func (m *Model) Prepended(p *nn.Pass) (int, error) {
+	batch := 1
+	if p != nil && len(p.Adapters) > 1 {
+		batch = len(p.Adapters)
+	}
+	p, err := p.Begin(batch, m.Adapter)
+	if err != nil {
+		return 0, err
+	}
+	p.Tape = nil
+	n := 0
+	for _, h := range m.Embed.Hooks {
+		if p.Applies(h.Owner()) {
+			n += h.VirtualTokens(p, m.Embed).Value.Rows()
+		}
+	}
+	pre, err := m.prefixes(p)
+	return n + pre.n, err
+}
+
 // prefixes are every layer's key/value prefixes ([n, kvDim] each) and, per
 // sequence, which of the n rows it sees (batch × n, sequence-major).
 type prefixes struct {

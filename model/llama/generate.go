@@ -124,8 +124,17 @@ func (m *Model) Generate(ctx context.Context, prompt []int, opt GenerateOptions,
 		return nil, fmt.Errorf("llama: %w", err)
 	}
 	// The cache is sized for the whole sequence up front: bound it by the
-	// context rather than by whatever length was asked for.
-	if ctxLen := m.Config.MaxPositionEmbeddings; len(prompt)+opt.MaxNewTokens > ctxLen {
+	// context rather than by whatever length was asked for. Virtual tokens
+	// and prefixes that the adapter's hooks place first take positions too.
+	n, err := m.Prepended(nil)
+	if err != nil {
+		return nil, err
+	}
+	if ctxLen := m.Config.MaxPositionEmbeddings; n+len(prompt)+opt.MaxNewTokens > ctxLen {
+		if n > 0 {
+			return nil, fmt.Errorf("llama: the adapter's %d virtual or prefix positions, the prompt's %d tokens and %d new ones exceed the model's context of %d (max_position_embeddings)",
+				n, len(prompt), opt.MaxNewTokens, ctxLen)
+		}
 		return nil, fmt.Errorf("llama: the prompt's %d tokens and %d new ones exceed the model's context of %d (max_position_embeddings)",
 			len(prompt), opt.MaxNewTokens, ctxLen)
 	}

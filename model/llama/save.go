@@ -73,6 +73,8 @@ func SaveHFWith(m *Model, dir string, opt SaveOptions) error {
 		}
 		cfg.Extra["quantization_config"] = qc
 	}
+	ts := m.Tensors()
+	cfg.AttentionBias, cfg.MLPBias = m.biases(ts)
 	cfgJSON, err := cfg.JSON()
 	if err != nil {
 		return err
@@ -81,7 +83,6 @@ func SaveHFWith(m *Model, dir string, opt SaveOptions) error {
 		return err
 	}
 	var out []*format.Tensor
-	ts := m.Tensors()
 	names := make([]string, 0, len(ts))
 	for n := range ts {
 		names = append(names, n)
@@ -99,7 +100,11 @@ func SaveHFWith(m *Model, dir string, opt SaveOptions) error {
 			}
 			if heads > 0 {
 				f := t.ToF32()
-				p := format.PermuteQKForHF(f.Data, heads, f.Shape[0], f.Shape[1])
+				cols := 1 // a bias permutes as a one-column matrix
+				if len(f.Shape) == 2 {
+					cols = f.Shape[1]
+				}
+				p := format.PermuteQKForHF(f.Data, heads, f.Shape[0], cols)
 				t = tensor.FromData(p, f.Shape...)
 				if ts[name].DType() == tensor.BF16 {
 					t = t.ToBF16()
@@ -129,10 +134,33 @@ func SaveHFWith(m *Model, dir string, opt SaveOptions) error {
 	return atomicfile.WriteFile(filepath.Join(dir, format.HFConfigFile), append(cfgJSON, '\n'))
 }
 
+// biases says whether the model's attention and MLP Linears have biases
+// (a merged SSF adapter gives some layers one) and adds zero biases to ts
+// for the others of the same group: Hugging Face's attention_bias and
+// mlp_bias give every q, k, v, o (gate, up, down) of every layer one.
+func (m *Model) biases(ts map[string]*tensor.Tensor) (attn, mlp bool) {
+	for _, b := range m.Layers {
+		for j, l := range b.Linears() {
+			if l.Bias != nil {
+				attn, mlp = attn || j < 4, mlp || j >= 4
+			}
+		}
+	}
+	for _, b := range m.Layers {
+		for j, l := range b.Linears() {
+			if l.Bias == nil && ((j < 4 && attn) || (j >= 4 && mlp)) {
+				ts[l.Name+".bias"] = tensor.New(l.Out())
+			}
+		}
+	}
+	return attn, mlp
+}
+
+// isProj reports whether name is a layer's proj weight or bias.
 func isProj(name, proj string) bool {
 	var i int
-	n, _ := fmt.Sscanf(name, "model.layers.%d.self_attn."+proj+".weight", &i)
-	return n == 1 && name == layerName(i, "self_attn."+proj+".weight")
+	n, _ := fmt.Sscanf(name, "model.layers.%d.self_attn."+proj+".", &i)
+	return n == 1 && (name == layerName(i, "self_attn."+proj+".weight") || name == layerName(i, "self_attn."+proj+".bias"))
 }
 
 // quantKind is the quantization of the model's weights (none, or one kind
@@ -197,6 +225,13 @@ func SaveLlama2c(m *Model, path string, seqLen int) error {
 		return fmt.Errorf("%s: llama2.c normalises with ε = 1e-5, the config has %v", path, cfg.RMSNormEps)
 	case seqLen <= 0:
 		return fmt.Errorf("%s: sequence length %d must be positive", path, seqLen)
+	}
+	for _, b := range m.Layers {
+		for _, l := range b.Linears() {
+			if l.Bias != nil {
+				return fmt.Errorf("%s: %s has a bias (a merged SSF adapter?), and llama2.c's format has none: save it as a Hugging Face model", path, l.Name)
+			}
+		}
 	}
 	h := format.Llama2cHeader{Dim: cfg.HiddenSize, HiddenDim: cfg.IntermediateSize, NLayers: cfg.NumHiddenLayers,
 		NHeads: cfg.NumAttentionHeads, NKVHeads: cfg.NumKeyValueHeads, VocabSize: cfg.VocabSize, SeqLen: seqLen,
