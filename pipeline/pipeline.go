@@ -298,8 +298,7 @@ func (p *Pipeline) Run(ctx context.Context) (Result, error) {
 				return res, err
 			}
 		}
-		fmt.Fprintln(out, pm.ParamLine())
-		run := &train.Run{Model: pm, Train: s.Train, Eval: s.Eval, Config: s.Config, OutputDir: filepath.Join(dir, "checkpoints"),
+		run := &train.Run{Model: pm, Train: s.Train, Eval: s.Eval, Config: s.Config, OutputDir: filepath.Join(dir, "checkpoints"), ParamLine: out,
 			Progress: prog, Classify: s.NumLabels > 0}
 		if run.Fingerprint, err = train.Fingerprint(struct {
 			Pipeline string

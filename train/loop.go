@@ -57,6 +57,9 @@ type Run struct {
 	Resume bool
 	// Progress receives the progress line (nil: none).
 	Progress io.Writer
+	// ParamLine, when set, receives PEFT's trainable-parameters line once
+	// the method's parameters exist (after a peft.Preparer chose them).
+	ParamLine io.Writer
 	// Meta is stored in every checkpoint (the recipe).
 	Meta []byte
 	// AfterStep, when set, is called after each update with its record
@@ -127,6 +130,9 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 				return Summary{}, err
 			}
 		}
+	}
+	if r.ParamLine != nil {
+		fmt.Fprintln(r.ParamLine, r.Model.ParamLine())
 	}
 	params := Trainable(r.Model.TrainableParams())
 	if len(params) == 0 {

@@ -270,7 +270,6 @@ func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, eva
 	if _, err := pm.AddAdapter(peft.DefaultAdapter, method); err != nil {
 		return train.Summary{}, err
 	}
-	fmt.Fprintln(out, pm.ParamLine())
 	if err := checkPrepended(base, trainSet, evalSet); err != nil {
 		return train.Summary{}, err
 	}
@@ -282,7 +281,7 @@ func trainModel(ctx context.Context, base *llama.Model, r *Recipe, trainSet, eva
 	if err != nil {
 		return train.Summary{}, err
 	}
-	run := &train.Run{Model: pm, Train: trainSet, Eval: evalSet, Config: r.Train, OutputDir: filepath.Join(r.Output, "checkpoints"),
+	run := &train.Run{Model: pm, Train: trainSet, Eval: evalSet, Config: r.Train, OutputDir: filepath.Join(r.Output, "checkpoints"), ParamLine: out,
 		Fingerprint: fp, Resume: resume, Progress: progress, Meta: nil, Classify: r.Data.Task != "", Comm: r.comm}
 	if err := run.CheckRanks(); err != nil { // before anything is written
 		return train.Summary{}, err

@@ -266,3 +266,16 @@ func TestTrainPacking(t *testing.T) {
 		t.Errorf("packing a classification task: %v", err)
 	}
 }
+
+// A method that chooses its entries from the data (FishMask) reports them
+// in PEFT's trainable-parameters line: the line is printed once they exist.
+func TestTrainableLineAfterSelection(t *testing.T) {
+	model := shared.Path(t, "data/models/stories260K/stories260K.bin")
+	text := shared.Path(t, "data/text/tinyshakespeare.txt")
+	out, err := run(t, "train", "--model", model, "--data", text, "--format", "text", "--seq-len", "32", "--limit", "16",
+		"--steps", "1", "--batch", "2", "--method", "FISHMASK", "--density", "0.01", "--num-samples", "4",
+		"--output", filepath.Join(t.TempDir(), "fm"))
+	if err != nil || !strings.Contains(out, "trainable params: 2,600 ||") {
+		t.Errorf("FISHMASK at density 0.01 of 260K base weights: %v\n%s", err, out)
+	}
+}
