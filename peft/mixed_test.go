@@ -5,12 +5,12 @@ import (
 	"testing"
 
 	"github.com/gopeft/gopeft/autograd"
-	"github.com/gopeft/gopeft/internal/goldencheck"
 	"github.com/gopeft/gopeft/internal/shared"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/nn"
 	_ "github.com/gopeft/gopeft/peft/adalora"
 	_ "github.com/gopeft/gopeft/peft/lora"
+	"github.com/gopeft/gopeft/peft/methodtest"
 )
 
 // One batch whose rows use different adapters (LoRA, DoRA, AdaLoRA, none),
@@ -18,11 +18,11 @@ import (
 // alone with its adapter, within 1e-5 (the kernels may group rows
 // differently), with and without a tape.
 func TestMixedAdapterBatch(t *testing.T) {
-	pm := goldencheck.Model(t)
+	pm := methodtest.BaseModel(t)
 	dirs := map[string]string{
 		"lora":    shared.Path(t, "golden/stories260K/lora"),
-		"dora":    goldencheck.Dir(t, "dora"),
-		"adalora": goldencheck.Dir(t, "adalora"),
+		"dora":    methodtest.LoadGolden(t, "dora").Dir,
+		"adalora": methodtest.LoadGolden(t, "adalora").Dir,
 	}
 	for _, name := range []string{"lora", "dora", "adalora"} {
 		if _, err := pm.LoadAdapter(dirs[name], name); err != nil {

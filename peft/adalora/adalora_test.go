@@ -15,11 +15,11 @@ import (
 
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/data"
-	"github.com/gopeft/gopeft/internal/goldencheck"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/peft/methodtest"
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/train"
 )
@@ -64,8 +64,8 @@ func config(initR, targetR, tinit, tfinal, deltaT, total int) *Config {
 // TestGolden checks PEFT's AdaLoRA forward (divisor init_r + 1e-5 whatever
 // rank a module kept), loss and gradients, from PEFT's sliced file.
 func TestGolden(t *testing.T) {
-	dir := goldencheck.Dir(t, "adalora")
-	pm := goldencheck.Model(t)
+	dir := methodtest.LoadGolden(t, "adalora").Dir
+	pm := methodtest.BaseModel(t)
 	a, err := pm.LoadAdapter(dir, peft.DefaultAdapter)
 	if err != nil {
 		t.Fatal(err)
@@ -76,14 +76,16 @@ func TestGolden(t *testing.T) {
 			t.Errorf("%s holds %d triplets, rank_pattern keeps %d", ly.module, ly.rank(), want)
 		}
 	}
-	goldencheck.Check(t, pm, dir, a.Params)
+	g := methodtest.LoadGolden(t, filepath.Base(dir))
+	methodtest.CheckLogits(t, pm.Base, g)
+	methodtest.CheckLossAndGrads(t, pm, a, g)
 }
 
 // TestGoldenMergeAndSave: merged logits equal unmerged, and saving the
 // loaded adapter writes PEFT's file back: names, shapes, values and config.
 func TestGoldenMergeAndSave(t *testing.T) {
-	golden := goldencheck.Dir(t, "adalora")
-	pm := goldencheck.Model(t)
+	golden := methodtest.LoadGolden(t, "adalora").Dir
+	pm := methodtest.BaseModel(t)
 	ids := []int{1, 328, 384, 353, 219, 207, 297, 389}
 	base := logits(t, pm.Base, ids)
 	if _, err := pm.LoadAdapter(golden, peft.DefaultAdapter); err != nil {
@@ -487,7 +489,7 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("use_dora: %v", err)
 	}
 
-	golden := goldencheck.Dir(t, "adalora")
+	golden := methodtest.LoadGolden(t, "adalora").Dir
 	copyWith := func(edit func(cfg map[string]any)) string {
 		dir := t.TempDir()
 		b, err := os.ReadFile(filepath.Join(golden, peft.WeightsFile))
@@ -506,7 +508,7 @@ func TestBadInput(t *testing.T) {
 	dir := copyWith(func(cfg map[string]any) {
 		cfg["rank_pattern"].(map[string]any)[key] = []bool{true, true, true, true}
 	})
-	pm := goldencheck.Model(t)
+	pm := methodtest.BaseModel(t)
 	_, err = pm.LoadAdapter(dir, peft.DefaultAdapter)
 	if err == nil || !strings.Contains(err.Error(), "o_proj.lora_") || !strings.Contains(err.Error(), key) {
 		t.Errorf("rank_pattern not matching the tensors: %v", err)

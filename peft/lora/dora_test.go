@@ -11,19 +11,19 @@ import (
 	"testing"
 
 	"github.com/gopeft/gopeft/autograd"
-	"github.com/gopeft/gopeft/internal/goldencheck"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/peft/methodtest"
 	"github.com/gopeft/gopeft/tensor"
 )
 
 // TestDoRAGolden checks PEFT's DoRA forward, loss and the gradients of A,
 // B and the magnitude against PyTorch's, from PEFT's own file layout.
 func TestDoRAGolden(t *testing.T) {
-	dir := goldencheck.Dir(t, "dora")
-	pm := goldencheck.Model(t)
+	dir := methodtest.LoadGolden(t, "dora").Dir
+	pm := methodtest.BaseModel(t)
 	a, err := pm.LoadAdapter(dir, peft.DefaultAdapter)
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +31,9 @@ func TestDoRAGolden(t *testing.T) {
 	if n := len(a.Method.(*Method).doras); n != 10 {
 		t.Fatalf("%d DoRA layers, want 10 (k_proj and gate_proj of 5 layers)", n)
 	}
-	goldencheck.Check(t, pm, dir, a.Params)
+	g := methodtest.LoadGolden(t, filepath.Base(dir))
+	methodtest.CheckLogits(t, pm.Base, g)
+	methodtest.CheckLossAndGrads(t, pm, a, g)
 }
 
 func doraConfig(r int, targets ...string) *Config {
@@ -160,8 +162,8 @@ func TestDoRADropoutForm(t *testing.T) {
 // the float32 merge rounded once), and unmerge restores the weights.
 func TestDoRAMergeUnmerge(t *testing.T) {
 	ids := []int{1, 328, 384, 353, 219, 207, 297, 389}
-	dir := goldencheck.Dir(t, "dora")
-	pm := goldencheck.Model(t)
+	dir := methodtest.LoadGolden(t, "dora").Dir
+	pm := methodtest.BaseModel(t)
 	base := logits(t, pm.Base, ids)
 	if _, err := pm.LoadAdapter(dir, peft.DefaultAdapter); err != nil {
 		t.Fatal(err)
@@ -194,9 +196,9 @@ func TestDoRAMergeUnmerge(t *testing.T) {
 
 	// bf16: the same merge computed in float32 from the widened weights,
 	// rounded once.
-	pb := goldencheck.Model(t)
+	pb := methodtest.BaseModel(t)
 	pb.Base.ToBF16()
-	pf := goldencheck.Model(t)
+	pf := methodtest.BaseModel(t)
 	for i, l := range pf.Linears() {
 		l.Weight.Value = pb.Linears()[i].Weight.Value.ToF32()
 	}
@@ -245,8 +247,8 @@ func TestDoRAMergeUnmerge(t *testing.T) {
 // TestDoRASaveLayout: what gopeft writes carries the golden file's tensor
 // names and shapes, use_dora true and peft_type LORA, and reloads bitwise.
 func TestDoRASaveLayout(t *testing.T) {
-	golden := goldencheck.Dir(t, "dora")
-	pm := goldencheck.Model(t)
+	golden := methodtest.LoadGolden(t, "dora").Dir
+	pm := methodtest.BaseModel(t)
 	if _, err := pm.LoadAdapter(golden, peft.DefaultAdapter); err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,9 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/gopeft/gopeft/internal/goldencheck"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/peft/methodtest"
 	"github.com/gopeft/gopeft/tensor"
 )
 
@@ -76,7 +76,7 @@ func spectralNorm(w []float32, out, in int) float64 {
 func TestPiSSAAndOLoRAInit(t *testing.T) {
 	ids := []int{1, 328, 384, 353, 219, 207, 297, 389}
 	for _, init := range []Init{InitPiSSA, "pissa_niter_4", InitOLoRA} {
-		pm := goldencheck.Model(t)
+		pm := methodtest.BaseModel(t)
 		orig := map[string][]float32{}
 		for _, l := range pm.Linears() {
 			orig[l.Name] = append([]float32(nil), l.Weight.Value.Data...)
@@ -157,7 +157,7 @@ func TestPiSSASavesAsLoRAForTheOriginalBase(t *testing.T) {
 		init   Init
 		rslora bool
 	}{{InitPiSSA, false}, {InitOLoRA, true}, {"pissa_niter_2", false}} {
-		pm := goldencheck.Model(t)
+		pm := methodtest.BaseModel(t)
 		c := NewConfig()
 		c.R, c.LoraAlpha, c.InitLoraWeights, c.UseRSLoRA, c.Seed = 3, 6, tc.init, tc.rslora, 1
 		c.TargetModules = peft.ModuleList("v_proj", "up_proj")
@@ -195,7 +195,7 @@ func TestPiSSASavesAsLoRAForTheOriginalBase(t *testing.T) {
 		if m := a.Method.(*Method); m.Cfg.InitLoraWeights != tc.init || m.Cfg.R != 3 {
 			t.Errorf("saving changed the live config: init %v r %d", m.Cfg.InitLoraWeights, m.Cfg.R)
 		}
-		fresh := goldencheck.Model(t)
+		fresh := methodtest.BaseModel(t)
 		if _, err := fresh.LoadAdapter(dir, peft.DefaultAdapter); err != nil {
 			t.Fatal(err)
 		}

@@ -103,6 +103,10 @@ func CheckLossAndGrads(t *testing.T, pm *peft.Model, a *peft.Adapter, g Golden) 
 			t.Errorf("%s has no gradient", p.Name)
 			continue
 		}
+		if len(want) != len(p.Var.Grad.Data) {
+			t.Errorf("%s: gradient has %d elements, golden %d", p.Name, len(p.Var.Grad.Data), len(want))
+			continue
+		}
 		var scale, diff float64
 		for i, w := range want {
 			scale = math.Max(scale, math.Abs(float64(w)))
