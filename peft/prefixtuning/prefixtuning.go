@@ -105,17 +105,14 @@ func init() {
 // Method is a prefix-tuning adapter.
 type Method struct {
 	Cfg *Config
-	// table is the prefix [n, 2·L·token_dim] when it is trained (or loaded)
-	// directly; nil while the MLP produces it.
-	table *autograd.Var
-	mlp   *mlp
-	// loading is the tensor the last SavedParams handed out: LoadAdapter
-	// fills it, and Loaded makes it the table.
-	loading *autograd.Var
+	// Encoded holds the prefix [n, 2·L·token_dim] when it is trained (or
+	// loaded) directly, else the MLP's output, and saves it.
+	promptlearn.Encoded
+	mlp *mlp // prefix_projection's MLP until a loaded table replaces it
 }
 
 // New returns a prefix-tuning method for a config.
-func New(c *Config) *Method { return &Method{Cfg: c} }
+func New(c *Config) *Method { return &Method{Cfg: c, Encoded: promptlearn.Encoded{Name: SaveName}} }
 
 // Config implements peft.Method.
 func (m *Method) Config() peft.Config { return m.Cfg }
@@ -152,6 +149,7 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 			f.b2.Value.Zero()
 		}
 		m.mlp = f
+		m.Encode = f.forward
 		for _, v := range []*autograd.Var{f.emb, f.w1, f.b1, f.w2, f.b2} {
 			ps = append(ps, nn.Param{Name: v.Name, Var: v})
 		}
@@ -160,8 +158,8 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 		if !c.zero() {
 			t.Normal(g, 0, 1) // torch.nn.Embedding's N(0, 1)
 		}
-		m.table = autograd.Param(SaveName, t, true)
-		ps = nn.Params{{Name: SaveName, Var: m.table}}
+		m.Table = autograd.Param(SaveName, t, true)
+		ps = nn.Params{{Name: SaveName, Var: m.Table}}
 	}
 	for _, at := range pm.Sites().Attentions {
 		at.Hooks = append(at.Hooks, &hook{OwnedBy: nn.OwnedBy{Adapter: a.Name}, m: m})
@@ -192,7 +190,7 @@ func (h *hook) PrefixKV(p *nn.Pass, a *nn.Attention) (k, v *autograd.Var) {
 	c := h.m.Cfg
 	n, td, L, l := c.NumVirtualTokens, c.TokenDim, c.NumLayers, a.Layer
 	tp := p.Tape
-	if t := h.m.table; t != nil {
+	if t := h.m.Table; t != nil {
 		segs := tp.Reshape(t, n*2*L, td) // row j·2L+s is segment s of row j
 		ki, vi := make([]int, n), make([]int, n)
 		for j := range n {
@@ -229,27 +227,8 @@ func Tanh(tp *autograd.Tape, x *autograd.Var) *autograd.Var {
 	}, x)
 }
 
-// SavedParams implements peft.Saver: the table, or the MLP's output as a
-// table (PEFT's get_prompt_embedding_to_save).
-func (m *Method) SavedParams() (nn.Params, error) {
-	if m.table != nil {
-		m.loading = m.table
-		return nn.Params{{Name: SaveName, Var: m.table}}, nil
-	}
-	f := m.mlp
-	var tp *autograd.Tape
+// forward is the MLP's whole output: the table prefix tuning saves.
+func (f *mlp) forward(tp *autograd.Tape) *autograd.Var {
 	hid := Tanh(tp, tp.Add(tp.Linear(f.emb, f.w1), f.b1))
-	out := tp.Add(tp.Linear(hid, f.w2), f.b2)
-	v := autograd.Param(SaveName, out.Value.Clone(), false)
-	m.loading = v
-	return nn.Params{{Name: SaveName, Var: v}}, nil
-}
-
-// Loaded implements peft.Saver: a loaded table replaces the MLP, which a
-// file does not hold (as PEFT loads a prefix_projection adapter).
-func (m *Method) Loaded() error {
-	if m.table == nil && m.loading != nil {
-		m.table, m.mlp = m.loading, nil
-	}
-	return nil
+	return tp.Add(tp.Linear(hid, f.w2), f.b2)
 }

@@ -88,15 +88,13 @@ func init() {
 // Method is a P-tuning adapter.
 type Method struct {
 	Cfg *Config
-	// table is the virtual tokens when loaded; nil while the encoder
-	// produces them.
-	table   *autograd.Var
-	enc     *encoder
-	loading *autograd.Var
+	// Encoded holds the virtual tokens when loaded, else the encoder's
+	// output, and saves them.
+	promptlearn.Encoded
 }
 
 // New returns a P-tuning method for a config.
-func New(c *Config) *Method { return &Method{Cfg: c} }
+func New(c *Config) *Method { return &Method{Cfg: c, Encoded: promptlearn.Encoded{Name: SaveName}} }
 
 // Config implements peft.Method.
 func (m *Method) Config() peft.Config { return m.Cfg }
@@ -119,8 +117,8 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 	n, td, h := c.NumVirtualTokens*c.NumTransformerSubmodules, c.TokenDim, c.EncoderHiddenSize
 	var ps nn.Params
 	if c.InferenceMode {
-		m.table = autograd.Param(SaveName, tensor.New(n, td), true)
-		ps = nn.Params{{Name: SaveName, Var: m.table}}
+		m.Table = autograd.Param(SaveName, tensor.New(n, td), true)
+		ps = nn.Params{{Name: SaveName, Var: m.Table}}
 	} else {
 		if c.EncoderReparameterizationType == "LSTM" {
 			return nil, &peft.KeyError{Method: PeftType, Key: "encoder_reparameterization_type", Value: "LSTM",
@@ -134,7 +132,7 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 			e.w[i] = autograd.Param(fmt.Sprintf("prompt_encoder.mlp_head.%d.weight", 2*i), tensor.New(d[0], d[1]).Uniform(g, -bound, bound), true)
 			e.b[i] = autograd.Param(fmt.Sprintf("prompt_encoder.mlp_head.%d.bias", 2*i), tensor.New(d[0]).Uniform(g, -bound, bound), true)
 		}
-		m.enc = e
+		m.Encode = e.forward
 		ps = nn.Params{{Name: e.emb.Name, Var: e.emb}}
 		for i := range 3 {
 			ps = append(ps, nn.Param{Name: e.w[i].Name, Var: e.w[i]}, nn.Param{Name: e.b[i].Name, Var: e.b[i]})
@@ -151,10 +149,10 @@ type hook struct {
 
 // VirtualTokens implements nn.PromptHook.
 func (h *hook) VirtualTokens(p *nn.Pass, _ *nn.Embedding) *autograd.Var {
-	if h.m.table != nil {
-		return h.m.table
+	if h.m.Table != nil {
+		return h.m.Table
 	}
-	return h.m.enc.forward(p.Tape)
+	return h.m.Encode(p.Tape)
 }
 
 func (e *encoder) forward(tp *autograd.Tape) *autograd.Var {
@@ -181,23 +179,4 @@ func relu(tp *autograd.Tape, x *autograd.Var) *autograd.Var {
 			}
 		}
 	}, x)
-}
-
-// SavedParams implements peft.Saver: the encoder's output.
-func (m *Method) SavedParams() (nn.Params, error) {
-	if m.table != nil {
-		m.loading = m.table
-		return nn.Params{{Name: SaveName, Var: m.table}}, nil
-	}
-	v := autograd.Param(SaveName, m.enc.forward(nil).Value.Clone(), false)
-	m.loading = v
-	return nn.Params{{Name: SaveName, Var: v}}, nil
-}
-
-// Loaded implements peft.Saver: loaded virtual tokens replace the encoder.
-func (m *Method) Loaded() error {
-	if m.table == nil && m.loading != nil {
-		m.table, m.enc = m.loading, nil
-	}
-	return nil
 }
