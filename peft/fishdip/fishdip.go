@@ -65,7 +65,7 @@ type Config struct {
 // NewConfig returns the reference's defaults: 1% of the parameters, at most
 // 25 samples, a refresh every 100 updates.
 func NewConfig() *Config {
-	return &Config{Config: sparse.NewConfig(PeftType, 0.01), NumSamples: 25, ReevaluateAfterSteps: 100, MaxFisherMiB: 64}
+	return &Config{Config: sparse.NewConfig(PeftType, 0.01), NumSamples: 25, ReevaluateAfterSteps: 100, MaxFisherMiB: sparse.DefaultMaxFisherMiB}
 }
 
 // Validate implements peft.Config.

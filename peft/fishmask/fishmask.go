@@ -43,11 +43,8 @@ type Config struct {
 
 // NewConfig returns the reference's defaults: keep 0.5%, N = 1024.
 func NewConfig() *Config {
-	return &Config{Config: sparse.NewConfig(PeftType, 0.005), NumSamples: 1024, MaxFisherMiB: DefaultMaxFisherMiB}
+	return &Config{Config: sparse.NewConfig(PeftType, 0.005), NumSamples: 1024, MaxFisherMiB: sparse.DefaultMaxFisherMiB}
 }
-
-// DefaultMaxFisherMiB is the default bound on the Fisher sums held at once.
-const DefaultMaxFisherMiB = 64
 
 // Validate implements peft.Config.
 func (c *Config) Validate() error {

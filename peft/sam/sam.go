@@ -46,7 +46,7 @@ type Config struct {
 
 // NewConfig returns the reference script's ratio 0.005 over 1024 examples.
 func NewConfig() *Config {
-	return &Config{Config: sparse.NewConfig(PeftType, 0.005), NumSamples: 1024, MaxFisherMiB: 64}
+	return &Config{Config: sparse.NewConfig(PeftType, 0.005), NumSamples: 1024, MaxFisherMiB: sparse.DefaultMaxFisherMiB}
 }
 
 // Validate implements peft.Config.

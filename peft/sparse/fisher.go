@@ -13,6 +13,11 @@ import (
 	"github.com/gopeft/gopeft/tensor/kernels"
 )
 
+// DefaultMaxFisherMiB is the methods' default bound, in MiB, on the Fisher
+// (or gradient) sums held at once (FisherOptions.MaxBytes; their
+// max_fisher_mib key).
+const DefaultMaxFisherMiB = 64
+
 // FisherOptions sets how Fisher estimates the empirical Fisher information.
 type FisherOptions struct {
 	// Samples is how many training examples to use, one per backward
