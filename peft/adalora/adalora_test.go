@@ -14,7 +14,6 @@ import (
 	"testing"
 
 	"github.com/gopeft/gopeft/autograd"
-	"github.com/gopeft/gopeft/data"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/nn"
@@ -316,7 +315,7 @@ func TestOrthRegulariserValue(t *testing.T) {
 		}
 		cfg := train.DefaultConfig()
 		cfg.Steps, cfg.BatchSize, cfg.LR = 1, 2, 1e-3
-		run := &train.Run{Model: pm, Train: examples(), OutputDir: t.TempDir(), Fingerprint: "orth", Config: cfg}
+		run := &train.Run{Model: pm, Train: methodtest.Examples(16), OutputDir: t.TempDir(), Fingerprint: "orth", Config: cfg}
 		s, err := run.Execute(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -355,19 +354,6 @@ func frobDist(p *tensor.Tensor, cols bool) float64 {
 	return math.Sqrt(s)
 }
 
-func examples() []data.Example {
-	var exs []data.Example
-	g := tensor.NewRNG(1)
-	for i := 0; i < 16; i++ {
-		ids := []int{1}
-		for j := 0; j < 7; j++ {
-			ids = append(ids, 3+g.IntN(16))
-		}
-		exs = append(exs, data.Example{IDs: ids, Labels: ids})
-	}
-	return exs
-}
-
 // trainRun trains AdaLoRA on a small model for steps updates into dir
 // (resuming when asked) and returns the method and its parameters.
 func trainRun(t *testing.T, dir string, steps int, resume bool) (*Method, nn.Params, *peft.Model) {
@@ -383,7 +369,7 @@ func trainRun(t *testing.T, dir string, steps int, resume bool) (*Method, nn.Par
 	}
 	cfg := train.DefaultConfig()
 	cfg.Steps, cfg.BatchSize, cfg.GradAccum, cfg.LR, cfg.Schedule, cfg.Warmup, cfg.SaveEvery, cfg.Seed = steps, 2, 2, 2e-2, "constant", 0, 3, 3
-	run := &train.Run{Model: pm, Train: examples(), OutputDir: dir, Fingerprint: "adalora", Resume: resume, Config: cfg}
+	run := &train.Run{Model: pm, Train: methodtest.Examples(16), OutputDir: dir, Fingerprint: "adalora", Resume: resume, Config: cfg}
 	if _, err := run.Execute(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -11,20 +11,10 @@ import (
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/peft/bitfit"
+	"github.com/gopeft/gopeft/peft/methodtest"
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/train"
 )
-
-func small(t *testing.T) *llama.Model {
-	t.Helper()
-	cfg := llama.Config{HiddenSize: 16, IntermediateSize: 24, NumHiddenLayers: 2, NumAttentionHeads: 4, NumKeyValueHeads: 2,
-		VocabSize: 19, MaxPositionEmbeddings: 32, RMSNormEps: 1e-5, RopeTheta: 10000, BOSTokenID: 1, EOSTokenID: 2}
-	m, err := llama.NewRandom(cfg, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
 
 func logits(t *testing.T, m *llama.Model) []float32 {
 	ids := []int{1, 4, 5, 6, 7, 8}
@@ -37,7 +27,7 @@ func logits(t *testing.T, m *llama.Model) []float32 {
 
 func trainAdapter(t *testing.T, c *bitfit.Config) string {
 	t.Helper()
-	pm := peft.Wrap(small(t))
+	pm := peft.Wrap(methodtest.TinyBase(t))
 	if _, err := pm.AddAdapter(peft.DefaultAdapter, bitfit.New(c)); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +56,7 @@ func trainAdapter(t *testing.T, c *bitfit.Config) string {
 // mlp_bias, which gopeft loads back computing what the adapter computed.
 func TestMergeIntoHFWithBiases(t *testing.T) {
 	dir := trainAdapter(t, bitfit.NewConfig())
-	pm := peft.Wrap(small(t))
+	pm := peft.Wrap(methodtest.TinyBase(t))
 	base := logits(t, pm.Base)
 	if _, err := pm.LoadAdapter(dir, peft.DefaultAdapter); err != nil {
 		t.Fatal(err)
@@ -111,7 +101,7 @@ func TestBeftLayout(t *testing.T) {
 	if len(ts) != 2 || ts[want] == nil || ts[want].Shape[0] != 1 || ts[want].Shape[1] != 8 {
 		t.Fatalf("BEFT file holds %d tensors; %s: %v", len(ts), want, ts[want])
 	}
-	pm := peft.Wrap(small(t))
+	pm := peft.Wrap(methodtest.TinyBase(t))
 	m, err := peft.ReadMethod(dir)
 	if err != nil || m.Config().Base().PeftType != "BEFT" {
 		t.Fatalf("read back: %v %v", m, err)

@@ -7,10 +7,10 @@ import (
 	"testing"
 
 	"github.com/gopeft/gopeft/autograd"
-	"github.com/gopeft/gopeft/data"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/peft/diffpruning"
+	"github.com/gopeft/gopeft/peft/methodtest"
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/train"
 )
@@ -71,37 +71,13 @@ func TestGradientsFiniteDifferences(t *testing.T) {
 	}
 }
 
-func small(t *testing.T) *llama.Model {
-	t.Helper()
-	cfg := llama.Config{HiddenSize: 16, IntermediateSize: 24, NumHiddenLayers: 2, NumAttentionHeads: 4, NumKeyValueHeads: 2,
-		VocabSize: 19, MaxPositionEmbeddings: 32, RMSNormEps: 1e-5, RopeTheta: 10000, BOSTokenID: 1, EOSTokenID: 2}
-	m, err := llama.NewRandom(cfg, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-func examples() []data.Example {
-	var exs []data.Example
-	g := tensor.NewRNG(1)
-	for i := 0; i < 8; i++ {
-		ids := []int{1}
-		for j := 0; j < 7; j++ {
-			ids = append(ids, 3+g.IntN(16))
-		}
-		exs = append(exs, data.Example{IDs: ids, Labels: ids})
-	}
-	return exs
-}
-
 const density = 0.02
 
 // run trains diff pruning (3 relaxation updates, then pruning, then the
 // fixed mask) into dir, checkpointing every 2 updates.
 func run(t *testing.T, dir string, steps int, resume bool) (*diffpruning.Method, *peft.Model, []float32) {
 	t.Helper()
-	base := small(t)
+	base := methodtest.TinyBase(t)
 	var before []float32
 	for _, p := range base.Params() {
 		before = append(before, p.Var.Value.Data...)
@@ -115,7 +91,7 @@ func run(t *testing.T, dir string, steps int, resume bool) (*diffpruning.Method,
 	}
 	cfg := train.DefaultConfig()
 	cfg.Steps, cfg.BatchSize, cfg.LR, cfg.Schedule, cfg.Warmup, cfg.SaveEvery = steps, 2, 1e-2, "constant", 0, 2
-	r := &train.Run{Model: pm, Train: examples(), OutputDir: dir, Fingerprint: "diff", Config: cfg, Resume: resume}
+	r := &train.Run{Model: pm, Train: methodtest.Examples(8), OutputDir: dir, Fingerprint: "diff", Config: cfg, Resume: resume}
 	if _, err := r.Execute(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +137,7 @@ func TestStagesSaveAndLoad(t *testing.T) {
 	if err := pm.Save(dir); err != nil {
 		t.Fatal(err)
 	}
-	base := small(t)
+	base := methodtest.TinyBase(t)
 	pm2 := peft.Wrap(base)
 	a, err := pm2.LoadAdapter(dir, peft.DefaultAdapter)
 	if err != nil {
@@ -228,7 +204,7 @@ func TestBadConfig(t *testing.T) {
 	} {
 		c := diffpruning.NewConfig()
 		mod(c)
-		if _, err := peft.Wrap(small(t)).AddAdapter(peft.DefaultAdapter, diffpruning.New(c)); err == nil {
+		if _, err := peft.Wrap(methodtest.TinyBase(t)).AddAdapter(peft.DefaultAdapter, diffpruning.New(c)); err == nil {
 			t.Errorf("config %+v accepted", *c)
 		}
 	}

@@ -6,43 +6,18 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gopeft/gopeft/data"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/peft/fishdip"
-	"github.com/gopeft/gopeft/tensor"
+	"github.com/gopeft/gopeft/peft/methodtest"
 	"github.com/gopeft/gopeft/train"
 )
-
-func small(t *testing.T) *llama.Model {
-	t.Helper()
-	cfg := llama.Config{HiddenSize: 16, IntermediateSize: 24, NumHiddenLayers: 2, NumAttentionHeads: 4, NumKeyValueHeads: 2,
-		VocabSize: 19, MaxPositionEmbeddings: 32, RMSNormEps: 1e-5, RopeTheta: 10000, BOSTokenID: 1, EOSTokenID: 2}
-	m, err := llama.NewRandom(cfg, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-func examples() []data.Example {
-	var exs []data.Example
-	g := tensor.NewRNG(1)
-	for i := 0; i < 12; i++ {
-		ids := []int{1}
-		for j := 0; j < 7; j++ {
-			ids = append(ids, 3+g.IntN(16))
-		}
-		exs = append(exs, data.Example{IDs: ids, Labels: ids})
-	}
-	return exs
-}
 
 // run trains Fish-Dip (a refresh every 2 updates) into dir and returns the
 // method, its wrapped model and the base as it was.
 func run(t *testing.T, dir string, steps int, resume bool) (*fishdip.Method, *peft.Model, []float32) {
 	t.Helper()
-	base := small(t)
+	base := methodtest.TinyBase(t)
 	var before []float32
 	for _, p := range base.Params() {
 		before = append(before, p.Var.Value.ToF32().Data...)
@@ -56,7 +31,7 @@ func run(t *testing.T, dir string, steps int, resume bool) (*fishdip.Method, *pe
 	}
 	cfg := train.DefaultConfig()
 	cfg.Steps, cfg.BatchSize, cfg.LR, cfg.Schedule, cfg.Warmup, cfg.SaveEvery, cfg.WeightDecay = steps, 2, 2e-2, "constant", 0, 3, 0.1
-	r := &train.Run{Model: pm, Train: examples(), OutputDir: dir, Fingerprint: "dip", Config: cfg, Resume: resume}
+	r := &train.Run{Model: pm, Train: methodtest.Examples(12), OutputDir: dir, Fingerprint: "dip", Config: cfg, Resume: resume}
 	if _, err := r.Execute(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +67,7 @@ func TestRefreshMovesTheMask(t *testing.T) {
 	}
 	trained := logits(pm.Base)
 
-	base := small(t)
+	base := methodtest.TinyBase(t)
 	pm2 := peft.Wrap(base)
 	if _, err := pm2.LoadAdapter(dir, peft.DefaultAdapter); err != nil {
 		t.Fatal(err)

@@ -16,34 +16,10 @@ import (
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/peft/fishmask"
+	"github.com/gopeft/gopeft/peft/methodtest"
 	"github.com/gopeft/gopeft/peft/sparse"
-	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/train"
 )
-
-func small(t *testing.T) *llama.Model {
-	t.Helper()
-	cfg := llama.Config{HiddenSize: 16, IntermediateSize: 24, NumHiddenLayers: 2, NumAttentionHeads: 4, NumKeyValueHeads: 2,
-		VocabSize: 19, MaxPositionEmbeddings: 32, RMSNormEps: 1e-5, RopeTheta: 10000, BOSTokenID: 1, EOSTokenID: 2}
-	m, err := llama.NewRandom(cfg, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-func examples() []data.Example {
-	var exs []data.Example
-	g := tensor.NewRNG(1)
-	for i := 0; i < 12; i++ {
-		ids := []int{1}
-		for j := 0; j < 7; j++ {
-			ids = append(ids, 3+g.IntN(16))
-		}
-		exs = append(exs, data.Example{IDs: ids, Labels: ids})
-	}
-	return exs
-}
 
 func snapshot(m *llama.Model) map[string][]float32 {
 	out := map[string][]float32{}
@@ -57,7 +33,7 @@ func snapshot(m *llama.Model) map[string][]float32 {
 // and returns the adapter directory and the base as it was.
 func trainFishMask(t *testing.T, density float64) (string, map[string][]float32) {
 	t.Helper()
-	base := small(t)
+	base := methodtest.TinyBase(t)
 	before := snapshot(base)
 	c := fishmask.NewConfig()
 	c.Density, c.NumSamples = density, 6
@@ -67,7 +43,7 @@ func trainFishMask(t *testing.T, density float64) (string, map[string][]float32)
 	}
 	cfg := train.DefaultConfig()
 	cfg.Steps, cfg.BatchSize, cfg.LR, cfg.Schedule, cfg.Warmup, cfg.WeightDecay = 4, 2, 1e-2, "constant", 0, 0.1
-	run := &train.Run{Model: pm, Train: examples(), OutputDir: t.TempDir(), Fingerprint: "fm", Config: cfg}
+	run := &train.Run{Model: pm, Train: methodtest.Examples(12), OutputDir: t.TempDir(), Fingerprint: "fm", Config: cfg}
 	if _, err := run.Execute(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +61,7 @@ func trainFishMask(t *testing.T, density float64) (string, map[string][]float32)
 func TestFixedMaskChangesOnlyTheBudget(t *testing.T) {
 	const density = 0.02
 	dir, before := trainFishMask(t, density)
-	base := small(t)
+	base := methodtest.TinyBase(t)
 	pm := peft.Wrap(base)
 	a, err := pm.LoadAdapter(dir, peft.DefaultAdapter)
 	if err != nil {
@@ -131,9 +107,9 @@ func TestFixedMaskChangesOnlyTheBudget(t *testing.T) {
 // The Fisher information is the sum over examples of each entry's squared
 // gradient: checked against central differences of each example's loss.
 func TestFisherAgainstFiniteDifferences(t *testing.T) {
-	base := small(t)
+	base := methodtest.TinyBase(t)
 	pm := peft.Wrap(base)
-	exs := examples()[:3]
+	exs := methodtest.Examples(12)[:3]
 	l := base.Layers[1].V
 	obj := lossObjective{base, exs}
 	f, err := sparse.Fisher(pm, []*nn.Linear{l}, obj, sparse.FisherOptions{})
@@ -206,7 +182,7 @@ func TestBadInput(t *testing.T) {
 		if err := format.WriteSafetensors(path, list, meta); err != nil {
 			t.Fatal(err)
 		}
-		pm := peft.Wrap(small(t))
+		pm := peft.Wrap(methodtest.TinyBase(t))
 		_, err := pm.LoadAdapter(dir, peft.DefaultAdapter)
 		if err == nil {
 			return ""
@@ -250,14 +226,14 @@ func TestResumeBitwise(t *testing.T) {
 	run := func(dir string, steps int, resume bool) map[string][]float32 {
 		c := fishmask.NewConfig()
 		c.Density, c.NumSamples = 0.02, 6
-		pm := peft.Wrap(small(t))
+		pm := peft.Wrap(methodtest.TinyBase(t))
 		a, err := pm.AddAdapter(peft.DefaultAdapter, fishmask.New(c))
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg := train.DefaultConfig()
 		cfg.Steps, cfg.BatchSize, cfg.LR, cfg.Schedule, cfg.Warmup, cfg.SaveEvery = steps, 2, 1e-2, "constant", 0, 2
-		r := &train.Run{Model: pm, Train: examples(), OutputDir: dir, Fingerprint: "fm", Config: cfg, Resume: resume}
+		r := &train.Run{Model: pm, Train: methodtest.Examples(12), OutputDir: dir, Fingerprint: "fm", Config: cfg, Resume: resume}
 		if _, err := r.Execute(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -287,13 +263,13 @@ func TestResumeBitwise(t *testing.T) {
 // over the examples per group) selects exactly what the global top-k of
 // the whole Fisher does, and leaves no probe, gradient or trainable weight.
 func TestFisherTopKBoundedMatchesWhole(t *testing.T) {
-	base := small(t)
+	base := methodtest.TinyBase(t)
 	pm := peft.Wrap(base)
 	ts, err := pm.Targets(&peft.BaseConfig{TargetModules: peft.ModuleRegex("all-linear")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	obj := lossObjective{base, examples()[:4]}
+	obj := lossObjective{base, methodtest.Examples(12)[:4]}
 	whole, err := sparse.Fisher(pm, ts, obj, sparse.FisherOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/peft/fishmask"
+	"github.com/gopeft/gopeft/peft/methodtest"
 	"github.com/gopeft/gopeft/peft/sparse"
 )
 
@@ -24,7 +25,7 @@ func FuzzLoadSparseDelta(f *testing.F) {
 	f.Add(le(-1), le(8, 16), le(0), make([]byte, 4))
 	f.Add(le(3, 2), le(1<<40, 16), le(0), []byte{1})
 	f.Fuzz(func(t *testing.T, idx, shape, hash, vals []byte) {
-		pm := peft.Wrap(small(t))
+		pm := peft.Wrap(methodtest.TinyBase(t))
 		a, err := pm.AddAdapter(peft.DefaultAdapter, fishmask.New(fishmask.NewConfig()))
 		if err != nil {
 			t.Fatal(err)

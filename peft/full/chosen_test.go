@@ -8,11 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gopeft/gopeft/data"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/peft/full"
-	"github.com/gopeft/gopeft/tensor"
+	"github.com/gopeft/gopeft/peft/methodtest"
 	"github.com/gopeft/gopeft/train"
 )
 
@@ -25,19 +24,6 @@ func tiny(t *testing.T, tied bool) *llama.Model {
 		t.Fatal(err)
 	}
 	return m
-}
-
-func examples() []data.Example {
-	var exs []data.Example
-	g := tensor.NewRNG(1)
-	for i := 0; i < 8; i++ {
-		ids := []int{1}
-		for j := 0; j < 7; j++ {
-			ids = append(ids, 3+g.IntN(16))
-		}
-		exs = append(exs, data.Example{IDs: ids, Labels: ids})
-	}
-	return exs
 }
 
 // chosenConfig decodes a FULL config as a recipe would give it.
@@ -80,7 +66,7 @@ func TestChosenModulesAndHeads(t *testing.T) {
 	}
 	cfg := train.DefaultConfig()
 	cfg.Steps, cfg.BatchSize, cfg.LR, cfg.Schedule, cfg.Warmup = 3, 2, 1e-2, "constant", 0
-	run := &train.Run{Model: pm, Train: examples(), OutputDir: t.TempDir(), Fingerprint: "chosen", Config: cfg}
+	run := &train.Run{Model: pm, Train: methodtest.Examples(8), OutputDir: t.TempDir(), Fingerprint: "chosen", Config: cfg}
 	if _, err := run.Execute(context.Background()); err != nil {
 		t.Fatal(err)
 	}

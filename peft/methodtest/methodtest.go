@@ -15,11 +15,13 @@ import (
 	"testing"
 
 	"github.com/gopeft/gopeft/autograd"
+	"github.com/gopeft/gopeft/data"
 	"github.com/gopeft/gopeft/internal/shared"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/tensor"
 )
 
 // Expected is a golden method's expected.json.
@@ -371,4 +373,32 @@ func CheckCacheAndPadding(t *testing.T, m *llama.Model) {
 	if worst > 1e-4 {
 		t.Errorf("right-padded batch differs from each sequence alone by %g", worst)
 	}
+}
+
+// TinyBase is a random two-layer LLaMA with grouped-query heads (4 over 2)
+// and a vocabulary of 19, seeded: small enough to train in a test.
+func TinyBase(t testing.TB) *llama.Model {
+	t.Helper()
+	cfg := llama.Config{HiddenSize: 16, IntermediateSize: 24, NumHiddenLayers: 2, NumAttentionHeads: 4, NumKeyValueHeads: 2,
+		VocabSize: 19, MaxPositionEmbeddings: 32, RMSNormEps: 1e-5, RopeTheta: 10000, BOSTokenID: 1, EOSTokenID: 2}
+	m, err := llama.NewRandom(cfg, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// Examples are n seeded random sequences for TinyBase, BOS and 7 tokens,
+// each its own labels: the same n sequences on every call.
+func Examples(n int) []data.Example {
+	var exs []data.Example
+	g := tensor.NewRNG(1)
+	for range n {
+		ids := []int{1}
+		for range 7 {
+			ids = append(ids, 3+g.IntN(16))
+		}
+		exs = append(exs, data.Example{IDs: ids, Labels: ids})
+	}
+	return exs
 }
