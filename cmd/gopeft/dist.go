@@ -25,11 +25,19 @@ func endRanks(c dist.Communicator, setup error, run func() error) error {
 		err = run()
 	}
 	if c.Size() == 1 || err == nil || dist.IsShared(err) {
+		if err != nil && c.Size() > 1 {
+			if !errors.As(err, new(*dist.ErrRank)) {
+				err = fmt.Errorf("rank %d of %d: %w", c.Rank(), c.Size(), err)
+			}
+			// The first rank to exit non-zero makes mpirun kill the
+			// others at once, possibly before they have said why: every
+			// rank writes its message, then they meet, then they exit.
+			fmt.Fprintln(os.Stderr, "gopeft:", err)
+			c.Gather(nil)
+			err = printed{err}
+		}
 		if cerr := c.Close(); err == nil {
 			err = cerr
-		}
-		if err != nil && c.Size() > 1 && !errors.As(err, new(*dist.ErrRank)) {
-			err = fmt.Errorf("rank %d of %d: %w", c.Rank(), c.Size(), err)
 		}
 		return err
 	}
@@ -72,5 +80,19 @@ func onTermination(c dist.Communicator, output string) func() {
 	return func() {
 		signal.Stop(sig)
 		close(done)
+	}
+}
+
+// printed is an error whose message is already on stderr (a rank of a
+// multi-rank job writes its own before the ranks exit together); main
+// only sets the exit status.
+type printed struct{ error }
+
+func (p printed) Unwrap() error { return p.error }
+
+// report writes err to stderr unless a rank has already done so.
+func report(err error) {
+	if !errors.As(err, new(printed)) {
+		fmt.Fprintln(os.Stderr, "gopeft:", err)
 	}
 }

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"runtime/debug"
 
@@ -25,7 +24,7 @@ func main() {
 		debug.SetGCPercent(gcPercent)
 	}
 	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "gopeft:", err)
+		report(err)
 		os.Exit(1)
 	}
 }

@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 		root := newRootCmd()
 		root.SetArgs(strings.Split(args, "\x1f"))
 		if err := root.Execute(); err != nil {
-			os.Stderr.WriteString(err.Error() + "\n")
+			report(err)
 			os.Exit(1)
 		}
 		os.Exit(0)
