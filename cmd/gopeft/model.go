@@ -437,17 +437,40 @@ config and tensors; with both, it also prints PEFT's trainable-parameter line.`,
 
 func newConvertCmd() *cobra.Command {
 	var mf modelFlags
-	var output string
+	var output, to, ggufType string
+	var overwrite bool
 	cmd := &cobra.Command{
 		Use:   "convert",
-		Short: "Write any loadable model as a Hugging Face directory (config.json + model.safetensors)",
+		Short: "Write a model as a Hugging Face directory or a llama.cpp GGUF file, or an adapter as a GGUF LoRA",
 		Long: `convert writes the model as a Hugging Face directory. With --quant nf4|fp4|int8
 (and --double-quant) the decoder's Linear weights are written quantized in
 bitsandbytes' layout with config.json's quantization_config, as transformers
 saves a model loaded with load_in_4bit/load_in_8bit; a bitsandbytes
-checkpoint is written back in its own quantization.`,
+checkpoint is written back in its own quantization.
+
+With --to gguf it writes one GGUF file that llama.cpp runs (llama-cli -m):
+--gguf-type f32|f16|bf16|q8_0|q4_0 (default f16, as convert_hf_to_gguf.py);
+norms stay f32, Q8_0/Q4_0 are ggml's reference quantizers bit for bit, rows
+that are not whole blocks of 32 fall back to f16, and with q4_0 the output
+(or tied embedding) is Q8_0. The tokenizer (a llama2.c tokenizer.bin) goes
+into the file's metadata.
+
+With --to gguf and --adapter DIR it writes the LoRA adapter alone as a GGUF
+LoRA file for llama.cpp's --lora (--gguf-type f32|f16|bf16|q8_0, default
+f32, as convert_lora_to_gguf.py); --model is the base it was trained on.
+An existing output file is replaced only with --overwrite.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch to {
+			case "hf":
+				if cmd.Flags().Changed("gguf-type") || mf.adapter != "" || overwrite {
+					return fmt.Errorf("--gguf-type, --adapter and --overwrite go with --to gguf")
+				}
+			case "gguf":
+				return runConvertGGUF(cmd, &mf, output, ggufType, overwrite)
+			default:
+				return fmt.Errorf("--to %q: want hf or gguf", to)
+			}
 			if err := checkDirOutput("--output", output, mf.inputs()); err != nil {
 				return err
 			}
@@ -472,7 +495,11 @@ checkpoint is written back in its own quantization.`,
 		},
 	}
 	mf.register(cmd)
-	cmd.Flags().StringVar(&output, "output", "", "output directory")
+	mf.registerAdapter(cmd, "with --to gguf: write this LoRA adapter (trained on --model) as a GGUF LoRA file instead of the model")
+	cmd.Flags().StringVar(&output, "output", "", "output directory (--to hf) or file (--to gguf)")
+	cmd.Flags().StringVar(&to, "to", "hf", "output format: hf (Hugging Face directory) or gguf (llama.cpp)")
+	cmd.Flags().StringVar(&ggufType, "gguf-type", "", "with --to gguf: f32, f16, bf16, q8_0 or q4_0 (default f16; f32 for an --adapter)")
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "with --to gguf: replace an existing output file")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd
 }

@@ -5,7 +5,8 @@
 //   - Hugging Face model directories (config.json plus one safetensors file
 //     or shards listed in model.safetensors.index.json),
 //   - llama2.c's legacy version-0 ".bin" checkpoints (read),
-//   - GGUF versions 2 and 3 (read; a writer exists mainly for tests).
+//   - GGUF versions 2 and 3 (read and write; Q8_0 and Q4_0 blocks encoded
+//     and decoded bit for bit as ggml does, see ggml_quants.go).
 //
 // Every reader returns tensors as [Tensor] values: a name, a [DType], a
 // row-major shape and the raw little-endian bytes as stored. Decoding to

@@ -61,6 +61,7 @@ func FuzzGGUF(f *testing.F) {
 		TensorQ8_0("blk.0.attn_q.weight", []int{4, 32}, make([]float32, 128)),
 		TensorFromF32("blk.0.attn_k.weight", []int{4, 2}, make([]float32, 8)),
 		{Name: "blk.0.ffn_up.weight", DType: "Q4_K", Shape: []int{1, 256}, Data: make([]byte, 144)},
+		{Name: "blk.0.ffn_down.weight", DType: Q4_0, Shape: []int{2, 32}, Data: make([]byte, 36)},
 	})
 	f.Add(buf.Bytes())
 	f.Fuzz(func(t *testing.T, data []byte) {

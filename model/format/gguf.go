@@ -497,7 +497,7 @@ func fillArray[T any](n int, at func(i int) T) []T {
 
 // Tensor returns the named tensor with a row-major shape (the GGUF dims
 // reversed) and Data aliasing the file buffer. Its DType is the GGML type's
-// name; [Tensor.Float32] decodes F32, F16, BF16 and Q8_0 and reports other
+// name; [Tensor.Float32] decodes F32, F16, BF16, Q8_0 and Q4_0 and reports other
 // types as unsupported.
 func (f *GGUFFile) Tensor(name string) (*Tensor, error) {
 	i, ok := f.index[name]

@@ -21,6 +21,7 @@ const (
 	F16  DType = "F16"
 	BF16 DType = "BF16"
 	Q8_0 DType = "Q8_0" // GGML: blocks of 32 values, a float16 scale then 32 int8
+	Q4_0 DType = "Q4_0" // GGML: blocks of 32 values, a float16 scale then 16 bytes of 4-bit codes
 )
 
 // dtypeInfo describes how many bytes a run of elements takes: elements come
@@ -159,7 +160,7 @@ func (t *Tensor) Validate() error {
 }
 
 // Float32 decodes the tensor to a new float32 slice in row-major order.
-// Supported storage types: F32, F16, BF16 and Q8_0; others return an error
+// Supported storage types: F32, F16, BF16, Q8_0 and Q4_0; others return an error
 // naming the tensor and the type.
 func (t *Tensor) Float32() ([]float32, error) {
 	if err := t.Validate(); err != nil {
@@ -186,11 +187,15 @@ func (t *Tensor) Float32() ([]float32, error) {
 		}
 		return out, nil
 	case Q8_0:
-		out := make([]float32, len(src)/34*32)
-		dequantizeQ8_0(out, src)
+		out := make([]float32, len(src)/blockBytesQ8_0*QK)
+		DequantizeQ8_0(out, src)
+		return out, nil
+	case Q4_0:
+		out := make([]float32, len(src)/blockBytesQ4_0*QK)
+		DequantizeQ4_0(out, src)
 		return out, nil
 	}
-	return nil, fmt.Errorf("tensor %q: cannot decode dtype %s to float32 (supported: F32, F16, BF16, Q8_0)", t.Name, t.DType)
+	return nil, fmt.Errorf("tensor %q: cannot decode dtype %s to float32 (supported: F32, F16, BF16, Q8_0, Q4_0)", t.Name, t.DType)
 }
 
 // BF16 returns the tensor as bfloat16 bit patterns. BF16 storage is copied
@@ -247,45 +252,14 @@ func TensorQ8_0(name string, shape []int, values []float32) *Tensor {
 	if len(values)%32 != 0 {
 		panic(fmt.Sprintf("format: Q8_0 tensor %q: %d elements is not a multiple of 32", name, len(values)))
 	}
-	return &Tensor{Name: name, DType: Q8_0, Shape: append([]int(nil), shape...), Data: quantizeQ8_0(values)}
+	data := make([]byte, len(values)/QK*blockBytesQ8_0)
+	QuantizeQ8_0(data, values)
+	return &Tensor{Name: name, DType: Q8_0, Shape: append([]int(nil), shape...), Data: data}
 }
 
 func checkLen(name string, shape []int, n int) {
 	if m, ok := numel(shape); !ok || m != n {
 		panic(fmt.Sprintf("format: tensor %q: shape %v does not hold %d values", name, shape, n))
-	}
-}
-
-// quantizeQ8_0 follows ggml's quantize_row_q8_0_ref.
-func quantizeQ8_0(x []float32) []byte {
-	out := make([]byte, len(x)/32*34)
-	for b := 0; b < len(x)/32; b++ {
-		blk := x[32*b : 32*b+32]
-		var amax float32
-		for _, v := range blk {
-			amax = max(amax, float32(math.Abs(float64(v))))
-		}
-		d := amax / 127
-		var id float32
-		if d != 0 {
-			id = 1 / d
-		}
-		o := out[34*b:]
-		binary.LittleEndian.PutUint16(o, f32ToF16(d))
-		for j, v := range blk {
-			o[2+j] = byte(int8(math.Round(float64(v * id))))
-		}
-	}
-	return out
-}
-
-func dequantizeQ8_0(dst []float32, src []byte) {
-	for b := 0; b < len(src)/34; b++ {
-		blk := src[34*b : 34*b+34]
-		d := f16ToF32(binary.LittleEndian.Uint16(blk))
-		for j := 0; j < 32; j++ {
-			dst[32*b+j] = float32(int8(blk[2+j])) * d
-		}
 	}
 }
 
