@@ -80,3 +80,25 @@ func QuantizeTensor(t *tensor.Tensor, kind Kind, double bool) (*tensor.Tensor, e
 	}
 	return nil, fmt.Errorf("quant: unknown kind %q", kind)
 }
+
+// ShareStorage points q at the kernels' form's codes after
+// tensor.OffHeap moved them (and at its scales when they are q's absmax
+// as they are), so that one copy of the weight remains.
+func (q *Tensor4) ShareStorage(t *tensor.Tensor) {
+	if t.Q4 == nil {
+		return
+	}
+	q.Packed = t.Q4.Packed
+	if q.Nested == nil {
+		q.Absmax = t.Q4.Scales
+	}
+}
+
+// ShareStorage points q at the kernels' form's codes and scales after
+// tensor.OffHeap moved them.
+func (q *Int8) ShareStorage(t *tensor.Tensor) {
+	if t.Q8 == nil {
+		return
+	}
+	q.CB, q.SCB = t.Q8.CB, t.Q8.SCB
+}

@@ -53,6 +53,8 @@ type Tensor struct {
 	Q4    *kernels.Q4
 	Q8    *kernels.Q8
 	Quant Quantized
+
+	mem *mapping // the memory OffHeap moved the storage to, shared by views
 }
 
 // Numel is the number of elements a shape holds. It panics on a negative
@@ -176,7 +178,7 @@ func (t *Tensor) Reshape(shape ...int) *Tensor {
 	if Numel(shape) != t.Numel() || (t.Quantized() && !SameShape(shape, t.Shape)) {
 		panic(fmt.Sprintf("tensor.Reshape: cannot view %v shape %v as %v", t.DType(), t.Shape, shape))
 	}
-	return &Tensor{Shape: shape, Data: t.Data, Half: t.Half, Q4: t.Q4, Q8: t.Q8, Quant: t.Quant}
+	return &Tensor{Shape: shape, Data: t.Data, Half: t.Half, Q4: t.Q4, Q8: t.Q8, Quant: t.Quant, mem: t.mem}
 }
 
 // Row returns row i of the tensor seen as Rows × Cols, sharing storage.
@@ -196,7 +198,7 @@ func (t *Tensor) RowsView(lo, hi int) *Tensor {
 	if t.Quantized() {
 		panic(fmt.Sprintf("tensor.RowsView: rows of a %v tensor of shape %v", t.DType(), t.Shape))
 	}
-	v := &Tensor{Shape: []int{hi - lo, c}}
+	v := &Tensor{Shape: []int{hi - lo, c}, mem: t.mem}
 	if t.Half != nil {
 		v.Half = t.Half[lo*c : hi*c]
 	} else {

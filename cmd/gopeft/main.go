@@ -14,10 +14,11 @@ import (
 // allocates its activations afresh and drops them at the end, and the
 // default (100) lets the heap grow to twice what survived the last
 // collection before the next one. The tensors hold no pointers, so a
-// collection costs little: at 50 a stories110M LoRA step keeps its speed and
-// peaks about a third lower (compare `GOGC=100 gopeft bench train` with
-// the default).
-const gcPercent = 50
+// collection costs little, and the model's weights are outside the heap
+// (tensor.OffHeap), so the headroom is a share of the step's activations
+// only: at 25 a tinyllama-1.1B QLoRA step keeps its speed and peaks about
+// 100 MiB lower than at 50 (docs/performance.md, QLoRA).
+const gcPercent = 25
 
 func main() {
 	if os.Getenv("GOGC") == "" {

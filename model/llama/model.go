@@ -2,6 +2,7 @@ package llama
 
 import (
 	"fmt"
+	"runtime/debug"
 	"strings"
 
 	"github.com/gopeft/gopeft/autograd"
@@ -34,8 +35,23 @@ type Model struct {
 	// (autograd.Checkpoint): the activations of one block instead of all,
 	// for one more forward.
 	GradientCheckpointing bool
+	// CheckpointBlocks, when above 0, checkpoints only the first
+	// CheckpointBlocks decoder blocks (Megatron's --recompute-num-layers
+	// with its block method) and keeps the others' activations: memory and
+	// the extra forward both shrink in proportion, so a budget can be met
+	// at the least recomputation. It implies GradientCheckpointing.
+	CheckpointBlocks int
 
 	rope *autograd.RoPE
+}
+
+// checkpointed reports whether a recorded forward recomputes block i in
+// the backward instead of keeping its activations.
+func (m *Model) checkpointed(i int) bool {
+	if m.CheckpointBlocks > 0 {
+		return i < m.CheckpointBlocks
+	}
+	return m.GradientCheckpointing
 }
 
 // Block is one decoder layer: h = x + o(Attn(RMSNorm(x))), out = h +
@@ -125,6 +141,7 @@ func New(cfg Config, tensors map[string]*tensor.Tensor, source string) (*Model, 
 			return nil, fmt.Errorf("%s: unexpected tensor %s (shape %v) for this config", source, name, tensors[name].Shape)
 		}
 	}
+	weightsOffHeap(tensors)
 	frozen := func(name string) *autograd.Var { return autograd.Param(name, tensors[name], false) }
 	eps := float32(cfg.RMSNormEps)
 	norm := func(module string) *nn.RMSNorm {
@@ -240,5 +257,28 @@ func (m *Model) ToBF16() {
 		if len(p.Var.Value.Shape) == 2 && p.Var.Value.DType() == tensor.F32 {
 			p.Var.Value = p.Var.Value.ToBF16()
 		}
+	}
+}
+
+// weightsOffHeap moves the weights out of the garbage-collected heap
+// (tensor.OffHeap: the collector's headroom then scales with a step's
+// allocations, not with the model), handing the heap copies back to the
+// system every so often so that the weights are not held twice.
+func weightsOffHeap(tensors map[string]*tensor.Tensor) {
+	const every = 128 << 20
+	var moved int64
+	for _, name := range sortedKeys(tensors) {
+		t := tensors[name]
+		before := t.StorageBytes()
+		if t.OffHeap(); t.IsOffHeap() {
+			moved += before
+		}
+		if moved >= every {
+			debug.FreeOSMemory()
+			moved = 0
+		}
+	}
+	if moved > 0 {
+		debug.FreeOSMemory()
 	}
 }

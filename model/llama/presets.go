@@ -89,8 +89,10 @@ func NewRandomWith(cfg Config, seed uint64, opt LoadOptions) (*Model, error) {
 			continue
 		}
 		quantize := opt.Quant != "" && IsDecoderLinear(name)
+		// Each matrix leaves the heap as it is made (weightsOffHeap), so
+		// that the next one reuses the heap copy's memory.
 		if !quantize && !opt.BF16 {
-			ts[name] = tensor.New(shape...).Normal(g, 0, 0.02)
+			ts[name] = tensor.New(shape...).Normal(g, 0, 0.02).OffHeap()
 			continue
 		}
 		n := tensor.Numel(shape)
@@ -99,14 +101,14 @@ func NewRandomWith(cfg Config, seed uint64, opt LoadOptions) (*Model, error) {
 		}
 		t := tensor.FromData(scratch[:n], shape...).Normal(g, 0, 0.02)
 		if !quantize {
-			ts[name] = t.ToBF16()
+			ts[name] = t.ToBF16().OffHeap()
 			continue
 		}
 		q, err := quantizeOnLoad(name, t, opt)
 		if err != nil {
 			return nil, err
 		}
-		ts[name] = q
+		ts[name] = q.OffHeap()
 	}
 	return New(cfg, ts, "preset")
 }
