@@ -28,6 +28,7 @@ type trainBench struct {
 	BF16         bool           `json:"bf16"`
 	Quant        string         `json:"quant,omitempty"`
 	Checkpoint   bool           `json:"gradient_checkpointing,omitempty"`
+	CkptBlocks   int            `json:"checkpoint_blocks,omitempty"`
 	Trainable    int            `json:"trainable_params"`
 	TokensPerSec float64        `json:"tokens_per_s"`
 	StepSeconds  float64        `json:"step_seconds"`
@@ -66,6 +67,9 @@ func newBenchTrainCmd() *cobra.Command {
 			case b.Batch*b.Seq > maxBenchTokens:
 				return fmt.Errorf("bench train: --batch %d × --seq %d is %d tokens a step; at most %d fit a bench's memory", b.Batch, b.Seq, b.Batch*b.Seq, maxBenchTokens)
 			}
+			if err := checkBlocks(b.CkptBlocks, cfg, "bench train: --checkpoint-blocks"); err != nil {
+				return err
+			}
 			lo, err := qf.options(b.BF16)
 			if err != nil {
 				return err
@@ -76,6 +80,7 @@ func newBenchTrainCmd() *cobra.Command {
 				return err
 			}
 			base.GradientCheckpointing = b.Checkpoint
+			base.CheckpointBlocks = b.CkptBlocks
 			b.Peft = map[string]any{}
 			reg, err := mf.apply(b.Method, b.Peft)
 			if err != nil {
@@ -175,8 +180,8 @@ func newBenchTrainCmd() *cobra.Command {
 			b.TokensPerSec = float64(b.Batch*b.Seq*b.Steps) / el
 			b.PeakRSSBytes = peakRSSBytes()
 			return writeBench(cmd.OutOrStdout(), asJSON, b, fmt.Sprintf(
-				"%s%s %s: %d trainable, batch %d × %d tokens: %.1f tokens/s (%.2f s a step, %.2f s of CPU); peak RSS %.0f MiB",
-				b.Preset, storageNote(b.BF16, b.Quant), b.Method, b.Trainable, b.Batch, b.Seq, b.TokensPerSec, b.StepSeconds, b.CPUStepSeconds, float64(b.PeakRSSBytes)/(1<<20)))
+				"%s%s %s%s: %d trainable, batch %d × %d tokens: %.1f tokens/s (%.2f s a step, %.2f s of CPU); peak RSS %.0f MiB",
+				b.Preset, storageNote(b.BF16, b.Quant), b.Method, checkpointNote(b.Checkpoint, b.CkptBlocks, cfg.NumHiddenLayers), b.Trainable, b.Batch, b.Seq, b.TokensPerSec, b.StepSeconds, b.CPUStepSeconds, float64(b.PeakRSSBytes)/(1<<20)))
 		},
 	}
 	fl := cmd.Flags()
@@ -189,6 +194,7 @@ func newBenchTrainCmd() *cobra.Command {
 	fl.BoolVar(&b.BF16, "bf16", false, "hold the frozen base in bfloat16")
 	qf.register(fl)
 	fl.BoolVar(&b.Checkpoint, "gradient-checkpointing", false, "recompute each decoder block in the backward instead of keeping its activations")
+	fl.IntVar(&b.CkptBlocks, "checkpoint-blocks", 0, checkpointBlocksUsage)
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	fl.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measured steps to this file")
 	return cmd
@@ -225,4 +231,15 @@ func storageNote(bf16 bool, q string) string {
 		return ""
 	}
 	return " (" + strings.Join(parts, "+") + ")"
+}
+
+// checkpointNote says which blocks a bench recomputes in the backward.
+func checkpointNote(all bool, blocks, layers int) string {
+	switch {
+	case blocks > 0:
+		return fmt.Sprintf(", recomputing %d of %d blocks", blocks, layers)
+	case all:
+		return ", recomputing every block"
+	}
+	return ""
 }

@@ -27,6 +27,10 @@ type Recipe struct {
 	// GradientCheckpointing recomputes each decoder block in the backward
 	// instead of keeping its activations.
 	GradientCheckpointing bool `yaml:"gradient_checkpointing,omitempty"`
+	// CheckpointBlocks recomputes only the first N decoder blocks (and
+	// keeps the others' activations): less recomputation for a memory
+	// budget between none and all.
+	CheckpointBlocks int `yaml:"checkpoint_blocks,omitempty"`
 	// Method is the peft_type (LORA, FULL, ...); Peft holds its
 	// adapter_config.json keys (r, lora_alpha, target_modules, ...).
 	Method string         `yaml:"method"`

@@ -72,6 +72,7 @@ of an earlier run in --output (without either, a directory holding them is refus
 	fl.StringVar(&r.Quant, "quant", "", "quantize the frozen base's decoder Linears on load: nf4, fp4 or int8 (QLoRA with a LoRA method)")
 	fl.BoolVar(&r.DoubleQuant, "double-quant", false, "with --quant nf4/fp4: quantize the 4-bit scales too")
 	fl.BoolVar(&r.GradientCheckpointing, "gradient-checkpointing", false, "keep only each decoder block's input and recompute the block in the backward (less memory, one more forward)")
+	fl.IntVar(&r.CheckpointBlocks, "checkpoint-blocks", 0, checkpointBlocksUsage)
 	fl.StringVar(&r.Method, "method", r.Method, methodUsage())
 	mf = registerMethodFlags(fl)
 	fl.StringVar(&r.Data.Task, "task", "", "train a classification head on a GLUE task's train split instead of --data: "+strings.Join(eval.ClassificationTasks(), ", "))
@@ -203,6 +204,10 @@ func loadTrain(r *Recipe, resume, overwrite bool, out io.Writer, checkOutput boo
 		return in, err
 	}
 	base.GradientCheckpointing = r.GradientCheckpointing
+	base.CheckpointBlocks = r.CheckpointBlocks
+	if err := checkBlocks(r.CheckpointBlocks, base.Config, "--checkpoint-blocks (recipe checkpoint_blocks)"); err != nil {
+		return in, err
+	}
 	if err := r.checkContext(base.Config); err != nil {
 		return in, err
 	}

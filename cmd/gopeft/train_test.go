@@ -223,6 +223,20 @@ func TestTrainMethodsByRegistration(t *testing.T) {
 	if err != nil || !strings.Contains(js, `"r": 16`) || !strings.Contains(js, fmt.Sprintf(`"trainable_params": %d`, 6*2*16*(288+288))) {
 		t.Errorf("bench train --rank 16: %v\n%s", err, js)
 	}
+	// --checkpoint-blocks recomputes the first N blocks, and says so; a
+	// count beyond the model's blocks is refused naming the flag and range.
+	line, err = run(t, "bench", "train", "--preset", "stories15M", "--batch", "1", "--seq", "8", "--steps", "1", "--checkpoint-blocks", "4")
+	if err != nil || !strings.Contains(line, "recomputing 4 of 6 blocks") {
+		t.Errorf("bench train --checkpoint-blocks 4: %v\n%s", err, line)
+	}
+	for _, args := range [][]string{
+		{"bench", "train", "--preset", "stories15M", "--checkpoint-blocks", "7"},
+		append([]string{"train", "--checkpoint-blocks", "-1", "--output", filepath.Join(dir, "ckpt")}, common...),
+	} {
+		if _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), "--checkpoint-blocks") || !strings.Contains(err.Error(), "decoder blocks") {
+			t.Errorf("%v: want a refusal naming --checkpoint-blocks and the range, got %v", args[:2], err)
+		}
+	}
 }
 
 func TestTrainStopsOnNonFiniteLoss(t *testing.T) {

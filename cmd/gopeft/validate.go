@@ -208,3 +208,14 @@ func (r *Recipe) loadOptions() (llama.LoadOptions, error) {
 	}
 	return o, nil
 }
+
+const checkpointBlocksUsage = "recompute only the first N decoder blocks in the backward and keep the others' activations (implies --gradient-checkpointing for those N; 0: as --gradient-checkpointing says)"
+
+// checkBlocks checks a --checkpoint-blocks count against the model's
+// decoder blocks.
+func checkBlocks(n int, cfg llama.Config, setting string) error {
+	if n < 0 || n > cfg.NumHiddenLayers {
+		return fmt.Errorf("%s is %d: give 0 (off) to %d, the model's decoder blocks", setting, n, cfg.NumHiddenLayers)
+	}
+	return nil
+}

@@ -169,7 +169,7 @@ func (m *Model) forward(p *nn.Pass, in Input) (*autograd.Var, *nn.Pass, int, []b
 		if pre.n > 0 {
 			pk, pv = pre.k[b.Index], pre.v[b.Index]
 		}
-		if m.GradientCheckpointing && p.Tape != nil && in.Cache == nil {
+		if m.checkpointed(b.Index) && p.Tape != nil && in.Cache == nil {
 			x0 := x
 			x = p.Tape.Checkpoint(func(tp *autograd.Tape) *autograd.Var {
 				q := *p

@@ -162,7 +162,8 @@ func TestNewRandomWithQuant(t *testing.T) {
 	}
 }
 
-// Gradient checkpointing changes no loss and no gradient, bit for bit.
+// Gradient checkpointing, of every block or of the first few
+// (CheckpointBlocks), changes no loss and no gradient, bit for bit.
 func TestGradientCheckpointingSameGradients(t *testing.T) {
 	cfg := Presets["stories15M"]
 	cfg.HiddenSize, cfg.IntermediateSize, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.NumHiddenLayers, cfg.VocabSize = 64, 96, 4, 2, 3, 50
@@ -177,8 +178,8 @@ func TestGradientCheckpointingSameGradients(t *testing.T) {
 		ps = append(ps, b.InputNorm.Weight)
 	}
 	in := Input{IDs: []int{1, 5, 9, 3, 7, 2, 11, 4}, Batch: 2, T: 4}
-	run := func(ckpt bool) (float32, [][]float32) {
-		m.GradientCheckpointing = ckpt
+	run := func(ckpt bool, blocks int) (float32, [][]float32) {
+		m.GradientCheckpointing, m.CheckpointBlocks = ckpt, blocks
 		tp := autograd.NewTape()
 		loss, err := m.Loss(&nn.Pass{Tape: tp, Training: true}, in, LMLabels(in))
 		if err != nil {
@@ -192,15 +193,27 @@ func TestGradientCheckpointingSameGradients(t *testing.T) {
 		}
 		return loss.Value.Data[0], g
 	}
-	l1, g1 := run(false)
-	l2, g2 := run(true)
-	if l1 != l2 {
-		t.Fatalf("loss %g plain, %g checkpointed", l1, l2)
-	}
-	for i := range g1 {
-		for j := range g1[i] {
-			if g1[i][j] != g2[i][j] {
-				t.Fatalf("layer %d norm gradient %d: %g plain, %g checkpointed", i, j, g1[i][j], g2[i][j])
+	l1, g1 := run(false, 0)
+	for _, c := range []struct {
+		all    bool
+		blocks int
+		want   []bool // which blocks are recomputed
+	}{{true, 0, []bool{true, true, true}}, {false, 2, []bool{true, true, false}}, {true, 1, []bool{true, false, false}}} {
+		for i, w := range c.want {
+			m.GradientCheckpointing, m.CheckpointBlocks = c.all, c.blocks
+			if m.checkpointed(i) != w {
+				t.Errorf("gradient checkpointing %v, %d blocks: block %d recomputed %v, want %v", c.all, c.blocks, i, !w, w)
+			}
+		}
+		l2, g2 := run(c.all, c.blocks)
+		if l1 != l2 {
+			t.Fatalf("loss %g plain, %g checkpointed (%v, %d blocks)", l1, l2, c.all, c.blocks)
+		}
+		for i := range g1 {
+			for j := range g1[i] {
+				if g1[i][j] != g2[i][j] {
+					t.Fatalf("layer %d norm gradient %d: %g plain, %g checkpointed (%v, %d blocks)", i, j, g1[i][j], g2[i][j], c.all, c.blocks)
+				}
 			}
 		}
 	}
