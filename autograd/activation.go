@@ -28,9 +28,9 @@ func (tp *Tape) SwiGLU(gate, up *Var) *Var {
 	out := tensor.New(gate.Value.Shape...)
 	n := out.Numel()
 	fused.SwiGLUForward(out.Data, gate.Value.F32(), up.Value.F32(), n)
-	return tp.Result(out, func(o *Var) {
+	return tp.resultSaving(out, func(o *Var) {
 		fused.SwiGLUBackward(gradOrNil(gate), gradOrNil(up), o.Grad.Data, gate.Value.Data, up.Value.Data, n)
-	}, gate, up)
+	}, []*Var{gate, up}, gate, up)
 }
 
 // Softmax returns the softmax of x over its last dimension.
@@ -59,9 +59,9 @@ func (tp *Tape) Dropout(x *Var, p float32, seed uint64) *Var {
 	xv := x.Value.F32()
 	scale := 1 / (1 - p)
 	dropoutApply(out.Data, xv, p, scale, seed, false)
-	return tp.Result(out, func(o *Var) {
+	return tp.resultSaving(out, func(o *Var) { // the mask is recomputed: no value read
 		dropoutApply(x.GradBuf().Data, o.Grad.Data, p, scale, seed, true)
-	}, x)
+	}, nil, x)
 }
 
 // DropoutKeep reports whether Dropout(·, p, seed) keeps element i.

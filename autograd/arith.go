@@ -31,7 +31,7 @@ func (tp *Tape) Add(a, b *Var) *Var {
 	} else {
 		fused.Add(out.Data, a.Value.F32(), b.Value.F32(), n)
 	}
-	return tp.Result(out, func(o *Var) {
+	return tp.resultSaving(out, func(o *Var) { // reads no value
 		if b.requiresGrad { // before a may take o's buffer
 			if bc {
 				fused.SumRows(b.GradBuf().Data, o.Grad.Data, rows, cols)
@@ -44,7 +44,7 @@ func (tp *Tape) Add(a, b *Var) *Var {
 		if a.requiresGrad {
 			o.passGrad(a)
 		}
-	}, a, b)
+	}, nil, a, b)
 }
 
 // Mul returns a ⊙ b elementwise, with Add's broadcast rule for b (a
@@ -124,7 +124,7 @@ func addConst(dst []float32, c float32) {
 // back to a.
 func (tp *Tape) Reshape(a *Var, shape ...int) *Var {
 	out := a.Value.Reshape(shape...)
-	return tp.Result(out, func(o *Var) {
+	return tp.resultSaving(out, func(o *Var) {
 		o.passGrad(a)
-	}, a)
+	}, nil, a)
 }

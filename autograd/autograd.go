@@ -21,6 +21,7 @@ package autograd
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/tensor/fused"
@@ -35,6 +36,9 @@ type Var struct {
 	Grad         *tensor.Tensor
 	Name         string
 	requiresGrad bool
+	// saved is set when a recorded backward reads the value (PyTorch's
+	// save_for_backward): DropUnsaved keeps it.
+	saved bool
 	// tape is set on intermediate results: their gradient buffers come from
 	// and go back to the tape's free list.
 	tape *Tape
@@ -132,7 +136,22 @@ func (tp *Tape) Recording() bool { return tp != nil }
 // complete, and must add into the inputs' GradBuf() only where
 // RequiresGrad() holds. Op implementations outside this package (fused
 // model ops, PEFT methods) use it the same way.
+//
+// Result assumes that backward reads the values of every input and of the
+// output (DropUnsaved keeps them); the ops of this package that read fewer
+// say which (resultSaving).
 func (tp *Tape) Result(value *tensor.Tensor, backward func(out *Var), inputs ...*Var) *Var {
+	out := tp.resultSaving(value, backward, inputs, inputs...)
+	if out.tape != nil {
+		out.saved = true
+	}
+	return out
+}
+
+// resultSaving is Result for an op whose backward reads the values of
+// saved only (not its output's): the values of the other inputs may be
+// dropped once the forward is past them (DropUnsaved).
+func (tp *Tape) resultSaving(value *tensor.Tensor, backward func(out *Var), saved []*Var, inputs ...*Var) *Var {
 	out := &Var{Value: value}
 	if tp == nil || backward == nil {
 		return out
@@ -144,6 +163,11 @@ func (tp *Tape) Result(value *tensor.Tensor, backward func(out *Var), inputs ...
 		}
 	}
 	if out.requiresGrad {
+		for _, v := range saved {
+			if v != nil {
+				v.saved = true
+			}
+		}
 		out.tape = tp
 		tp.temps = append(tp.temps, out)
 		tp.backward = append(tp.backward, func() {
@@ -216,6 +240,36 @@ func (tp *Tape) zeros(shape []int) *tensor.Tensor {
 		return tensor.FromData(t.Data, shape...)
 	}
 	return tensor.New(shape...)
+}
+
+// Mark is the tape's position for DropUnsaved: the intermediates recorded
+// from now on.
+func (tp *Tape) Mark() int {
+	if tp == nil {
+		return 0
+	}
+	return len(tp.temps)
+}
+
+// DropUnsaved lets go of the values of the intermediates recorded since
+// mark that no recorded backward reads, except those in keep: the values
+// the forward still reads after this point. A model calls it after each
+// decoder block, keeping the block's output: the inputs of frozen products
+// (the normed input of gate/up, SwiGLU's output before down_proj) and the
+// products that only feed a sum are then freed at once instead of living
+// until the backward reaches them, about a third of a LLaMA block's
+// activations when only a few of its Linears are adapted. A dropped value
+// keeps its shape and has no elements.
+func (tp *Tape) DropUnsaved(mark int, keep ...*Var) {
+	if tp == nil {
+		return
+	}
+	for _, v := range tp.temps[mark:] {
+		if v.saved || slices.Contains(keep, v) {
+			continue
+		}
+		v.Value = &tensor.Tensor{Shape: v.Value.Shape}
+	}
 }
 
 // release takes back v's finished gradient buffer.

@@ -149,7 +149,11 @@ func (tp *Tape) Linear(x, w *Var) *Var {
 func (tp *Tape) linearResult(x, w *Var, y *tensor.Tensor) *Var {
 	out, in := w.Value.Shape[0], w.Value.Shape[1]
 	rows := x.Value.Rows()
-	return tp.Result(y, func(y *Var) {
+	var saved []*Var // x's value only for a trainable weight's gradient
+	if w.requiresGrad {
+		saved = []*Var{x}
+	}
+	return tp.resultSaving(y, func(y *Var) {
 		if x.requiresGrad {
 			gemm(false, false, rows, in, out, y.Grad, w.Value, x.GradBuf().Data, true)
 		}
@@ -157,7 +161,7 @@ func (tp *Tape) linearResult(x, w *Var, y *tensor.Tensor) *Var {
 			weightGradGEMMs.Add(1)
 			gemm(true, false, out, in, rows, y.Grad, x.Value, w.GradBuf().Data, true)
 		}
-	}, x, w)
+	}, saved, x, w)
 }
 
 // MatMul computes op(a)·op(b) for 2-D a and b, where op transposes when the
@@ -212,7 +216,7 @@ func (tp *Tape) AddLinear(y, x, w *Var, s float32) *Var {
 	fused.Scale(xs.Data, s, x.Value.F32(), len(xs.Data))
 	z := y.Value.Clone()
 	gemm(false, true, rows, out, in, xs, w.Value, z.Data, true)
-	return tp.Result(z, func(o *Var) {
+	return tp.resultSaving(z, func(o *Var) { // reads its own copy xs, and w
 		if x.requiresGrad { // dx += s·(dz·w)
 			dxs := tensor.New(rows, in)
 			gemm(false, false, rows, in, out, o.Grad, w.Value, dxs.Data, false)
@@ -225,5 +229,5 @@ func (tp *Tape) AddLinear(y, x, w *Var, s float32) *Var {
 		if y.requiresGrad { // last: y may take o's buffer
 			o.passGrad(y)
 		}
-	}, y, x, w)
+	}, []*Var{w}, y, x, w)
 }

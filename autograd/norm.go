@@ -19,9 +19,9 @@ func (tp *Tape) RMSNorm(x, g *Var, eps float32) *Var {
 	out := tensor.New(x.Value.Shape...)
 	rstd := make([]float32, rows)
 	fused.RMSNormForward(out.Data, rstd, x.Value.F32(), g.Value.F32(), rows, dim, eps)
-	return tp.Result(out, func(o *Var) {
+	return tp.resultSaving(out, func(o *Var) {
 		fused.RMSNormBackward(gradOrNil(x), gradOrNil(g), o.Grad.Data, x.Value.Data, g.Value.Data, rstd, rows, dim)
-	}, x, g)
+	}, []*Var{x, g}, x, g)
 }
 
 // RoPEStyle says which elements of a head rotary embeddings rotate together.
@@ -95,7 +95,7 @@ func (tp *Tape) RoPEAt(x *Var, heads int, a *RoPEAngles) *Var {
 	cos, sin := a.cos, a.sin
 	out := tensor.New(x.Value.Shape...)
 	fused.RoPEForward(out.Data, x.Value.F32(), cos, sin, rows, heads, hd, half)
-	return tp.Result(out, func(o *Var) {
+	return tp.resultSaving(out, func(o *Var) { // a rotation: no value read
 		fused.RoPEBackward(x.GradBuf().Data, o.Grad.Data, cos, sin, rows, heads, hd, half)
-	}, x)
+	}, nil, x)
 }

@@ -63,3 +63,54 @@ func abs32(v float32) float32 {
 	}
 	return v
 }
+
+// DropUnsaved lets go of exactly the values no backward reads (a frozen
+// product's input, a sum's operands, a rotation's input, SwiGLU's output)
+// and keeps the rest, and the gradients are those of a tape that kept
+// everything.
+func TestDropUnsaved(t *testing.T) {
+	g := tensor.NewRNG(8)
+	x := randVar(g, true, 6, 8)
+	norm := randVar(g, true, 8)
+	wg, wu, wd := randVar(g, false, 10, 8), randVar(g, false, 10, 8), randVar(g, false, 8, 10)
+	a := randVar(g, true, 4, 8) // a trainable product reading its input
+	run := func(drop bool) (map[string]*Var, []float32, []float32) {
+		x.ZeroGrad()
+		a.ZeroGrad()
+		tp := NewTape()
+		mark := tp.Mark()
+		h := tp.RMSNorm(x, norm, 1e-5)
+		gate, up := tp.Linear(h, wg), tp.Linear(h, wu)
+		s := tp.SwiGLU(gate, up)
+		down := tp.Linear(s, wd)
+		r := tp.Add(x, down)
+		la := tp.Linear(r, a)
+		out := tp.Add(r, tp.Reshape(tp.Linear(la, randVar(g, false, 8, 4)), 6, 8))
+		vars := map[string]*Var{"h": h, "gate": gate, "up": up, "swiglu": s, "down": down, "residual": r, "la": la}
+		if drop {
+			tp.DropUnsaved(mark, out)
+		}
+		tp.Backward(tp.Sum(tp.Mul(out, out)))
+		return vars, append([]float32(nil), x.Grad.Data...), append([]float32(nil), a.Grad.Data...)
+	}
+	g = tensor.NewRNG(9)
+	_, wantX, wantA := run(false)
+	g = tensor.NewRNG(9)
+	vars, gotX, gotA := run(true)
+	dropped := map[string]bool{"h": true, "swiglu": true, "down": true, "la": true}
+	for name, v := range vars {
+		if got := v.Value.Data == nil; got != dropped[name] {
+			t.Errorf("%s: dropped %v, want %v", name, got, dropped[name])
+		}
+	}
+	for i := range wantX {
+		if gotX[i] != wantX[i] {
+			t.Fatalf("dx[%d] = %v after dropping, %v keeping everything", i, gotX[i], wantX[i])
+		}
+	}
+	for i := range wantA {
+		if gotA[i] != wantA[i] {
+			t.Fatalf("da[%d] = %v after dropping, %v keeping everything", i, gotA[i], wantA[i])
+		}
+	}
+}

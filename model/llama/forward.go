@@ -178,7 +178,11 @@ func (m *Model) forward(p *nn.Pass, in Input) (*autograd.Var, *nn.Pass, int, []b
 			})
 			continue
 		}
+		mark := p.Tape.Mark()
 		x = m.block(p, b, x, angles, shape, keyMask, in.Cache, pk, pv)
+		// Past the block, the forward reads only its output: let go of
+		// the values no backward reads either.
+		p.Tape.DropUnsaved(mark, x)
 	}
 	if in.Cache != nil {
 		in.Cache.commit(in.T, in.Mask)
