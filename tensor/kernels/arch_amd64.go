@@ -16,7 +16,11 @@ func archImpls() []*impl {
 			l = append(l, amxImpl)
 		}
 		if cpu.X86.HasAVX512BF16 {
-			l = append(l, avx512bf16GemvImpl, avx512bf16Impl)
+			if vdpbf16FullRate {
+				l = append(l, avx512bf16Impl, avx512bf16GemvImpl)
+			} else {
+				l = append(l, avx512bf16GemvImpl, avx512bf16Impl)
+			}
 		}
 		l = append(l, avx512Impl)
 	}
@@ -25,6 +29,15 @@ func archImpls() []*impl {
 	}
 	return l
 }
+
+// vdpbf16FullRate reports a CPU whose VDPBF16PS issues as fast as its
+// float32 FMA, so that the blocked bf16-pair GEMM (avx512bf16Impl) has
+// twice the widening path's peak: AVX512_BF16 without AMX in CPUID (AMD
+// Zen 4 and later; Intel's Cooper Lake, not measured). The Xeons with AMX
+// issue it at half rate (see avx512bf16GemvImpl) and take AMX or widening.
+// Measured on a 2-vCPU AMD EPYC (Zen 4, session 7): BenchmarkFMAPeak and
+// BenchmarkGemmBF16Path in docs/performance.md.
+var vdpbf16FullRate = cpu.X86.HasAVX512BF16 && !cpu.X86.HasAMXBF16
 
 // copyRowsF32 and copyRowsBF16 are the assembly row-copy loops by panel
 // width (nil where a width has none).
