@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,22 +35,12 @@ func TestConvertToGGUF(t *testing.T) {
 	if f.Metadata["general.name"] != "s" || f.Metadata["general.file_type"] != uint32(0) {
 		t.Errorf("general.name %v, file_type %v", f.Metadata["general.name"], f.Metadata["general.file_type"])
 	}
-	var g struct {
-		Text string `json:"text"`
-	}
-	b, err := os.ReadFile(shared.Path(t, "golden/stories260K/greedy.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &g); err != nil {
-		t.Fatal(err)
-	}
 	text, err := run(t, "generate", "--model", out, "--tokenizer", filepath.Join(dir, "tok512.bin"), "--temperature", "0", "-n", "120")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.TrimSuffix(text, "\n") != g.Text {
-		t.Errorf("the GGUF model generated\n%q\nwant\n%q", text, g.Text)
+	if want := greedyGolden(t); strings.TrimSuffix(text, "\n") != want {
+		t.Errorf("the GGUF model generated\n%q\nwant\n%q", text, want)
 	}
 	mustFail(t, []string{"convert", "--model", model, "--to", "gguf", "--output", out}, out, "already exists", "--overwrite")
 	if _, err := run(t, "convert", "--model", model, "--to", "gguf", "--gguf-type", "q4_0", "--overwrite", "--output", out); err != nil {

@@ -26,6 +26,21 @@ func run(t *testing.T, args ...string) (string, error) {
 // TestGenerateGreedyGolden is the issue's check: the CLI prints exactly the
 // llama2.c reference runner's greedy text.
 func TestGenerateGreedyGolden(t *testing.T) {
+	want := greedyGolden(t)
+	dir := shared.Path(t, "data/models/stories260K")
+	out, err := run(t, "generate", "--model", filepath.Join(dir, "stories260K.bin"), "--tokenizer", filepath.Join(dir, "tok512.bin"),
+		"--temperature", "0", "-n", "120")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSuffix(out, "\n") != want {
+		t.Errorf("generate printed\n%q\nwant\n%q", out, want)
+	}
+}
+
+// greedyGolden is llama2.c's greedy text for stories260K (120 tokens).
+func greedyGolden(t *testing.T) string {
+	t.Helper()
 	var g struct {
 		Text string `json:"text"`
 	}
@@ -36,15 +51,7 @@ func TestGenerateGreedyGolden(t *testing.T) {
 	if err := json.Unmarshal(b, &g); err != nil {
 		t.Fatal(err)
 	}
-	dir := shared.Path(t, "data/models/stories260K")
-	out, err := run(t, "generate", "--model", filepath.Join(dir, "stories260K.bin"), "--tokenizer", filepath.Join(dir, "tok512.bin"),
-		"--temperature", "0", "-n", "120")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.TrimSuffix(out, "\n") != g.Text {
-		t.Errorf("generate printed\n%q\nwant\n%q", out, g.Text)
-	}
+	return g.Text
 }
 
 func TestGenerateSeededSamplingRepeats(t *testing.T) {
