@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -147,14 +148,28 @@ func DecodeConfig(data []byte, c Config, source string, strict bool) error {
 	return nil
 }
 
-// ExtraKeys lists the keys kept from a file that the method does not use.
+// ExtraKeys lists the keys kept from a file that the method does not use
+// and that ask for something: a key PEFT writes (SetDefaultKeys) holding
+// PEFT's default value, as every config gopeft writes does, is left out.
 func (b *BaseConfig) ExtraKeys() []string {
 	ks := make([]string, 0, len(b.extra))
-	for k := range b.extra {
+	for k, v := range b.extra {
+		if d, ok := b.defaults[k]; ok && sameJSON(d, v) {
+			continue // PEFT's default, as gopeft itself writes it: nothing asked for
+		}
 		ks = append(ks, k)
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+// sameJSON reports whether two JSON texts hold the same value.
+func sameJSON(a, b json.RawMessage) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
 }
 
 // KeyError reports a config key whose value is outside what it allows; a
