@@ -85,3 +85,41 @@ func FuzzEncodeDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFromGGUF: any vocabulary a GGUF file's metadata can hold (pieces
+// split from data, a token type and score per piece) builds a tokenizer or
+// an error naming the file, never a panic, and what builds encodes and
+// decodes any text.
+func FuzzFromGGUF(f *testing.F) {
+	f.Add([]byte("<unk>\x00<s>\x00</s>\x00▁a\x00a\x00▁"), []byte{2, 3, 3, 1, 1, 1}, "a aa")
+	f.Add([]byte("\x00\x00"), []byte{0, 9}, "")
+	f.Add([]byte("<unk>\x00<s>\x00</s>\x00<0x41>"), []byte{2, 3, 3, 6}, "A\x00é")
+	f.Fuzz(func(t *testing.T, data, types []byte, text string) {
+		pieces := strings.Split(string(data), "\x00")
+		scores := make([]float32, len(pieces))
+		tt := make([]int32, len(pieces))
+		for i := range pieces {
+			scores[i] = -float32(i)
+			if i < len(types) {
+				tt[i] = int32(types[i] % 8)
+			}
+		}
+		tok, err := FromGGUF(map[string]any{
+			"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": pieces,
+			"tokenizer.ggml.scores": scores, "tokenizer.ggml.token_type": tt,
+		}, "fuzz.gguf")
+		if err != nil {
+			if !strings.Contains(err.Error(), "fuzz.gguf") {
+				t.Errorf("error does not name the file: %v", err)
+			}
+			return
+		}
+		ids := tok.Encode(text)
+		for _, id := range ids {
+			if id < 0 || id >= tok.VocabSize() {
+				t.Fatalf("id %d outside the vocabulary of %d", id, tok.VocabSize())
+			}
+		}
+		_ = tok.Decode(ids)
+	})
+}

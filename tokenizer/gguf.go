@@ -1,6 +1,9 @@
 package tokenizer
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // GGUF token types (gguf-py's TokenType, llama.cpp's llama_token_type).
 const (
@@ -54,4 +57,72 @@ func (t *Llama2c) GGUFMetadata() map[string]any {
 		"tokenizer.ggml.add_bos_token":    true,
 		"tokenizer.ggml.add_eos_token":    false,
 	}
+}
+
+// FromGGUF builds the tokenizer a GGUF file carries in its tokenizer.ggml.*
+// metadata (meta, as model/format parses it; name is used in errors), for
+// the SentencePiece LLaMA vocabularies llama.cpp calls "llama": the inverse
+// of GGUFMetadata. NORMAL pieces get llama2.c's plain space for "▁", and BOS
+// and EOS llama2.c's names, so the result encodes and decodes as the
+// tokenizer.bin of the same vocabulary does. llama2.c's encoder fixes
+// <unk>, BOS and EOS at ids 0, 1 and 2; a vocabulary with other ids, or
+// another model (gpt2's byte-level BPE of LLaMA 3), is refused: pass
+// --tokenizer with its tokenizer.json instead.
+func FromGGUF(meta map[string]any, name string) (*Llama2c, error) {
+	model, _ := meta["tokenizer.ggml.model"].(string)
+	if model != "llama" {
+		if model == "" {
+			return nil, fmt.Errorf("tokenizer: %s: no tokenizer.ggml.model in the GGUF metadata: the file carries no vocabulary; pass --tokenizer", name)
+		}
+		return nil, fmt.Errorf("tokenizer: %s: tokenizer.ggml.model %q is not read from GGUF (only SentencePiece \"llama\"); pass --tokenizer with the model's tokenizer.json", name, model)
+	}
+	tokens, ok := meta["tokenizer.ggml.tokens"].([]string)
+	if !ok {
+		return nil, fmt.Errorf("tokenizer: %s: tokenizer.ggml.tokens is %T, want an array of strings", name, meta["tokenizer.ggml.tokens"])
+	}
+	scores, ok := meta["tokenizer.ggml.scores"].([]float32)
+	if !ok || len(scores) != len(tokens) {
+		return nil, fmt.Errorf("tokenizer: %s: tokenizer.ggml.scores is %T of %d, want %d float32 values (one per token)", name, meta["tokenizer.ggml.scores"], lenOf(meta["tokenizer.ggml.scores"]), len(tokens))
+	}
+	types, ok := meta["tokenizer.ggml.token_type"].([]int32)
+	if !ok || len(types) != len(tokens) {
+		return nil, fmt.Errorf("tokenizer: %s: tokenizer.ggml.token_type is %T of %d, want %d int32 values (one per token)", name, meta["tokenizer.ggml.token_type"], lenOf(meta["tokenizer.ggml.token_type"]), len(tokens))
+	}
+	for key, want := range map[string]uint32{"tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2} {
+		v, present := meta[key]
+		if !present {
+			continue
+		}
+		if id, isU32 := v.(uint32); !isU32 || id != want {
+			return nil, fmt.Errorf("tokenizer: %s: %s is %v, but this encoder (llama2.c's) has it at id %d; pass --tokenizer", name, key, v, want)
+		}
+	}
+	t := &Llama2c{index: make(map[string]int, len(tokens))}
+	for i, p := range tokens {
+		switch {
+		case i == 1:
+			p = "\n<s>\n"
+		case i == 2:
+			p = "\n</s>\n"
+		case types[i] == ggufTokenNormal:
+			p = strings.ReplaceAll(p, "▁", " ")
+		}
+		if _, dup := t.index[p]; !dup {
+			t.index[p] = len(t.pieces)
+		}
+		t.pieces = append(t.pieces, p)
+		t.scores = append(t.scores, scores[i])
+		t.maxTokenLen = max(t.maxTokenLen, len(p))
+	}
+	return t.finish(name)
+}
+
+func lenOf(v any) int {
+	switch v := v.(type) {
+	case []float32:
+		return len(v)
+	case []int32:
+		return len(v)
+	}
+	return 0
 }

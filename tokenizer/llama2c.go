@@ -76,6 +76,12 @@ func ParseLlama2c(data []byte, name string, vocabSize int) (*Llama2c, error) {
 		t.pieces = append(t.pieces, piece)
 		t.scores = append(t.scores, score)
 	}
+	return t.finish(name)
+}
+
+// finish checks the vocabulary's size and derives what encoding needs from
+// the pieces: the shared tail of every way a Llama2c is made.
+func (t *Llama2c) finish(name string) (*Llama2c, error) {
 	if len(t.pieces) < 3 {
 		return nil, fmt.Errorf("tokenizer: %s: %d tokens, want at least 3 (<unk>, BOS, EOS)", name, len(t.pieces))
 	}

@@ -42,6 +42,18 @@ func TestConvertToGGUF(t *testing.T) {
 	if want := greedyGolden(t); strings.TrimSuffix(text, "\n") != want {
 		t.Errorf("the GGUF model generated\n%q\nwant\n%q", text, want)
 	}
+	// Without --tokenizer the file's own vocabulary (tokenizer.ggml.*)
+	// encodes the prompt and decodes the text exactly as tok512.bin does.
+	for _, prompt := range []string{"", "Once upon a time, Lily saw"} {
+		viaBin, err := run(t, "generate", "--model", out, "--tokenizer", filepath.Join(dir, "tok512.bin"), "--prompt", prompt, "--temperature", "0", "-n", "40")
+		if err != nil {
+			t.Fatal(err)
+		}
+		own, err := run(t, "generate", "--model", out, "--prompt", prompt, "--temperature", "0", "-n", "40")
+		if err != nil || own != viaBin {
+			t.Errorf("prompt %q: with the GGUF's own vocabulary (err %v)\n%q\nwith tok512.bin\n%q", prompt, err, own, viaBin)
+		}
+	}
 	mustFail(t, []string{"convert", "--model", model, "--to", "gguf", "--output", out}, out, "already exists", "--overwrite")
 	if _, err := run(t, "convert", "--model", model, "--to", "gguf", "--gguf-type", "q4_0", "--overwrite", "--output", out); err != nil {
 		t.Fatal(err)

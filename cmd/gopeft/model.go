@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/peft"
 	_ "github.com/gopeft/gopeft/peft/lora" // registers LORA adapters
@@ -277,12 +278,41 @@ func checkVocab(tok tokenizer.Tokenizer, m *llama.Model) error {
 // loadTokenizer opens --tokenizer, or looks beside the model for
 // tokenizer.json, tokenizer.bin or a tok*.bin.
 func (f *modelFlags) loadTokenizer() (tokenizer.Tokenizer, error) {
+	if f.tokenizer == "" && isGGUF(f.model) {
+		// A GGUF model carries its vocabulary; a file beside it is the
+		// fallback for vocabularies FromGGUF does not read.
+		tok, gerr := ggufTokenizer(f.model)
+		if gerr == nil {
+			return tok, nil
+		}
+		p, err := f.findTokenizer()
+		if err != nil {
+			return nil, gerr
+		}
+		return tokenizer.Load(p)
+	}
 	p, err := f.findTokenizer()
 	if err != nil {
 		return nil, err
 	}
+	if isGGUF(p) {
+		return ggufTokenizer(p)
+	}
 	return tokenizer.Load(p)
 }
+
+// ggufTokenizer is the vocabulary in a GGUF file's metadata.
+func ggufTokenizer(path string) (tokenizer.Tokenizer, error) {
+	meta, err := format.ReadGGUFMetadata(path)
+	if err != nil {
+		return nil, err
+	}
+	return tokenizer.FromGGUF(meta, path)
+}
+
+// isGGUF reports whether path names a GGUF file (by its extension, as the
+// model loader tells the formats apart).
+func isGGUF(path string) bool { return strings.EqualFold(filepath.Ext(path), ".gguf") }
 
 // tokenizerPath is the tokenizer the command would read ("" when none is
 // found).
@@ -292,7 +322,8 @@ func (f *modelFlags) tokenizerPath() string {
 }
 
 // findTokenizer is --tokenizer, or the first of tokenizer.json,
-// tokenizer.bin and tok*.bin beside the model.
+// tokenizer.bin and tok*.bin beside the model (a GGUF model's own
+// vocabulary comes first: see loadTokenizer).
 func (f *modelFlags) findTokenizer() (string, error) {
 	if f.tokenizer != "" {
 		return f.tokenizer, nil
