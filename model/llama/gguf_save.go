@@ -148,14 +148,7 @@ func (m *Model) GGUFTensors(typ string) ([]*format.Tensor, error) {
 		f := ts[name].ToF32()
 		vals, shape := f.Data, f.Shape
 		if c.RoPE == autograd.RoPEHalf {
-			heads := 0
-			switch {
-			case isProj(name, "q_proj"):
-				heads = c.NumAttentionHeads
-			case isProj(name, "k_proj"):
-				heads = c.NumKeyValueHeads
-			}
-			if heads > 0 {
+			if heads := QKHeads(name, c); heads > 0 {
 				vals = format.UnpermuteQKFromHF(vals, heads, shape[0], shape[1])
 			}
 		}

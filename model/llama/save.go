@@ -91,14 +91,7 @@ func SaveHFWith(m *Model, dir string, opt SaveOptions) error {
 	for _, name := range names {
 		t := ts[name]
 		if cfg.RoPE == autograd.RoPEInterleaved {
-			heads := 0
-			switch {
-			case isProj(name, "q_proj"):
-				heads = cfg.NumAttentionHeads
-			case isProj(name, "k_proj"):
-				heads = cfg.NumKeyValueHeads
-			}
-			if heads > 0 {
+			if heads := QKHeads(name, cfg); heads > 0 {
 				f := t.ToF32()
 				cols := 1 // a bias permutes as a one-column matrix
 				if len(f.Shape) == 2 {
@@ -246,4 +239,18 @@ func SaveLlama2c(m *Model, path string, seqLen int) error {
 		}
 	}
 	return format.WriteLlama2c(path, h, out)
+}
+
+// QKHeads is the number of heads whose rows the tensor (by its Hugging Face
+// name, model.layers.N.self_attn.q_proj.weight) holds when it is a q_proj or
+// k_proj weight or bias, and 0 otherwise: what the q/k row permutations
+// between llama2.c's, Hugging Face's and llama.cpp's layouts need.
+func QKHeads(name string, c Config) int {
+	switch {
+	case isProj(name, "q_proj"):
+		return c.NumAttentionHeads
+	case isProj(name, "k_proj"):
+		return c.NumKeyValueHeads
+	}
+	return 0
 }

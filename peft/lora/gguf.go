@@ -6,6 +6,7 @@ import (
 
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/model/format"
+	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/peft"
 )
 
@@ -102,14 +103,7 @@ func GGUFAdapter(pm *peft.Model, name, typ string) (map[string]any, []*format.Te
 			}
 		}
 		if base.RoPE == autograd.RoPEHalf {
-			heads := 0
-			switch {
-			case strings.HasSuffix(l.Name, ".self_attn.q_proj"):
-				heads = base.NumAttentionHeads
-			case strings.HasSuffix(l.Name, ".self_attn.k_proj"):
-				heads = base.NumKeyValueHeads
-			}
-			if heads > 0 {
+			if heads := llama.QKHeads(l.Name+".weight", base); heads > 0 {
 				bv = format.UnpermuteQKFromHF(bv, heads, B.Shape[0], B.Shape[1])
 			}
 		}
