@@ -13,7 +13,15 @@ var Presets = map[string]Config{
 	"stories42M":     preset(512, 1376, 8, 8, 8, 32000, 1024),
 	"stories110M":    preset(768, 2048, 12, 12, 12, 32000, 1024),
 	"smollm-135M":    preset(576, 1536, 30, 9, 3, 49152, 2048),
-	"tinyllama-1.1B": preset(2048, 5632, 22, 32, 4, 32000, 2048),
+	"tinyllama-1.1B": untied(preset(2048, 5632, 22, 32, 4, 32000, 2048)),
+}
+
+// untied gives c its own LM head, as TinyLlama's config has it
+// (tie_word_embeddings false: 1.10 B parameters, not 1.03 B); llama2.c's
+// stories models and SmolLM share the embedding.
+func untied(c Config) Config {
+	c.TieWordEmbeddings = false
+	return c
 }
 
 func preset(dim, hidden, layers, heads, kv, vocab, seq int) Config {
