@@ -228,6 +228,28 @@ func names(m map[string]*format.Tensor) []string {
 	return ns
 }
 
+// CopyAdapter copies the adapter directory src (config and weights) to a
+// new temporary directory, passing the config's text through edit (a newer
+// PEFT's extra key, a changed value), and returns the new directory.
+func CopyAdapter(t *testing.T, src string, edit func(string) string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cfg, err := os.ReadFile(filepath.Join(src, peft.ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.ReadFile(filepath.Join(src, peft.WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{peft.ConfigFile: []byte(edit(string(cfg))), peft.WeightsFile: w} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 // ReadJSON decodes a JSON file.
 func ReadJSON(t *testing.T, path string, v any) {
 	t.Helper()

@@ -1,8 +1,6 @@
 package prefixtuning
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -28,24 +26,9 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-func copyGolden(t *testing.T, src string, edit func(string) string) string {
-	dir := t.TempDir()
-	cfg, err := os.ReadFile(filepath.Join(src, peft.ConfigFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := os.ReadFile(filepath.Join(src, peft.WeightsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, peft.ConfigFile), []byte(edit(string(cfg))), 0o644)
-	os.WriteFile(filepath.Join(dir, peft.WeightsFile), w, 0o644)
-	return dir
-}
-
 func TestUnknownKeyAndSavedLayout(t *testing.T) {
 	g := methodtest.LoadGolden(t, "prefix_tuning")
-	dir := copyGolden(t, g.Dir, func(s string) string { return strings.Replace(s, "{", `{"cartridge_hint": null,`, 1) })
+	dir := methodtest.CopyAdapter(t, g.Dir, func(s string) string { return strings.Replace(s, "{", `{"cartridge_hint": null,`, 1) })
 	pm := methodtest.BaseModel(t)
 	if _, err := pm.LoadAdapter(dir, peft.DefaultAdapter); err != nil {
 		t.Fatal(err)
@@ -148,7 +131,7 @@ func TestBadInput(t *testing.T) {
 		{`"num_attention_heads": 4`, `"num_attention_heads": 8`, "num_attention_heads is 8: the model's num_key_value_heads is 4"},
 		{`"num_virtual_tokens": 3`, `"num_virtual_tokens": 2`, "prompt_embeddings has shape [3 320], this base model needs [2 320]"},
 	} {
-		dir := copyGolden(t, g.Dir, func(s string) string { return strings.Replace(s, e.from, e.to, 1) })
+		dir := methodtest.CopyAdapter(t, g.Dir, func(s string) string { return strings.Replace(s, e.from, e.to, 1) })
 		_, err := methodtest.BaseModel(t).LoadAdapter(dir, peft.DefaultAdapter)
 		if err == nil || !strings.Contains(err.Error(), e.want) {
 			t.Errorf("%s: %v, want %q", e.to, err, e.want)

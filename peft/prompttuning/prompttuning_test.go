@@ -1,8 +1,6 @@
 package prompttuning
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -29,26 +27,9 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-// copyGolden writes the golden adapter with an extra config key, as a
-// newer PEFT would.
-func copyGolden(t *testing.T, src string, edit func(string) string) string {
-	dir := t.TempDir()
-	cfg, err := os.ReadFile(filepath.Join(src, peft.ConfigFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := os.ReadFile(filepath.Join(src, peft.WeightsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, peft.ConfigFile), []byte(edit(string(cfg))), 0o644)
-	os.WriteFile(filepath.Join(dir, peft.WeightsFile), w, 0o644)
-	return dir
-}
-
 func TestUnknownKeyAndSavedLayout(t *testing.T) {
 	g := methodtest.LoadGolden(t, "prompt_tuning")
-	dir := copyGolden(t, g.Dir, func(s string) string { return strings.Replace(s, "{", `{"a_new_key": {"x": 1},`, 1) })
+	dir := methodtest.CopyAdapter(t, g.Dir, func(s string) string { return strings.Replace(s, "{", `{"a_new_key": {"x": 1},`, 1) })
 	pm := methodtest.BaseModel(t)
 	if _, err := pm.LoadAdapter(dir, peft.DefaultAdapter); err != nil {
 		t.Fatal(err)
@@ -167,7 +148,7 @@ func TestBadInput(t *testing.T) {
 	}
 	// A file whose tensor does not fit the model: the tensor and both shapes.
 	g := methodtest.LoadGolden(t, "prompt_tuning")
-	dir := copyGolden(t, g.Dir, func(s string) string {
+	dir := methodtest.CopyAdapter(t, g.Dir, func(s string) string {
 		return strings.Replace(s, `"num_virtual_tokens": 5`, `"num_virtual_tokens": 6`, 1)
 	})
 	_, err := methodtest.BaseModel(t).LoadAdapter(dir, peft.DefaultAdapter)
