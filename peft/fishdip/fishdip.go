@@ -59,13 +59,13 @@ type Config struct {
 	sparse.Config
 	NumSamples           int `json:"num_samples"`
 	ReevaluateAfterSteps int `json:"reevaluate_after_steps"`
-	MaxFisherMiB         int `json:"max_fisher_mib"`
+	sparse.FisherBudget
 }
 
 // NewConfig returns the reference's defaults: 1% of the parameters, at most
 // 25 samples, a refresh every 100 updates.
 func NewConfig() *Config {
-	return &Config{Config: sparse.NewConfig(PeftType, 0.01), NumSamples: 25, ReevaluateAfterSteps: 100, MaxFisherMiB: sparse.DefaultMaxFisherMiB}
+	return &Config{Config: sparse.NewConfig(PeftType, 0.01), NumSamples: 25, ReevaluateAfterSteps: 100, FisherBudget: sparse.DefaultFisherBudget()}
 }
 
 // Validate implements peft.Config.
@@ -75,8 +75,9 @@ func (c *Config) Validate() error {
 		return &peft.KeyError{Method: PeftType, Key: "num_samples", Value: c.NumSamples, Allowed: "must be at least 1"}
 	case c.ReevaluateAfterSteps < 1:
 		return &peft.KeyError{Method: PeftType, Key: "reevaluate_after_steps", Value: c.ReevaluateAfterSteps, Allowed: "must be at least 1"}
-	case c.MaxFisherMiB < 0:
-		return &peft.KeyError{Method: PeftType, Key: "max_fisher_mib", Value: c.MaxFisherMiB, Allowed: "must be ≥ 0 (0: no bound)"}
+	}
+	if err := c.FisherBudget.Check(PeftType); err != nil {
+		return err
 	}
 	return c.Config.Validate()
 }
@@ -230,7 +231,7 @@ func (m *Method) mask(k int) ([][]int32, error) {
 		ex[j] = ls[j].i
 	}
 	slices.Sort(ex)
-	return sparse.FisherTopK(m.pm, m.Targets(), m.obj, sparse.FisherOptions{Examples: ex, MaxBytes: int64(m.Cfg.MaxFisherMiB) << 20}, k)
+	return sparse.FisherTopK(m.pm, m.Targets(), m.obj, sparse.FisherOptions{Examples: ex, MaxBytes: m.Cfg.Bytes()}, k)
 }
 
 // AfterUpdate implements peft.StepHook: every reevaluate_after_steps

@@ -36,20 +36,18 @@ func init() {
 type Config struct {
 	sparse.Config
 	NumSamples int `json:"num_samples"`
-	// MaxFisherMiB bounds the Fisher sums held at once (see
-	// sparse.FisherOptions.MaxBytes); 0: all targets in one pass.
-	MaxFisherMiB int `json:"max_fisher_mib"`
+	sparse.FisherBudget
 }
 
 // NewConfig returns the reference's defaults: keep 0.5%, N = 1024.
 func NewConfig() *Config {
-	return &Config{Config: sparse.NewConfig(PeftType, 0.005), NumSamples: 1024, MaxFisherMiB: sparse.DefaultMaxFisherMiB}
+	return &Config{Config: sparse.NewConfig(PeftType, 0.005), NumSamples: 1024, FisherBudget: sparse.DefaultFisherBudget()}
 }
 
 // Validate implements peft.Config.
 func (c *Config) Validate() error {
-	if c.MaxFisherMiB < 0 {
-		return &peft.KeyError{Method: PeftType, Key: "max_fisher_mib", Value: c.MaxFisherMiB, Allowed: "must be ≥ 0 (0: no bound)"}
+	if err := c.FisherBudget.Check(PeftType); err != nil {
+		return err
 	}
 	if c.NumSamples < 1 {
 		return &peft.KeyError{Method: PeftType, Key: "num_samples", Value: c.NumSamples, Allowed: "must be at least 1"}
@@ -67,7 +65,7 @@ type Method struct {
 func New(c *Config) *Method {
 	m := &Method{Cfg: c}
 	m.Method = sparse.NewMethod(c, &c.Config, func(pm *peft.Model, ts []*nn.Linear, k int, obj peft.Objective) ([][]int32, error) {
-		return sparse.FisherTopK(pm, ts, obj, sparse.FisherOptions{Samples: c.NumSamples, MaxBytes: int64(c.MaxFisherMiB) << 20}, k)
+		return sparse.FisherTopK(pm, ts, obj, sparse.FisherOptions{Samples: c.NumSamples, MaxBytes: c.Bytes()}, k)
 	})
 	return m
 }

@@ -40,13 +40,13 @@ func init() {
 // Config is SAM's adapter_config.json.
 type Config struct {
 	sparse.Config
-	NumSamples   int `json:"num_samples"`
-	MaxFisherMiB int `json:"max_fisher_mib"`
+	NumSamples int `json:"num_samples"`
+	sparse.FisherBudget
 }
 
 // NewConfig returns the reference script's ratio 0.005 over 1024 examples.
 func NewConfig() *Config {
-	return &Config{Config: sparse.NewConfig(PeftType, 0.005), NumSamples: 1024, MaxFisherMiB: sparse.DefaultMaxFisherMiB}
+	return &Config{Config: sparse.NewConfig(PeftType, 0.005), NumSamples: 1024, FisherBudget: sparse.DefaultFisherBudget()}
 }
 
 // Validate implements peft.Config.
@@ -54,8 +54,8 @@ func (c *Config) Validate() error {
 	if c.NumSamples < 0 {
 		return &peft.KeyError{Method: PeftType, Key: "num_samples", Value: c.NumSamples, Allowed: "must be ≥ 0 (0: all)"}
 	}
-	if c.MaxFisherMiB < 0 {
-		return &peft.KeyError{Method: PeftType, Key: "max_fisher_mib", Value: c.MaxFisherMiB, Allowed: "must be ≥ 0 (0: no bound)"}
+	if err := c.FisherBudget.Check(PeftType); err != nil {
+		return err
 	}
 	return c.Config.Validate()
 }

@@ -18,6 +18,27 @@ import (
 // max_fisher_mib key).
 const DefaultMaxFisherMiB = 64
 
+// FisherBudget is the max_fisher_mib key of the methods that sum a Fisher
+// or gradient estimate per entry (FishMask, Fish-Dip, SAM): a bound, in
+// MiB, on the sums held at once; 0: all targets in one pass.
+type FisherBudget struct {
+	MaxFisherMiB int `json:"max_fisher_mib"`
+}
+
+// DefaultFisherBudget is DefaultMaxFisherMiB.
+func DefaultFisherBudget() FisherBudget { return FisherBudget{MaxFisherMiB: DefaultMaxFisherMiB} }
+
+// Check refuses a negative bound, naming method's key.
+func (b FisherBudget) Check(method string) error {
+	if b.MaxFisherMiB < 0 {
+		return &peft.KeyError{Method: method, Key: "max_fisher_mib", Value: b.MaxFisherMiB, Allowed: "must be ≥ 0 (0: no bound)"}
+	}
+	return nil
+}
+
+// Bytes is the bound as FisherOptions.MaxBytes takes it.
+func (b FisherBudget) Bytes() int64 { return int64(b.MaxFisherMiB) << 20 }
+
 // FisherOptions sets how Fisher estimates the empirical Fisher information.
 type FisherOptions struct {
 	// Samples is how many training examples to use, one per backward
