@@ -10,12 +10,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/internal/shared"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/model/llama"
-	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/peft/methodtest"
 )
 
 func loadGoldenModel(t *testing.T) *peft.Model {
@@ -43,7 +42,7 @@ func batchOf(seqs [][]int) llama.Input {
 // TestGoldenLossAndGradients checks the loss and every LoRA gradient of the
 // golden adapter against PyTorch's.
 func TestGoldenLossAndGradients(t *testing.T) {
-	checkGolden(t, loadGoldenModel(t), 1e-4, 1e-3)
+	checkGolden(t, loadGoldenModel(t), methodtest.Float32)
 }
 
 // TestGoldenMixedPrecision is the golden check with the frozen base held in
@@ -58,77 +57,20 @@ func TestGoldenLossAndGradients(t *testing.T) {
 func TestGoldenMixedPrecision(t *testing.T) {
 	pm := loadGoldenModel(t)
 	pm.Base.ToBF16()
-	checkGolden(t, pm, 1e-2, 5e-2)
+	checkGolden(t, pm, methodtest.Tolerance{Loss: 1e-2, Grad: 5e-2})
 }
 
-// checkGolden loads the golden adapter onto pm and compares the loss
-// (absolute lossTol) and every gradient (gradTol of the gradient's largest
-// magnitude) with PyTorch's.
-func checkGolden(t *testing.T, pm *peft.Model, lossTol, gradTol float64) {
+// checkGolden loads the golden adapter onto pm and compares the loss and
+// every gradient with PyTorch's within tol.
+func checkGolden(t *testing.T, pm *peft.Model, tol methodtest.Tolerance) {
 	t.Helper()
 	a, err := pm.LoadAdapter(shared.Path(t, "golden/stories260K/lora"), peft.DefaultAdapter)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var exp expected
-	b, err := os.ReadFile(shared.Path(t, "golden/stories260K/lora_expected.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &exp); err != nil {
-		t.Fatal(err)
-	}
-	in := batchOf(exp.Tokens)
-	tp := autograd.NewTape()
-	loss, err := pm.Base.Loss(&nn.Pass{Tape: tp, Training: true}, in, llama.LMLabels(in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := math.Abs(float64(loss.Value.Data[0]) - exp.Loss); d > lossTol {
-		t.Errorf("loss %v, golden %v (|diff| %g > %g)", loss.Value.Data[0], exp.Loss, d, lossTol)
-	} else {
-		t.Logf("loss %v, golden %v (|diff| %.2g)", loss.Value.Data[0], exp.Loss, d)
-	}
-	tp.Backward(loss)
-	grads, _, err := format.ReadSafetensors(shared.Path(t, "golden/stories260K/lora_grads.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(grads) != len(a.Params) {
-		t.Errorf("golden has %d gradients, the adapter %d tensors", len(grads), len(a.Params))
-	}
-	var worst float64
-	for _, p := range a.Params {
-		g, ok := grads[p.Name]
-		if !ok {
-			t.Errorf("no golden gradient for %s", p.Name)
-			continue
-		}
-		want, err := g.Float32()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p.Var.Grad == nil {
-			t.Errorf("%s has no gradient", p.Name)
-			continue
-		}
-		var scale, diff float64
-		for i, w := range want {
-			scale = math.Max(scale, math.Abs(float64(w)))
-			diff = math.Max(diff, math.Abs(float64(w-p.Var.Grad.Data[i])))
-		}
-		worst = math.Max(worst, diff/scale)
-		if diff > gradTol*scale {
-			t.Errorf("%s: max |grad - golden| %g > %g × %g", p.Name, diff, gradTol, scale)
-		}
-	}
-	t.Logf("largest gradient difference: %.2g of the gradient's scale", worst)
-	// The base stays frozen: no gradient was even allocated for it.
-	for _, p := range pm.Base.Params() {
-		if p.Var.Grad != nil {
-			t.Errorf("frozen base tensor %s got a gradient", p.Name)
-		}
-	}
+	methodtest.ReadJSON(t, shared.Path(t, "golden/stories260K/lora_expected.json"), &exp)
+	methodtest.CompareLossAndGrads(t, pm, a, exp.Tokens, exp.Loss, shared.Path(t, "golden/stories260K/lora_grads.safetensors"), tol)
 }
 
 func logits(t *testing.T, m *llama.Model, ids []int) []float32 {

@@ -68,29 +68,46 @@ func Batch(seqs [][]int) llama.Input {
 	return in
 }
 
+// Tolerance bounds a comparison with PyTorch's golden values: Loss is
+// absolute, Grad relative to each gradient tensor's max |value|.
+type Tolerance struct{ Loss, Grad float64 }
+
+// Float32 is the tolerance of a float32 computation.
+var Float32 = Tolerance{Loss: 1e-4, Grad: 1e-3}
+
 // CheckLossAndGrads compares the loss of the golden tokens and the gradient
-// of every saved tensor with the golden values (loss 1e-4 absolute,
-// gradients 1e-3 relative to each tensor's max |value|). grads maps the
-// save names to the tensors that receive gradients (nil: a.Params).
+// of every saved tensor (a.Params) with the golden values, within Float32.
 func CheckLossAndGrads(t *testing.T, pm *peft.Model, a *peft.Adapter, g Golden) {
 	t.Helper()
-	in := Batch(g.Exp.Tokens)
+	CompareLossAndGrads(t, pm, a, g.Exp.Tokens, g.Exp.Loss, filepath.Join(g.Dir, "grads.safetensors"), Float32)
+}
+
+// CompareLossAndGrads is CheckLossAndGrads for golden values kept
+// elsewhere (tokens, their loss, and the gradients' safetensors file) and
+// any tolerance (a bf16 base's, say). It also checks that the frozen base
+// got no gradient.
+func CompareLossAndGrads(t *testing.T, pm *peft.Model, a *peft.Adapter, tokens [][]int, wantLoss float64, gradsFile string, tol Tolerance) {
+	t.Helper()
+	in := Batch(tokens)
 	tp := autograd.NewTape()
 	loss, err := pm.Base.Loss(&nn.Pass{Tape: tp, Training: true}, in, llama.LMLabels(in))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := math.Abs(float64(loss.Value.Data[0]) - g.Exp.Loss); d > 1e-4 {
-		t.Errorf("loss %v, golden %v (|diff| %g > 1e-4)", loss.Value.Data[0], g.Exp.Loss, d)
+	if d := math.Abs(float64(loss.Value.Data[0]) - wantLoss); d > tol.Loss {
+		t.Errorf("loss %v, golden %v (|diff| %g > %g)", loss.Value.Data[0], wantLoss, d, tol.Loss)
+	} else {
+		t.Logf("loss %v, golden %v (|diff| %.2g)", loss.Value.Data[0], wantLoss, d)
 	}
 	tp.Backward(loss)
-	grads, _, err := format.ReadSafetensors(filepath.Join(g.Dir, "grads.safetensors"))
+	grads, _, err := format.ReadSafetensors(gradsFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(grads) != len(a.Params) {
 		t.Errorf("golden has %d gradients, the adapter %d tensors", len(grads), len(a.Params))
 	}
+	var worst float64
 	for _, p := range a.Params {
 		gt, ok := grads[p.Name]
 		if !ok {
@@ -114,10 +131,12 @@ func CheckLossAndGrads(t *testing.T, pm *peft.Model, a *peft.Adapter, g Golden) 
 			scale = math.Max(scale, math.Abs(float64(w)))
 			diff = math.Max(diff, math.Abs(float64(w-p.Var.Grad.Data[i])))
 		}
-		if diff > 1e-3*scale {
-			t.Errorf("%s: max |grad - golden| %g > 1e-3 × %g", p.Name, diff, scale)
+		worst = math.Max(worst, diff/scale)
+		if diff > tol.Grad*scale {
+			t.Errorf("%s: max |grad - golden| %g > %g × %g", p.Name, diff, tol.Grad, scale)
 		}
 	}
+	t.Logf("largest gradient difference: %.2g of the gradient's scale", worst)
 	for _, p := range pm.Base.Params() {
 		if p.Var.Grad != nil {
 			t.Errorf("frozen base tensor %s got a gradient", p.Name)
