@@ -8,6 +8,7 @@ import (
 
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/peft/methodtest"
 )
 
 // denseDelta is s·B·A [out, in] in float64.
@@ -38,7 +39,7 @@ func TestGGUFAdapterDeltas(t *testing.T) {
 		cfg.RankPattern = map[string]int{"k_proj": 2}
 		cfg.AlphaPattern = map[string]float64{"model.layers.1.self_attn.q_proj": 3}
 		m := New(cfg)
-		pm := loadGoldenModel(t)
+		pm := methodtest.BaseModel(t)
 		if _, err := pm.AddAdapter(peft.DefaultAdapter, m); err != nil {
 			t.Fatal(err)
 		}
@@ -116,7 +117,7 @@ func indexOf(f *format.GGUFFile, name string) int {
 func TestGGUFAdapterRefusals(t *testing.T) {
 	dir := t.TempDir()
 	try := func(cfg *Config, typ string) error {
-		pm := loadGoldenModel(t)
+		pm := methodtest.BaseModel(t)
 		if _, err := pm.AddAdapter(peft.DefaultAdapter, New(cfg)); err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +137,7 @@ func TestGGUFAdapterRefusals(t *testing.T) {
 		t.Errorf("lm_head on a tied base: %v", err)
 	}
 	// q8_0: lora_a rows (64 inputs) are whole blocks, lora_b rows (r = 8) are not.
-	pm := loadGoldenModel(t)
+	pm := methodtest.BaseModel(t)
 	if _, err := pm.AddAdapter(peft.DefaultAdapter, New(NewConfig())); err != nil {
 		t.Fatal(err)
 	}

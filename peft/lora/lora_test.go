@@ -17,32 +17,15 @@ import (
 	"github.com/gopeft/gopeft/peft/methodtest"
 )
 
-func loadGoldenModel(t *testing.T) *peft.Model {
-	t.Helper()
-	base, err := llama.Load(shared.Path(t, "golden/stories260K/hf"), llama.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return peft.Wrap(base)
-}
-
 type expected struct {
 	Tokens [][]int `json:"tokens"`
 	Loss   float64 `json:"loss"`
 }
 
-func batchOf(seqs [][]int) llama.Input {
-	in := llama.Input{Batch: len(seqs), T: len(seqs[0])}
-	for _, s := range seqs {
-		in.IDs = append(in.IDs, s...)
-	}
-	return in
-}
-
 // TestGoldenLossAndGradients checks the loss and every LoRA gradient of the
 // golden adapter against PyTorch's.
 func TestGoldenLossAndGradients(t *testing.T) {
-	checkGolden(t, loadGoldenModel(t), methodtest.Float32)
+	checkGolden(t, methodtest.BaseModel(t), methodtest.Float32)
 }
 
 // TestGoldenMixedPrecision is the golden check with the frozen base held in
@@ -55,7 +38,7 @@ func TestGoldenLossAndGradients(t *testing.T) {
 // products of such values through five layers, so their error is a few
 // times 2⁻⁸ of their scale, not float32's.
 func TestGoldenMixedPrecision(t *testing.T) {
-	pm := loadGoldenModel(t)
+	pm := methodtest.BaseModel(t)
 	pm.Base.ToBF16()
 	checkGolden(t, pm, methodtest.Tolerance{Loss: 1e-2, Grad: 5e-2})
 }
@@ -91,7 +74,7 @@ func maxAbsDiff(a, b []float32) float64 {
 }
 
 func TestMergeUnmergeAndUnload(t *testing.T) {
-	pm := loadGoldenModel(t)
+	pm := methodtest.BaseModel(t)
 	ids := []int{1, 328, 384, 353, 219, 207, 297, 389}
 	base := logits(t, pm.Base, ids)
 	if _, err := pm.LoadAdapter(shared.Path(t, "golden/stories260K/lora"), peft.DefaultAdapter); err != nil {
@@ -134,7 +117,7 @@ func TestMergeUnmergeAndUnload(t *testing.T) {
 
 func TestSaveLoadMatchesPEFTLayout(t *testing.T) {
 	golden := shared.Path(t, "golden/stories260K/lora")
-	pm := loadGoldenModel(t)
+	pm := methodtest.BaseModel(t)
 	a, err := pm.LoadAdapter(golden, peft.DefaultAdapter)
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +162,7 @@ func TestSaveLoadMatchesPEFTLayout(t *testing.T) {
 		}
 	}
 	// Loading what was saved gives identical tensors.
-	pm2 := loadGoldenModel(t)
+	pm2 := methodtest.BaseModel(t)
 	b, err := pm2.LoadAdapter(dir, "again")
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/peft/methodtest"
 	"github.com/gopeft/gopeft/quant"
 	"github.com/gopeft/gopeft/tensor"
 )
@@ -37,7 +38,7 @@ func TestQLoRAAdapterLoadsOnFloat32Base(t *testing.T) {
 	}
 	// One training step's gradients, over the quantized base and over its
 	// dequantized copy.
-	in := batchOf([][]int{{1, 403, 407, 261, 378, 1, 2, 9}, {1, 9, 200, 17, 300, 8, 31, 12}})
+	in := methodtest.Batch([][]int{{1, 403, 407, 261, 378, 1, 2, 9}, {1, 9, 200, 17, 300, 8, 31, 12}})
 	grads := func(m *llama.Model, ps nn.Params) [][]float32 {
 		tp := autograd.NewTape()
 		loss, err := m.Loss(&nn.Pass{Tape: tp, Training: true}, in, llama.LMLabels(in))
@@ -78,7 +79,7 @@ func TestQLoRAAdapterLoadsOnFloat32Base(t *testing.T) {
 		}
 	}
 
-	f32 := loadGoldenModel(t)
+	f32 := methodtest.BaseModel(t)
 	b, err := f32.LoadAdapter(dir, peft.DefaultAdapter)
 	if err != nil {
 		t.Fatalf("the QLoRA adapter does not load on the float32 base: %v", err)
