@@ -273,8 +273,8 @@ func TestDoRASaveLayout(t *testing.T) {
 		}
 	}
 	var gcfg, ocfg map[string]any
-	readJSON(t, filepath.Join(golden, peft.ConfigFile), &gcfg)
-	readJSON(t, filepath.Join(dir, peft.ConfigFile), &ocfg)
+	methodtest.ReadJSON(t, filepath.Join(golden, peft.ConfigFile), &gcfg)
+	methodtest.ReadJSON(t, filepath.Join(dir, peft.ConfigFile), &ocfg)
 	for k, v := range gcfg {
 		if k != "inference_mode" && !reflect.DeepEqual(v, ocfg[k]) {
 			t.Errorf("key %q: saved %v, golden %v", k, ocfg[k], v)

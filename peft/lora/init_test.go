@@ -177,7 +177,7 @@ func TestPiSSASavesAsLoRAForTheOriginalBase(t *testing.T) {
 			t.Fatal(err)
 		}
 		var cfg map[string]any
-		readJSON(t, filepath.Join(dir, peft.ConfigFile), &cfg)
+		methodtest.ReadJSON(t, filepath.Join(dir, peft.ConfigFile), &cfg)
 		wantAlpha := 12.0
 		if tc.rslora {
 			wantAlpha = 6 * math.Sqrt2

@@ -1,9 +1,7 @@
 package lora
 
 import (
-	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -149,8 +147,8 @@ func TestSaveLoadMatchesPEFTLayout(t *testing.T) {
 	// Every key of the golden config is written, with the same value where
 	// it describes the computation.
 	var gcfg, ocfg map[string]any
-	readJSON(t, filepath.Join(golden, peft.ConfigFile), &gcfg)
-	readJSON(t, filepath.Join(dir, peft.ConfigFile), &ocfg)
+	methodtest.ReadJSON(t, filepath.Join(golden, peft.ConfigFile), &gcfg)
+	methodtest.ReadJSON(t, filepath.Join(dir, peft.ConfigFile), &ocfg)
 	for k, v := range gcfg {
 		ov, ok := ocfg[k]
 		if !ok {
@@ -182,17 +180,6 @@ func sortedNames(m map[string]*format.Tensor) []string {
 	}
 	sort.Strings(ns)
 	return ns
-}
-
-func readJSON(t *testing.T, path string, v any) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func smallModel(t *testing.T) *peft.Model {

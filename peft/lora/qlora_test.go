@@ -85,8 +85,8 @@ func TestQLoRAAdapterLoadsOnFloat32Base(t *testing.T) {
 		t.Fatalf("the QLoRA adapter does not load on the float32 base: %v", err)
 	}
 	var gcfg, ocfg map[string]any
-	readJSON(t, filepath.Join(shared.Path(t, "golden/stories260K/lora"), peft.ConfigFile), &gcfg)
-	readJSON(t, filepath.Join(dir, peft.ConfigFile), &ocfg)
+	methodtest.ReadJSON(t, filepath.Join(shared.Path(t, "golden/stories260K/lora"), peft.ConfigFile), &gcfg)
+	methodtest.ReadJSON(t, filepath.Join(dir, peft.ConfigFile), &ocfg)
 	for k, v := range gcfg {
 		if k != "inference_mode" && !reflect.DeepEqual(v, ocfg[k]) {
 			t.Errorf("adapter_config.json key %q: %v, PEFT's golden adapter has %v", k, ocfg[k], v)
