@@ -23,23 +23,6 @@ import (
 	"github.com/gopeft/gopeft/train"
 )
 
-func logits(t *testing.T, m *llama.Model, ids []int) []float32 {
-	t.Helper()
-	h, err := m.Forward(nil, llama.Input{IDs: ids, Batch: 1, T: len(ids)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m.Logits(nil, h).Value.Data
-}
-
-func maxAbsDiff(a, b []float32) float64 {
-	var d float64
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
-	}
-	return d
-}
-
 func smallModel(t *testing.T) *peft.Model {
 	t.Helper()
 	cfg := llama.Config{HiddenSize: 16, IntermediateSize: 24, NumHiddenLayers: 2, NumAttentionHeads: 4, NumKeyValueHeads: 2,
@@ -86,18 +69,18 @@ func TestGoldenMergeAndSave(t *testing.T) {
 	golden := methodtest.LoadGolden(t, "adalora").Dir
 	pm := methodtest.BaseModel(t)
 	ids := []int{1, 328, 384, 353, 219, 207, 297, 389}
-	base := logits(t, pm.Base, ids)
+	base := methodtest.Logits(t, pm.Base, ids)
 	if _, err := pm.LoadAdapter(golden, peft.DefaultAdapter); err != nil {
 		t.Fatal(err)
 	}
-	adapted := logits(t, pm.Base, ids)
-	if maxAbsDiff(base, adapted) < 1e-2 {
+	adapted := methodtest.Logits(t, pm.Base, ids)
+	if methodtest.MaxAbsDiff(base, adapted) < 1e-2 {
 		t.Fatal("the golden adapter hardly changes the logits")
 	}
 	if err := pm.Merge(); err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(adapted, logits(t, pm.Base, ids)); d > 1e-4 {
+	if d := methodtest.MaxAbsDiff(adapted, methodtest.Logits(t, pm.Base, ids)); d > 1e-4 {
 		t.Errorf("merged logits differ from unmerged by %g", d)
 	}
 	if err := pm.Unmerge(); err != nil {
@@ -411,7 +394,7 @@ func TestResumeIsBitwise(t *testing.T) {
 func TestTrainedSaveLoad(t *testing.T) {
 	m, _, pm := trainRun(t, t.TempDir(), 9, false)
 	ids := []int{1, 5, 7, 3, 9, 11}
-	want := logits(t, pm.Base, ids)
+	want := methodtest.Logits(t, pm.Base, ids)
 	dir := t.TempDir()
 	if err := pm.SaveAdapter(dir, peft.DefaultAdapter); err != nil {
 		t.Fatal(err)
@@ -455,7 +438,7 @@ func TestTrainedSaveLoad(t *testing.T) {
 			t.Errorf("%s: scale %v after load, want lora_alpha/(init_r + 1e-5) = %v", ly.module, ly.scale, want)
 		}
 	}
-	if d := maxAbsDiff(want, logits(t, pm2.Base, ids)); d > 1e-5 {
+	if d := methodtest.MaxAbsDiff(want, methodtest.Logits(t, pm2.Base, ids)); d > 1e-5 {
 		t.Errorf("the reloaded adapter's logits differ from the trained model's by %g", d)
 	}
 }
@@ -528,7 +511,7 @@ func TestModulePrunedToRankZero(t *testing.T) {
 		ly.E.Value.Data[q] = 0
 	}
 	ids := []int{1, 5, 7, 3, 9, 11}
-	want := logits(t, pm.Base, ids)
+	want := methodtest.Logits(t, pm.Base, ids)
 	dir := t.TempDir()
 	if err := pm.SaveAdapter(dir, peft.DefaultAdapter); err != nil {
 		t.Fatal(err)
@@ -544,7 +527,7 @@ func TestModulePrunedToRankZero(t *testing.T) {
 	if _, err := pm2.LoadAdapter(dir, peft.DefaultAdapter); err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(want, logits(t, pm2.Base, ids)); d > 1e-5 {
+	if d := methodtest.MaxAbsDiff(want, methodtest.Logits(t, pm2.Base, ids)); d > 1e-5 {
 		t.Errorf("reloaded logits differ by %g", d)
 	}
 }

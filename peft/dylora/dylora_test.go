@@ -16,6 +16,7 @@ import (
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/peft/lowrank"
+	"github.com/gopeft/gopeft/peft/methodtest"
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/tokenizer"
 	"github.com/gopeft/gopeft/train"
@@ -39,14 +40,6 @@ func logits(t *testing.T, m *llama.Model, p *nn.Pass, ids []int) []float32 {
 		t.Fatal(err)
 	}
 	return m.Logits(p, h).Value.Data
-}
-
-func maxAbsDiff(a, b []float32) float64 {
-	var d float64
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
-	}
-	return d
 }
 
 func randomConfig(rmax int, targets ...string) *Config {
@@ -196,14 +189,14 @@ func TestModelGradientsMergeAndSave(t *testing.T) {
 			t.Fatal(err)
 		}
 		unmerged := logits(t, pm.Base, nil, ids)
-		if prev != nil && maxAbsDiff(prev, unmerged) < 1e-4 {
+		if prev != nil && methodtest.MaxAbsDiff(prev, unmerged) < 1e-4 {
 			t.Errorf("rank %d gives rank %d's logits", b, b-1)
 		}
 		prev = unmerged
 		if err := pm.Merge(); err != nil {
 			t.Fatal(err)
 		}
-		if d := maxAbsDiff(unmerged, logits(t, pm.Base, nil, ids)); d > 1e-4 {
+		if d := methodtest.MaxAbsDiff(unmerged, logits(t, pm.Base, nil, ids)); d > 1e-4 {
 			t.Errorf("rank %d: merged logits differ from unmerged by %g", b, d)
 		}
 		if err := m.SetRank(1 + b%4); err == nil {
@@ -214,7 +207,7 @@ func TestModelGradientsMergeAndSave(t *testing.T) {
 		}
 	}
 	pm.DisableAdapters()
-	if d := maxAbsDiff(base, logits(t, pm.Base, nil, ids)); d > 1e-5 {
+	if d := methodtest.MaxAbsDiff(base, logits(t, pm.Base, nil, ids)); d > 1e-5 {
 		t.Errorf("after merges and unmerges the base moved by %g", d)
 	}
 	pm.EnableAdapters()
@@ -240,7 +233,7 @@ func TestModelGradientsMergeAndSave(t *testing.T) {
 	}
 	m.SetRank(2)
 	// (The first model's base went through four merges and unmerges.)
-	if d := maxAbsDiff(logits(t, pm.Base, nil, ids), logits(t, pm2.Base, nil, ids)); d > 1e-5 {
+	if d := methodtest.MaxAbsDiff(logits(t, pm.Base, nil, ids), logits(t, pm2.Base, nil, ids)); d > 1e-5 {
 		t.Errorf("the reloaded adapter at rank 2 differs by %g", d)
 	}
 }

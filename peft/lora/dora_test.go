@@ -164,12 +164,12 @@ func TestDoRAMergeUnmerge(t *testing.T) {
 	ids := []int{1, 328, 384, 353, 219, 207, 297, 389}
 	dir := methodtest.LoadGolden(t, "dora").Dir
 	pm := methodtest.BaseModel(t)
-	base := logits(t, pm.Base, ids)
+	base := methodtest.Logits(t, pm.Base, ids)
 	if _, err := pm.LoadAdapter(dir, peft.DefaultAdapter); err != nil {
 		t.Fatal(err)
 	}
-	adapted := logits(t, pm.Base, ids)
-	if maxAbsDiff(base, adapted) < 1e-2 {
+	adapted := methodtest.Logits(t, pm.Base, ids)
+	if methodtest.MaxAbsDiff(base, adapted) < 1e-2 {
 		t.Fatal("the golden DoRA adapter hardly changes the logits; the test would prove nothing")
 	}
 	orig := map[string][]float32{}
@@ -179,17 +179,17 @@ func TestDoRAMergeUnmerge(t *testing.T) {
 	if err := pm.Merge(); err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(adapted, logits(t, pm.Base, ids)); d > 1e-4 {
+	if d := methodtest.MaxAbsDiff(adapted, methodtest.Logits(t, pm.Base, ids)); d > 1e-4 {
 		t.Errorf("float32: merged logits differ from unmerged by %g", d)
 	}
 	if err := pm.Unmerge(); err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(adapted, logits(t, pm.Base, ids)); d > 1e-4 {
+	if d := methodtest.MaxAbsDiff(adapted, methodtest.Logits(t, pm.Base, ids)); d > 1e-4 {
 		t.Errorf("float32: unmerged logits differ by %g", d)
 	}
 	for _, l := range pm.Linears() {
-		if d := maxAbsDiff(orig[l.Name], l.Weight.Value.Data); d > 1e-5 {
+		if d := methodtest.MaxAbsDiff(orig[l.Name], l.Weight.Value.Data); d > 1e-5 {
 			t.Errorf("float32: %s differs from the original by %g after unmerge", l.Name, d)
 		}
 	}
@@ -207,12 +207,12 @@ func TestDoRAMergeUnmerge(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	unmergedBF16 := logits(t, pb.Base, ids)
+	unmergedBF16 := methodtest.Logits(t, pb.Base, ids)
 	// On CPUs with AVX512_BF16 a bf16 product of up to RowInvariantRows
 	// rows rounds the activations to bf16 too (see kernels.GemmBF16), so
 	// the twin agrees to within what rounding the weights costs, not 1e-4.
-	rounding := maxAbsDiff(adapted, unmergedBF16)
-	if d := maxAbsDiff(unmergedBF16, logits(t, pf.Base, ids)); d > max(1e-4, rounding) {
+	rounding := methodtest.MaxAbsDiff(adapted, unmergedBF16)
+	if d := methodtest.MaxAbsDiff(unmergedBF16, methodtest.Logits(t, pf.Base, ids)); d > max(1e-4, rounding) {
 		t.Errorf("bf16 base and its float32 widening give logits %g apart (rounding the base to bf16: %g)", d, rounding)
 	}
 	for _, p := range []*peft.Model{pb, pf} {
@@ -232,13 +232,13 @@ func TestDoRAMergeUnmerge(t *testing.T) {
 	}
 	// Rounding the merged weights to bf16 moves the logits by about as
 	// much as rounding the float32 base to bf16 did.
-	if d := maxAbsDiff(unmergedBF16, logits(t, pb.Base, ids)); d > 2*rounding {
+	if d := methodtest.MaxAbsDiff(unmergedBF16, methodtest.Logits(t, pb.Base, ids)); d > 2*rounding {
 		t.Errorf("bf16: merged logits differ from unmerged by %g (rounding the base to bf16: %g)", d, rounding)
 	}
 	if err := pb.Unmerge(); err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(unmergedBF16, logits(t, pb.Base, ids)); d > 2*rounding {
+	if d := methodtest.MaxAbsDiff(unmergedBF16, methodtest.Logits(t, pb.Base, ids)); d > 2*rounding {
 		t.Errorf("bf16: unmerged logits differ by %g (rounding the base to bf16: %g)", d, rounding)
 	}
 	t.Logf("bf16: rounding the base moves the logits by %g", rounding)
@@ -287,13 +287,13 @@ func TestDoRASaveLayout(t *testing.T) {
 func TestDoRAFreshIsIdentity(t *testing.T) {
 	pm := smallModel(t)
 	ids := []int{1, 3, 5, 7, 9}
-	before := logits(t, pm.Base, ids)
+	before := methodtest.Logits(t, pm.Base, ids)
 	c := doraConfig(4, "q_proj", "down_proj")
 	c.InitLoraWeights = InitDefault
 	if _, err := pm.AddAdapter(peft.DefaultAdapter, New(c)); err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(before, logits(t, pm.Base, ids)); d > 1e-5 {
+	if d := methodtest.MaxAbsDiff(before, methodtest.Logits(t, pm.Base, ids)); d > 1e-5 {
 		t.Errorf("a fresh DoRA adapter changed the logits by %g", d)
 	}
 }
@@ -307,16 +307,16 @@ func TestDoRAInferenceCacheFollowsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := []int{1, 3, 5, 7}
-	first := logits(t, pm.Base, ids)
+	first := methodtest.Logits(t, pm.Base, ids)
 	fresh := func() []float32 { // the same model without any cached norm
 		for _, ly := range m.doras {
 			ly.cache = normCache{}
 		}
-		return logits(t, pm.Base, ids)
+		return methodtest.Logits(t, pm.Base, ids)
 	}
 	m.doras[1].f.B.Value.Data[0] += 0.5
-	changed := logits(t, pm.Base, ids)
-	if maxAbsDiff(first, changed) == 0 {
+	changed := methodtest.Logits(t, pm.Base, ids)
+	if methodtest.MaxAbsDiff(first, changed) == 0 {
 		t.Fatal("changing B did not change the output")
 	}
 	if !slices.Equal(changed, fresh()) {
@@ -328,7 +328,7 @@ func TestDoRAInferenceCacheFollowsChanges(t *testing.T) {
 	if err := nn.MergeInto(w, delta, 1); err != nil {
 		t.Fatal(err)
 	}
-	again := logits(t, pm.Base, ids)
+	again := methodtest.Logits(t, pm.Base, ids)
 	if !slices.Equal(again, fresh()) {
 		t.Error("after the base weight changed, the cached row norms were used")
 	}

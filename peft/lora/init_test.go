@@ -81,7 +81,7 @@ func TestPiSSAAndOLoRAInit(t *testing.T) {
 		for _, l := range pm.Linears() {
 			orig[l.Name] = append([]float32(nil), l.Weight.Value.Data...)
 		}
-		before := logits(t, pm.Base, ids)
+		before := methodtest.Logits(t, pm.Base, ids)
 		c := NewConfig()
 		c.R, c.LoraAlpha, c.InitLoraWeights, c.Seed = 4, 8, init, 1
 		c.TargetModules = peft.ModuleList("q_proj", "down_proj")
@@ -89,7 +89,7 @@ func TestPiSSAAndOLoRAInit(t *testing.T) {
 		if _, err := pm.AddAdapter(peft.DefaultAdapter, m); err != nil {
 			t.Fatal(err)
 		}
-		if d := maxAbsDiff(before, logits(t, pm.Base, ids)); d > 1e-4 {
+		if d := methodtest.MaxAbsDiff(before, methodtest.Logits(t, pm.Base, ids)); d > 1e-4 {
 			t.Errorf("%s changed the logits by %g", init, d)
 		}
 		for _, ly := range m.layers {
@@ -171,7 +171,7 @@ func TestPiSSASavesAsLoRAForTheOriginalBase(t *testing.T) {
 				p.Var.Value.Data[i] += 0.05 * float32(g.Normal())
 			}
 		}
-		trained := logits(t, pm.Base, ids)
+		trained := methodtest.Logits(t, pm.Base, ids)
 		dir := t.TempDir()
 		if err := pm.SaveAdapter(dir, peft.DefaultAdapter); err != nil {
 			t.Fatal(err)
@@ -199,7 +199,7 @@ func TestPiSSASavesAsLoRAForTheOriginalBase(t *testing.T) {
 		if _, err := fresh.LoadAdapter(dir, peft.DefaultAdapter); err != nil {
 			t.Fatal(err)
 		}
-		if d := maxAbsDiff(trained, logits(t, fresh.Base, ids)); d > 1e-4 {
+		if d := methodtest.MaxAbsDiff(trained, methodtest.Logits(t, fresh.Base, ids)); d > 1e-4 {
 			t.Errorf("%s: the converted adapter on the original base differs from the trained model by %g", tc.init, d)
 		}
 	}

@@ -54,48 +54,31 @@ func checkGolden(t *testing.T, pm *peft.Model, tol methodtest.Tolerance) {
 	methodtest.CompareLossAndGrads(t, pm, a, exp.Tokens, exp.Loss, shared.Path(t, "golden/stories260K/lora_grads.safetensors"), tol)
 }
 
-func logits(t *testing.T, m *llama.Model, ids []int) []float32 {
-	t.Helper()
-	h, err := m.Forward(nil, llama.Input{IDs: ids, Batch: 1, T: len(ids)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m.Logits(nil, h).Value.Data
-}
-
-func maxAbsDiff(a, b []float32) float64 {
-	var d float64
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
-	}
-	return d
-}
-
 func TestMergeUnmergeAndUnload(t *testing.T) {
 	pm := methodtest.BaseModel(t)
 	ids := []int{1, 328, 384, 353, 219, 207, 297, 389}
-	base := logits(t, pm.Base, ids)
+	base := methodtest.Logits(t, pm.Base, ids)
 	if _, err := pm.LoadAdapter(shared.Path(t, "golden/stories260K/lora"), peft.DefaultAdapter); err != nil {
 		t.Fatal(err)
 	}
-	adapted := logits(t, pm.Base, ids)
-	if maxAbsDiff(base, adapted) < 1e-3 {
+	adapted := methodtest.Logits(t, pm.Base, ids)
+	if methodtest.MaxAbsDiff(base, adapted) < 1e-3 {
 		t.Fatal("the golden adapter does not change the logits; the test would prove nothing")
 	}
 	if err := pm.Merge(); err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(adapted, logits(t, pm.Base, ids)); d > 1e-4 {
+	if d := methodtest.MaxAbsDiff(adapted, methodtest.Logits(t, pm.Base, ids)); d > 1e-4 {
 		t.Errorf("merged logits differ from unmerged by %g", d)
 	}
 	if err := pm.Unmerge(); err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(adapted, logits(t, pm.Base, ids)); d > 1e-4 {
+	if d := methodtest.MaxAbsDiff(adapted, methodtest.Logits(t, pm.Base, ids)); d > 1e-4 {
 		t.Errorf("unmerged logits differ by %g", d)
 	}
 	pm.DisableAdapters()
-	if d := maxAbsDiff(base, logits(t, pm.Base, ids)); d > 1e-4 {
+	if d := methodtest.MaxAbsDiff(base, methodtest.Logits(t, pm.Base, ids)); d > 1e-4 {
 		t.Errorf("disabled adapters: logits differ from the base by %g", d)
 	}
 	pm.EnableAdapters()
@@ -108,7 +91,7 @@ func TestMergeUnmergeAndUnload(t *testing.T) {
 			t.Fatalf("%s still has %d deltas after unload", l.Name, len(l.Deltas))
 		}
 	}
-	if d := maxAbsDiff(adapted, logits(t, merged, ids)); d > 1e-4 {
+	if d := methodtest.MaxAbsDiff(adapted, methodtest.Logits(t, merged, ids)); d > 1e-4 {
 		t.Errorf("merge_and_unload logits differ by %g", d)
 	}
 }
@@ -261,12 +244,12 @@ func TestRankAlphaPatternsAndRSLoRA(t *testing.T) {
 func TestDefaultInitIsIdentityAndPEFTLine(t *testing.T) {
 	pm := smallModel(t)
 	ids := []int{1, 3, 5, 7, 9}
-	before := logits(t, pm.Base, ids)
+	before := methodtest.Logits(t, pm.Base, ids)
 	cfg := NewConfig()
 	if _, err := pm.AddAdapter(peft.DefaultAdapter, New(cfg)); err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(before, logits(t, pm.Base, ids)); d != 0 {
+	if d := methodtest.MaxAbsDiff(before, methodtest.Logits(t, pm.Base, ids)); d != 0 {
 		t.Errorf("a fresh LoRA (B = 0) changed the logits by %g", d)
 	}
 	// 3 layers × (q: 8·(16+16) + v: 8·(16+8)) = 3 × (256 + 192) = 1344.
@@ -300,7 +283,7 @@ func TestLoadRejectsAdapterForAnotherBase(t *testing.T) {
 func TestSeveralNamedAdapters(t *testing.T) {
 	pm := smallModel(t)
 	ids := []int{1, 3, 5, 7, 9}
-	base := logits(t, pm.Base, ids)
+	base := methodtest.Logits(t, pm.Base, ids)
 	for i, name := range []string{"first", "second"} {
 		cfg := NewConfig()
 		cfg.InitLoraWeights = InitRandom // non-zero B: each adapter changes the output
@@ -312,7 +295,7 @@ func TestSeveralNamedAdapters(t *testing.T) {
 	if err := pm.SetAdapter("first"); err != nil {
 		t.Fatal(err)
 	}
-	first := logits(t, pm.Base, ids)
+	first := methodtest.Logits(t, pm.Base, ids)
 	a, _ := pm.Adapter("second")
 	if a.Params[0].Var.RequiresGrad() {
 		t.Error("the inactive adapter's tensors are trainable")
@@ -320,14 +303,14 @@ func TestSeveralNamedAdapters(t *testing.T) {
 	if err := pm.SetAdapter("second"); err != nil {
 		t.Fatal(err)
 	}
-	second := logits(t, pm.Base, ids)
-	if maxAbsDiff(first, second) < 1e-4 || maxAbsDiff(base, first) < 1e-4 {
+	second := methodtest.Logits(t, pm.Base, ids)
+	if methodtest.MaxAbsDiff(first, second) < 1e-4 || methodtest.MaxAbsDiff(base, first) < 1e-4 {
 		t.Fatal("switching adapters did not change the output")
 	}
 	if err := pm.SetAdapter("first"); err != nil {
 		t.Fatal(err)
 	}
-	if d := maxAbsDiff(first, logits(t, pm.Base, ids)); d != 0 {
+	if d := methodtest.MaxAbsDiff(first, methodtest.Logits(t, pm.Base, ids)); d != 0 {
 		t.Errorf("switching back changed the output by %g", d)
 	}
 	if err := pm.SetAdapter("third"); err == nil {
