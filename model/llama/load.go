@@ -18,7 +18,8 @@ import (
 type LoadOptions struct {
 	// BF16 keeps the frozen base's matrices, the embedding included, in
 	// bfloat16 (half the memory and traffic; products still accumulate in
-	// float32). Norm vectors stay float32. See Model.ToBF16.
+	// float32). Norm vectors stay float32. See Model.ToBF16. With Quant
+	// nf4/fp4 it is also the 4-bit weights' compute dtype (kernels.Q4.BF16).
 	BF16 bool
 	// Quant quantizes the decoder's Linear weights as they are read (the
 	// embedding, the norms and the LM head are left as BF16 says): 4-bit

@@ -30,7 +30,18 @@ func quantizeOnLoad(name string, t *tensor.Tensor, opt LoadOptions) (*tensor.Ten
 	if err != nil {
 		return nil, fmt.Errorf("tensor %s: %w", name, err)
 	}
+	computeDType(q, opt)
 	return q, nil
+}
+
+// computeDType makes a 4-bit weight's products bf16 when the model is
+// held in bf16 (bitsandbytes' bnb_4bit_compute_dtype=bfloat16, what
+// QLoRA recipes use); otherwise they stay float32, dequantize then
+// multiply. int8 weights always compute in float32.
+func computeDType(t *tensor.Tensor, opt LoadOptions) {
+	if t.Q4 != nil {
+		t.Q4.BF16 = opt.BF16
+	}
 }
 
 // checkQuantOptions refuses option sets that would be ignored.
@@ -131,6 +142,7 @@ func bnbWeights(dir string, rawConfig []byte, ts map[string]*format.Tensor, opt 
 		if err != nil {
 			return nil, fmt.Errorf("%s: tensor %s.weight: %w", dir, mod, err)
 		}
+		computeDType(t, opt)
 		out[mod+".weight"] = t
 	}
 	for mod, q := range w.Q8 {

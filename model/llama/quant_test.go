@@ -33,7 +33,7 @@ var quantSeq = func() []int {
 
 // Quantizing on load replaces exactly the decoder Linears (the embedding,
 // norms and LM head keep their storage), the model computes what it
-// computes over the dequantized weights (bit for bit: more rows than the
+// computes over the dequantized weights, in bf16 with BF16 (bit for bit: more rows than the
 // GEMV path takes), and its logits stay near the float32 model's.
 func TestLoadQuantized(t *testing.T) {
 	path := shared.Path(t, "golden/stories260K/hf")
@@ -51,7 +51,9 @@ func TestLoadQuantized(t *testing.T) {
 		}
 		got := logitsOf(t, m, quantSeq)
 		deq := load(t, path, opt)
-		deq.Dequantize(false)
+		// With BF16 the 4-bit products are bf16 ones (bitsandbytes'
+		// compute dtype): the same as on the weights dequantized to bf16.
+		deq.Dequantize(opt.BF16)
 		if d := maxDiff(got, logitsOf(t, deq, quantSeq)); d != 0 {
 			t.Errorf("%+v: logits differ from the dequantized model's by %g", opt, d)
 		}

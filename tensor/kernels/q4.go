@@ -21,6 +21,16 @@ type Q4 struct {
 	Packed     []byte
 	Scales     []float32
 	Code       *[16]float32
+
+	// BF16 is bitsandbytes' bnb_4bit_compute_dtype=bfloat16: products
+	// through the blocked path round each dequantized weight to bf16
+	// (Code[c]*scale in float32, then nearest even, as bitsandbytes'
+	// dequantize_4bit writes a bf16 output) and multiply it as GemmBF16
+	// multiplies a bf16 B (A rounded to bf16 and VDPBF16PS or AMX pairs
+	// where the CPU has them, B widened otherwise). The few-row GEMV paths
+	// (decoding) stay float32: they are memory-bound, and read the codes
+	// directly either way.
+	BF16 bool
 }
 
 func (b *Q4) check(what string) {
@@ -146,6 +156,23 @@ func GemmQ4(transB bool, m, n, k int, a []float32, lda int, b *Q4, c []float32, 
 		}
 	case m <= q4GemvRows:
 		gemvQ4N(m, n, k, a, lda, b, c, ldc, accumulate)
+	case b.BF16:
+		// The path's bf16 blocked kernel (or, without one, its float32
+		// kernel widening bf16), fed panels decoded to bf16 first: the
+		// result equals GemmBF16 on the weights rounded to bf16.
+		im := *active
+		if im.bf16 != nil {
+			im.blockKernel = *im.bf16
+			im.bf16 = nil
+		}
+		pack := im.blockKernel.packB
+		if pack == nil {
+			pack = packB
+		}
+		im.blockKernel.packB = func(_ bMat, j0, cols, p0, kc, nr int, dst []float32) {
+			packBQ4AsBF16(b, transB, j0, cols, p0, kc, nr, dst, pack)
+		}
+		gemmBlocked(&im, false, m, n, k, a, lda, bMat{}, c, ldc, accumulate)
 	default:
 		im := *active
 		im.blockKernel.packB = func(_ bMat, j0, cols, p0, kc, nr int, dst []float32) {
@@ -153,6 +180,29 @@ func GemmQ4(transB bool, m, n, k int, a []float32, lda int, b *Q4, c []float32, 
 		}
 		gemmBlocked(&im, false, m, n, k, a, lda, bMat{}, c, ldc, accumulate)
 	}
+}
+
+// packBQ4AsBF16 is packB for a Q4 B computed in bf16: the block of B the
+// micro-panel covers is decoded to float32, rounded to bf16 and handed to
+// the path's bf16 packer (pack) as a bf16 B of its own.
+func packBQ4AsBF16(b *Q4, transB bool, j0, cols, p0, kc, nr int, dst []float32, pack func(bMat, int, int, int, int, int, []float32)) {
+	fb, hb := f32Bufs.get(cols*kc), bf16Bufs.get(cols*kc)
+	defer f32Bufs.put(fb)
+	defer bf16Bufs.put(hb)
+	f, h := *fb, *hb
+	ld := cols
+	if transB { // stored n×k: cols rows of kc codes
+		ld = kc
+		for j := 0; j < cols; j++ {
+			b.decode((j0+j)*b.Cols+p0, kc, f[j*kc:(j+1)*kc], 1)
+		}
+	} else {
+		for p := 0; p < kc; p++ {
+			b.decode((p0+p)*b.Cols+j0, cols, f[p*cols:(p+1)*cols], 1)
+		}
+	}
+	roundBF16(h, f)
+	pack(bMat{h: h, ld: ld, trans: transB}, 0, cols, 0, kc, nr, dst)
 }
 
 // packBQ4 is packB for a Q4 B: rows [p0, p0+kc) × columns [j0, j0+cols) of

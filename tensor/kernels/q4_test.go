@@ -111,6 +111,48 @@ func testGemmQ4(t *testing.T, im *impl) {
 	}
 }
 
+// TestGemmQ4BF16: with Q4.BF16 (bitsandbytes' bf16 compute dtype) the
+// blocked path equals GemmBF16 on the dequantized weights rounded to bf16,
+// bit for bit, on every path this CPU has (VDPBF16PS or AMX pairs, or
+// widening); the few-row paths keep GemmQ4's float32 result.
+func TestGemmQ4BF16(t *testing.T) {
+	withQ4Kernels(t, func(t *testing.T) { withImpl(t, testGemmQ4BF16) })
+}
+
+func testGemmQ4BF16(t *testing.T, im *impl) {
+	r := rand.New(rand.NewPCG(4, 5))
+	for _, s := range append(q4Shapes, struct{ m, n, k int }{67, 70, 1100}) {
+		for _, transB := range []bool{true, false} {
+			for _, acc := range []bool{false, true} {
+				br, bc := s.k, s.n
+				if transB {
+					br, bc = s.n, s.k
+				}
+				q, w := randQ4(r, br, bc)
+				h := make([]BF16, len(w))
+				F32ToBF16(h, w)
+				lda, ldc := s.k+3, s.n+5
+				a := randSlice(r, s.m*lda)
+				c0 := randSlice(r, s.m*ldc)
+				got, want := append([]float32(nil), c0...), append([]float32(nil), c0...)
+				qb := *q
+				qb.BF16 = true
+				GemmQ4(transB, s.m, s.n, s.k, a, lda, &qb, got, ldc, acc)
+				if s.m <= q4GemvRows || transB && s.m <= RowInvariantRows {
+					GemmQ4(transB, s.m, s.n, s.k, a, lda, q, want, ldc, acc)
+				} else {
+					GemmBF16(transB, s.m, s.n, s.k, a, lda, h, bc, want, ldc, acc)
+				}
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("m=%d n=%d k=%d transB=%v acc=%v: C[%d] = %g, want %g", s.m, s.n, s.k, transB, acc, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
 // withQ4Kernels runs fn with the assembly 4-bit kernels (where this CPU
 // has them) and with the portable Go loops that other CPUs run.
 func withQ4Kernels(t *testing.T, fn func(t *testing.T)) {
@@ -193,7 +235,7 @@ func BenchmarkGemmQ4(b *testing.B) {
 					n, k, transB = s.in, s.out, false
 				}
 				name := fmt.Sprintf("%s/%s/M=%d/%s", s.model, s.layer, t, layout)
-				bytesOf := map[string]int64{"nf4": int64(len(q.Packed) + 4*len(q.Scales)), "f32": int64(4 * len(w)), "bf16": int64(2 * len(w))}
+				bytesOf := map[string]int64{"nf4": int64(len(q.Packed) + 4*len(q.Scales)), "nf4bf16": int64(len(q.Packed) + 4*len(q.Scales)), "f32": int64(4 * len(w)), "bf16": int64(2 * len(w))}
 				run := func(kind string, f func()) {
 					b.Run(name+"/"+kind, func(b *testing.B) {
 						b.SetBytes(bytesOf[kind])
@@ -203,7 +245,10 @@ func BenchmarkGemmQ4(b *testing.B) {
 						b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 					})
 				}
+				qb := *q
+				qb.BF16 = true
 				run("nf4", func() { GemmQ4(transB, m, n, k, x, k, q, y, n, false) })
+				run("nf4bf16", func() { GemmQ4(transB, m, n, k, x, k, &qb, y, n, false) })
 				run("f32", func() { Gemm(false, transB, m, n, k, x, k, w, map[bool]int{true: k, false: n}[transB], y, n, false) })
 				run("bf16", func() { GemmBF16(transB, m, n, k, x, k, h, map[bool]int{true: k, false: n}[transB], y, n, false) })
 			}
