@@ -46,7 +46,7 @@ const maxBenchTokens = 1 << 16
 // on a preset with random weights and random tokens.
 func newBenchTrainCmd() *cobra.Command {
 	var b trainBench
-	var asJSON bool
+	var asJSON, fp32 bool
 	var cpuProfile string
 	var mf *methodFlags
 	var qf quantFlags
@@ -70,17 +70,6 @@ func newBenchTrainCmd() *cobra.Command {
 			if err := checkBlocks(b.CkptBlocks, cfg, "bench train: --checkpoint-blocks"); err != nil {
 				return err
 			}
-			lo, err := qf.options(b.BF16)
-			if err != nil {
-				return err
-			}
-			b.Quant = qf.label()
-			base, err := llama.NewPresetWith(b.Preset, 1, lo)
-			if err != nil {
-				return err
-			}
-			base.GradientCheckpointing = b.Checkpoint
-			base.CheckpointBlocks = b.CkptBlocks
 			b.Peft = map[string]any{}
 			reg, err := mf.apply(b.Method, b.Peft)
 			if err != nil {
@@ -95,6 +84,20 @@ func newBenchTrainCmd() *cobra.Command {
 			if err := peft.DecodeConfig(pj, method.Config(), "bench", true); err != nil {
 				return namedKeyError(reg, err)
 			}
+			if b.BF16, _, err = baseInBF16(b.BF16, fp32, method); err != nil {
+				return err
+			}
+			lo, err := qf.options(b.BF16)
+			if err != nil {
+				return err
+			}
+			b.Quant = qf.label()
+			base, err := llama.NewPresetWith(b.Preset, 1, lo)
+			if err != nil {
+				return err
+			}
+			base.GradientCheckpointing = b.Checkpoint
+			base.CheckpointBlocks = b.CkptBlocks
 			pm := peft.Wrap(base)
 			a, err := pm.AddAdapter(peft.DefaultAdapter, method)
 			if err != nil {
@@ -191,7 +194,7 @@ func newBenchTrainCmd() *cobra.Command {
 	fl.IntVar(&b.Batch, "batch", 4, "sequences a step")
 	fl.IntVar(&b.Seq, "seq", 256, "tokens a sequence")
 	fl.IntVar(&b.Steps, "steps", 5, "measured steps (after one warm-up step)")
-	fl.BoolVar(&b.BF16, "bf16", false, "hold the frozen base in bfloat16")
+	registerPrecision(fl, &b.BF16, &fp32)
 	qf.register(fl)
 	fl.BoolVar(&b.Checkpoint, "gradient-checkpointing", false, "recompute each decoder block in the backward instead of keeping its activations")
 	fl.IntVar(&b.CkptBlocks, "checkpoint-blocks", 0, checkpointBlocksUsage)

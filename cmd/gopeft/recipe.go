@@ -18,7 +18,10 @@ import (
 type Recipe struct {
 	Model     string `yaml:"model"`
 	Tokenizer string `yaml:"tokenizer,omitempty"`
-	BF16      bool   `yaml:"bf16,omitempty"`
+	// BF16 and FP32 choose the frozen base's precision; with neither, it
+	// is bf16 where the CPU multiplies bf16 natively (see precision.go).
+	BF16 bool `yaml:"bf16,omitempty"`
+	FP32 bool `yaml:"fp32,omitempty"`
 	// Quant quantizes the frozen base's decoder Linears on load (nf4, fp4,
 	// int8): QLoRA when the method is LoRA. DoubleQuant quantizes the
 	// 4-bit scales too.
@@ -43,6 +46,10 @@ type Recipe struct {
 	// Continual its continual-learning strategy and forgetting matrix.
 	Stages    []StageRecipe       `yaml:"stages,omitempty"`
 	Continual *pipeline.Continual `yaml:"continual,omitempty"`
+
+	// bf16Auto is set when the default chose the bf16 base
+	// (resolvePrecision), not the recipe.
+	bf16Auto bool
 
 	// allowNonFinite skips the check for NaN and infinite weights on load
 	// (--allow-nonfinite; not a recipe key).

@@ -68,7 +68,7 @@ of an earlier run in --output (without either, a directory holding them is refus
 	fl.StringVar(&recipePath, "config", "", "YAML recipe (flags override its values)")
 	fl.StringVar(&r.Model, "model", "", "base checkpoint")
 	fl.StringVar(&r.Tokenizer, "tokenizer", "", "tokenizer (default: found beside the model)")
-	fl.BoolVar(&r.BF16, "bf16", false, "hold the frozen base in bfloat16")
+	registerPrecision(fl, &r.BF16, &r.FP32)
 	fl.StringVar(&r.Quant, "quant", "", "quantize the frozen base's decoder Linears on load: nf4, fp4 or int8 (QLoRA with a LoRA method)")
 	fl.BoolVar(&r.DoubleQuant, "double-quant", false, "with --quant nf4/fp4: quantize the 4-bit scales too")
 	fl.BoolVar(&r.GradientCheckpointing, "gradient-checkpointing", false, "keep only each decoder block's input and recompute the block in the backward (less memory, one more forward)")
@@ -182,6 +182,9 @@ func loadTrain(r *Recipe, resume, overwrite bool, out io.Writer, checkOutput boo
 		return in, fmt.Errorf("give --data or --task, not both")
 	}
 	if err := r.validate(); err != nil {
+		return in, err
+	}
+	if err := r.resolvePrecision(out); err != nil {
 		return in, err
 	}
 	fp, err := r.fingerprint()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gopeft/gopeft/internal/shared"
+	"github.com/gopeft/gopeft/tensor/kernels"
 	"github.com/gopeft/gopeft/train"
 )
 
@@ -291,5 +292,39 @@ func TestTrainableLineAfterSelection(t *testing.T) {
 		"--output", filepath.Join(t.TempDir(), "fm"))
 	if err != nil || !strings.Contains(out, "trainable params: 2,600 ||") {
 		t.Errorf("FISHMASK at density 0.01 of 260K base weights: %v\n%s", err, out)
+	}
+}
+
+// The base's precision: bf16 by default where the CPU multiplies bf16
+// natively, float32 with --fp32, float32 for full fine-tuning (it trains
+// the base's own weights), and --bf16 with --fp32 refused by name. The
+// run says which on its log.
+func TestTrainPrecision(t *testing.T) {
+	model := shared.Path(t, "data/models/stories260K/stories260K.bin")
+	alpaca := shared.Path(t, "data/instruct/alpaca_en_demo.json")
+	dir := t.TempDir()
+	auto := "precision: float32"
+	if kernels.NativeBF16() {
+		auto = "precision: bf16 base"
+	}
+	for i, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, auto},
+		{[]string{"--fp32"}, "precision: float32"},
+		{[]string{"--bf16"}, "precision: bf16 base, float32 trainable weights and sums\n"},
+		{[]string{"--method", "FULL"}, "precision: float32"},
+	} {
+		args := append([]string{"train", "--model", model, "--data", alpaca, "--steps", "1", "--limit", "4", "--batch", "2",
+			"--output", filepath.Join(dir, fmt.Sprint(i))}, c.args...)
+		out, err := run(t, args...)
+		if err != nil || !strings.Contains(out, c.want) {
+			t.Errorf("%v: %v, want %q in\n%s", c.args, err, c.want, out)
+		}
+	}
+	_, err := run(t, "train", "--model", model, "--data", alpaca, "--bf16", "--fp32", "--output", filepath.Join(dir, "x"))
+	if err == nil || !strings.Contains(err.Error(), "--bf16 and --fp32") {
+		t.Errorf("--bf16 --fp32: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"slices"
@@ -61,6 +62,9 @@ func (r *Recipe) setting(section, key, flag string) string {
 // by a default: DefaultConfig gave the defaults when the flags were made.
 func (r *Recipe) validate() error {
 	if _, err := r.loadOptions(); err != nil {
+		return err
+	}
+	if _, _, err := baseInBF16(r.BF16, r.FP32, nil); err != nil {
 		return err
 	}
 	if r.Quant != "" && strings.EqualFold(r.Method, "FULL") {
@@ -199,10 +203,26 @@ func (r *Recipe) checkContext(cfg llama.Config) error {
 	return nil
 }
 
+// resolvePrecision decides the base's precision (precision.go) and says
+// it on out: the recipe's bf16 or fp32, or the CPU's default.
+func (r *Recipe) resolvePrecision(out io.Writer) error {
+	m, err := r.newMethod()
+	if err != nil {
+		return err
+	}
+	in, auto, err := baseInBF16(r.BF16, r.FP32, m)
+	if err != nil {
+		return err
+	}
+	r.bf16Auto = in && auto
+	fmt.Fprintln(out, precisionLine(in, auto))
+	return nil
+}
+
 // loadOptions are the recipe's storage settings as llama.LoadOptions,
 // naming the setting of a bad value.
 func (r *Recipe) loadOptions() (llama.LoadOptions, error) {
-	o, err := quantFlags{quant: r.Quant, double: r.DoubleQuant}.options(r.BF16)
+	o, err := quantFlags{quant: r.Quant, double: r.DoubleQuant}.options(r.BF16 || r.bf16Auto)
 	if err != nil {
 		return o, fmt.Errorf("%s: %w", "--quant (recipe quant)", err)
 	}

@@ -64,3 +64,11 @@ func GemmBF16(transB bool, m, n, k int, a []float32, lda int, b []BF16, ldb int,
 	checkGemm(false, transB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
 	gemm(active, false, m, n, k, a, lda, bMat{h: b, ld: ldb, trans: transB}, c, ldc, accumulate)
 }
+
+// NativeBF16 reports whether this CPU multiplies bf16 natively (AVX512_BF16
+// or AMX-BF16, with the OS's permission for AMX): there the bf16 products
+// of GemmBF16 and of Q4 weights computed in bf16 run at least at the
+// float32 FMA rate on half the bytes, so training holds its frozen base in
+// bf16 by default (mixed precision, as torch.autocast's bf16). Elsewhere a
+// bf16 B is widened to float32 as it is packed.
+func NativeBF16() bool { return nativeBF16 }
