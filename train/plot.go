@@ -53,6 +53,12 @@ func PlotLoss(path string, recs []Record, title string) error {
 		p.Add(l, s)
 		p.Legend.Add("eval loss", l, s)
 	}
+	return writePlot(path, p)
+}
+
+// writePlot pads an empty range and writes p as an 8×5-inch PNG to path,
+// atomically.
+func writePlot(path string, p *plot.Plot) error {
 	p.Legend.Top = true
 	// A single point or a flat curve gives an empty range: pad it.
 	if p.Y.Max-p.Y.Min < 1e-9*math.Max(1, math.Abs(p.Y.Max)) {
@@ -69,4 +75,67 @@ func PlotLoss(path string, recs []Record, title string) error {
 		_, err := wt.WriteTo(w)
 		return err
 	})
+}
+
+// Curve is one training run's metrics under a label, for PlotRuns.
+type Curve struct {
+	Label   string
+	Records []Record
+}
+
+// runColors are the lines' colours, in order (matplotlib's first ten).
+var runColors = []color.RGBA{
+	{31, 119, 180, 255}, {255, 127, 14, 255}, {44, 160, 44, 255}, {214, 39, 40, 255}, {148, 103, 189, 255},
+	{140, 86, 75, 255}, {227, 119, 194, 255}, {127, 127, 127, 255}, {188, 189, 34, 255}, {23, 190, 207, 255},
+}
+
+// PlotRuns draws several runs' loss curves on one chart, a colour a run:
+// evaluation loss (lines with points) when eval is set, else training
+// loss. A run with no finite value of that loss is an error naming it.
+func PlotRuns(path string, runs []Curve, eval bool, title string) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = "step"
+	p.Y.Label.Text = map[bool]string{true: "eval loss", false: "training loss"}[eval]
+	p.Add(plotter.NewGrid())
+	for i, r := range runs {
+		var xy plotter.XYs
+		for _, rec := range r.Records {
+			v := rec.Loss
+			if eval {
+				if rec.EvalLoss == nil {
+					continue
+				}
+				v = *rec.EvalLoss
+			}
+			if IsFinite(v) {
+				xy = append(xy, plotter.XY{X: float64(rec.Step), Y: v})
+			}
+		}
+		if len(xy) == 0 {
+			return fmt.Errorf("plot %s: run %q has no finite %s values", path, r.Label, p.Y.Label.Text)
+		}
+		c := runColors[i%len(runColors)]
+		if eval {
+			l, s, err := plotter.NewLinePoints(xy)
+			if err != nil {
+				return fmt.Errorf("plot %s: run %q: %w", path, r.Label, err)
+			}
+			l.Color, s.Color, l.Width = c, c, vg.Points(1.2)
+			p.Add(l, s)
+			p.Legend.Add(r.Label, l, s)
+			continue
+		}
+		l, err := plotter.NewLine(xy)
+		if err != nil {
+			return fmt.Errorf("plot %s: run %q: %w", path, r.Label, err)
+		}
+		l.Color, l.Width = c, vg.Points(1.2)
+		p.Add(l)
+		p.Legend.Add(r.Label, l)
+	}
+	if len(runs) == 0 {
+		return fmt.Errorf("plot %s: no runs", path)
+	}
+	return writePlot(path, p)
 }

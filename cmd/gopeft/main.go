@@ -39,7 +39,7 @@ them with parameter-efficient methods, evaluates them and generates text, on the
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newDemoCmd(), newBenchCmd(), newEvalCmd(), newTrainCmd(), newServeCmd(), newLoadgenCmd())
+	root.AddCommand(newVersionCmd(), newDemoCmd(), newBenchCmd(), newEvalCmd(), newTrainCmd(), newPlotCmd(), newServeCmd(), newLoadgenCmd())
 	addModelCommands(root)
 	return root
 }
