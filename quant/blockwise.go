@@ -201,6 +201,12 @@ func QuantizeBlockwise8(x []float32, m [256]float32, bs int) *Blockwise8 {
 type Code8 struct {
 	Map [256]float32
 	mid [255]float32 // (Map[i]+Map[i+1])/2 in float32, bitsandbytes' bounds
+	// start[k] is the code of the lowest float32 whose top 16 bits are k:
+	// a lower bound for any value in that bin, from which a short scan of
+	// the midpoints finds the exact code (the maps' entries are at least
+	// 0.7% apart, about the width of a bin, so the scan takes a step or
+	// two). This replaces a branchy binary search per element.
+	start [1 << 16]uint8
 }
 
 // NewCode8 prepares the sorted code book m.
@@ -209,7 +215,23 @@ func NewCode8(m [256]float32) *Code8 {
 	for i := range c.mid {
 		c.mid[i] = (m[i] + m[i+1]) / 2
 	}
+	for k := range c.start {
+		low := uint32(k) << 16 // the smallest magnitude: lowest for a positive bin
+		if k&0x8000 != 0 {
+			low |= 0xffff // the largest magnitude: lowest for a negative bin
+		}
+		c.start[k] = uint8(bucket(c.mid[:], math.Float32frombits(low)))
+	}
 	return c
+}
+
+// code is bucket(mid, s), the number of midpoints strictly below s.
+func (c *Code8) code(s float32) uint8 {
+	q := int(c.start[math.Float32bits(s)>>16])
+	for q < len(c.mid) && c.mid[q] < s {
+		q++
+	}
+	return uint8(q)
 }
 
 // Quantize writes the codes of x into codes (len(x)) and each block's
@@ -225,15 +247,26 @@ func (c *Code8) Quantize(x []float32, bs int, codes []uint8, absmax []float32) {
 	}
 	for b := 0; b < nb; b++ {
 		lo, hi := b*bs, min(len(x), (b+1)*bs)
+		blk, out := x[lo:hi], codes[lo:hi]
 		var m float32
-		for _, v := range x[lo:hi] {
+		for _, v := range blk {
 			m = max(m, float32(math.Abs(float64(v))))
 		}
+		// scaleBlock's rules, inlined: a full block multiplies by the
+		// reciprocal of its clamped absmax, the partial tail divides.
+		am := max(m, minAbsmax)
+		if hi-lo < bs {
+			absmax[b] = am
+			for i, v := range blk {
+				out[i] = c.code(clamp1(v / am))
+			}
+			continue
+		}
 		absmax[b] = m
-		out := codes[lo:hi]
-		scaleBlock(x[lo:hi], absmax, b, hi-lo < bs, func(i int, s float32) {
-			out[i] = uint8(bucket(c.mid[:], s))
-		})
+		r := 1 / am
+		for i, v := range blk {
+			out[i] = c.code(clamp1(v * r))
+		}
 	}
 }
 
