@@ -220,6 +220,9 @@ func NewCode8(m [256]float32) *Code8 {
 		if k&0x8000 != 0 {
 			low |= 0xffff // the largest magnitude: lowest for a negative bin
 		}
+		if k&0x7f80 == 0x7f80 { // ±Inf and NaNs: scan from 0, which leaves a NaN at code 0 as bucket does
+			continue
+		}
 		c.start[k] = uint8(bucket(c.mid[:], math.Float32frombits(low)))
 	}
 	return c

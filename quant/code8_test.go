@@ -154,3 +154,20 @@ func TestUnsignedDynamicMap(t *testing.T) {
 		t.Fatalf("signed map: map[0] %v, map[127] %v, map[255] %v", s[0], s[127], s[255])
 	}
 }
+
+// Code8's table lookup gives bucketize's code for the lowest, the highest
+// and a middle float32 of every bin of the top 16 bits, for both maps
+// (NaN included: code 0, as bucket gives).
+func TestCode8LookupIsBucketize(t *testing.T) {
+	for _, m := range [][256]float32{DynamicMap(), UnsignedDynamicMap()} {
+		c := NewCode8(m)
+		for k := uint32(0); k < 1<<16; k++ {
+			for _, low := range []uint32{0, 0x7fff, 0xffff, 0x1234} {
+				s := math.Float32frombits(k<<16 | low)
+				if got, want := c.code(s), uint8(bucket(c.mid[:], s)); got != want {
+					t.Fatalf("code(%v) = %d, bucketize %d", s, got, want)
+				}
+			}
+		}
+	}
+}
