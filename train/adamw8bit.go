@@ -232,13 +232,9 @@ func (o *AdamW8bit) State() *OptimizerState {
 	return st
 }
 
-// LoadState restores state saved by State.
-func (o *AdamW8bit) LoadState(st *OptimizerState) error {
-	if st != nil && st.Kind != o.kind {
-		return kindError(st, o.kind, o.params)
-	}
-	return o.loadState(st)
-}
+// LoadState restores state saved by State. State saved by another
+// optimizer (adamw's float32 moments) is refused, naming a parameter.
+func (o *AdamW8bit) LoadState(st *OptimizerState) error { return o.loadState(st) }
 
 // checkOwn validates an 8-bit parameter's saved state: all four buffers
 // (or none), codes of the parameter's shape, one finite absmax ≥ 0 a block.
