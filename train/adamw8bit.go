@@ -83,6 +83,10 @@ var _ [0]struct{} = [chunkElems % Block8bit]struct{}{}
 // finite. Bitsandbytes' small-tensor path (optimizer_update_32bit) has its
 // own operation order too; here small tensors are AdamW's, bit for bit.
 //
+// At that commit update_step passes gnorm_scale=1.0 (the percentile_clipping
+// of older versions is gone) and AdamW8bit's max_unorm is 0, so neither
+// scales the update; gradient clipping is the trainer's, as with AdamW.
+//
 // The state is saved under bitsandbytes' names: state1 and state2 (uint8,
 // the parameter's shape) and absmax1, absmax2 (float32, one per block); a
 // small parameter saves AdamW's exp_avg and exp_avg_sq. The maps are not
