@@ -190,18 +190,96 @@ func QuantizeBlockwise8(x []float32, m [256]float32, bs int) *Blockwise8 {
 	if bs <= 0 {
 		panic(fmt.Sprintf("quant.QuantizeBlockwise8: block size %d", bs))
 	}
-	var mid [255]float32
-	for i := range mid {
-		mid[i] = (m[i] + m[i+1]) / 2
-	}
-	q := &Blockwise8{Codes: make([]uint8, len(x)), Absmax: blockAbsmax(x, bs), Map: m, BlockSize: bs}
-	for b := range q.Absmax {
-		lo, hi := b*bs, min(len(x), (b+1)*bs)
-		scaleBlock(x[lo:hi], q.Absmax, b, hi-lo < bs, func(i int, s float32) {
-			q.Codes[lo+i] = uint8(bucket(mid[:], s))
-		})
-	}
+	q := &Blockwise8{Codes: make([]uint8, len(x)), Absmax: make([]float32, (len(x)+bs-1)/bs), Map: m, BlockSize: bs}
+	NewCode8(m).Quantize(x, bs, q.Codes, q.Absmax)
 	return q
+}
+
+// Code8 is a sorted 256-entry 8-bit code book (DynamicMap,
+// UnsignedDynamicMap) ready to quantize in place, without allocating: the
+// 8-bit optimizers requantize their state with it on every step.
+type Code8 struct {
+	Map [256]float32
+	mid [255]float32 // (Map[i]+Map[i+1])/2 in float32, bitsandbytes' bounds
+	// start[k] is the code of the lowest float32 whose top 16 bits are k:
+	// a lower bound for any value in that bin, from which a short scan of
+	// the midpoints finds the exact code (the maps' entries are at least
+	// 0.7% apart, about the width of a bin, so the scan takes a step or
+	// two). This replaces a branchy binary search per element.
+	start [1 << 16]uint8
+}
+
+// NewCode8 prepares the sorted code book m.
+func NewCode8(m [256]float32) *Code8 {
+	c := &Code8{Map: m}
+	for i := range c.mid {
+		c.mid[i] = (m[i] + m[i+1]) / 2
+	}
+	for k := range c.start {
+		low := uint32(k) << 16 // the smallest magnitude: lowest for a positive bin
+		if k&0x8000 != 0 {
+			low |= 0xffff // the largest magnitude: lowest for a negative bin
+		}
+		if k&0x7f80 == 0x7f80 { // ±Inf and NaNs: scan from 0, which leaves a NaN at code 0 as bucket does
+			continue
+		}
+		c.start[k] = uint8(bucket(c.mid[:], math.Float32frombits(low)))
+	}
+	return c
+}
+
+// code is bucket(mid, s), the number of midpoints strictly below s.
+func (c *Code8) code(s float32) uint8 {
+	q := int(c.start[math.Float32bits(s)>>16])
+	for q < len(c.mid) && c.mid[q] < s {
+		q++
+	}
+	return uint8(q)
+}
+
+// Quantize writes the codes of x into codes (len(x)) and each block's
+// absmax into absmax (one per block of bs, the last block possibly
+// partial), by QuantizeBlockwise8's rules: bitsandbytes' quantize_blockwise
+// as its PyTorch kernel computes it (backends/default/ops.py). x may be
+// any run of whole blocks of a longer vector; a short last block counts as
+// the vector's partial tail (divided, its clamped absmax stored).
+func (c *Code8) Quantize(x []float32, bs int, codes []uint8, absmax []float32) {
+	nb := (len(x) + bs - 1) / bs
+	if bs <= 0 || len(codes) < len(x) || len(absmax) < nb {
+		panic(fmt.Sprintf("quant.Code8.Quantize: %d values in blocks of %d into %d codes and %d absmax", len(x), bs, len(codes), len(absmax)))
+	}
+	for b := 0; b < nb; b++ {
+		lo, hi := b*bs, min(len(x), (b+1)*bs)
+		blk, out := x[lo:hi], codes[lo:hi]
+		var m float32
+		for _, v := range blk {
+			m = max(m, float32(math.Abs(float64(v))))
+		}
+		// scaleBlock's rules, inlined: a full block multiplies by the
+		// reciprocal of its clamped absmax, the partial tail divides.
+		am := max(m, minAbsmax)
+		if hi-lo < bs {
+			absmax[b] = am
+			for i, v := range blk {
+				out[i] = c.code(clamp1(v / am))
+			}
+			continue
+		}
+		absmax[b] = m
+		r := 1 / am
+		for i, v := range blk {
+			out[i] = c.code(clamp1(v * r))
+		}
+	}
+}
+
+// Dequantize writes Map[code]*absmax[block] for each code into dst
+// (len(codes)), one float32 multiply, as bitsandbytes' dequantize_blockwise.
+func (c *Code8) Dequantize(codes []uint8, absmax []float32, bs int, dst []float32) {
+	dst = dst[:len(codes)]
+	for i, q := range codes {
+		dst[i] = float32(c.Map[q] * absmax[i/bs])
+	}
 }
 
 // Dequantize returns Map[code]*Absmax[block] for every element, in dst when

@@ -135,7 +135,8 @@ func bucket(mid []float32, s float32) int {
 
 // DynamicMap returns bitsandbytes' 8-bit dynamic map
 // (create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8)), the
-// code book of double quantization (weight.nested_quant_map): for exponent
+// code book of double quantization (weight.nested_quant_map) and of the
+// first state (exp_avg) of the 8-bit optimizers (qmap1): for exponent
 // i = 0..6, the 2^i midpoints of linspace(0.1, 1, 2^i+1) scaled by
 // 10^(i-6), with both signs, then 0 and 1, sorted (256 values).
 //
@@ -151,18 +152,37 @@ func bucket(mid []float32, s float32) int {
 // loading uses the stored one.
 func DynamicMap() [256]float32 { return dynamicMap }
 
-var dynamicMap = buildDynamicMap()
+// UnsignedDynamicMap returns create_dynamic_map(signed=False): the code
+// book of the 8-bit optimizers' second state (exp_avg_sq, qmap2, which is
+// never negative). Without a sign bit each exponent i = 0..6 gets twice the
+// fractions: the 2^(i+1) midpoints of linspace(0.1, 1, 2^(i+1)+1) scaled by
+// 10^(i-6), then 0 and 1, sorted (256 values, map[0] = 0, map[255] = 1).
+// It is built by the same float32 rules as DynamicMap; the signed map is
+// checked bit for bit against bitsandbytes, this one (whose largest
+// linspace, 129 points, runs the same vector loop further) is not.
+func UnsignedDynamicMap() [256]float32 { return unsignedDynamicMap }
 
-func buildDynamicMap() [256]float32 {
+var (
+	dynamicMap         = buildDynamicMap(true)
+	unsignedDynamicMap = buildDynamicMap(false)
+)
+
+func buildDynamicMap(signed bool) [256]float32 {
 	var data []float64
 	for i := 0; i < 7; i++ {
-		n := 1<<i + 1
+		n := 1<<(i+1) + 1
+		if signed {
+			n = 1<<i + 1
+		}
 		b := torchLinspace32(0.1, 1, n)
 		scale := float32(math.Pow(10, float64(i-6))) // a Python float scalar, applied in float32
 		for j := 0; j+1 < n; j++ {
 			m := (b[j] + b[j+1]) / 2
 			v := float64(scale * m)
-			data = append(data, v, -v)
+			data = append(data, v)
+			if signed {
+				data = append(data, -v)
+			}
 		}
 	}
 	data = append(data, 0, 1)

@@ -75,30 +75,7 @@ type adamScalars struct {
 // Step applies one AdamW update with learning rate lr.
 func (o *AdamW) Step(lr float64) {
 	o.begin()
-	sc := make([]adamScalars, len(o.params))
-	for i := range o.params {
-		if !o.active[i] {
-			continue
-		}
-		t := float64(o.steps[i])
-		wd := o.cfg.WeightDecay
-		if !o.decayOn[i] {
-			wd = 0
-		}
-		wd = o.decay(i, wd)
-		lr := lr * o.lrScale[i]
-		bc1 := 1 - math.Pow(o.cfg.Beta1, t)
-		bc2 := 1 - math.Pow(o.cfg.Beta2, t)
-		sc[i] = adamScalars{
-			decay:    float32(1 - lr*wd),
-			w1:       float32(1 - o.cfg.Beta1),
-			b2:       float32(o.cfg.Beta2),
-			w2:       float32(1 - o.cfg.Beta2),
-			stepSize: float32(lr / bc1),
-			bc2Sqrt:  float32(math.Sqrt(bc2)),
-			eps:      float32(o.cfg.Eps),
-		}
-	}
+	sc := adamStep(&o.stateful, o.cfg, o.decayOn, lr)
 	forSegments(o.segs, func(_ int, s segment) {
 		if !o.active[s.p] {
 			return
@@ -107,6 +84,37 @@ func (o *AdamW) Step(lr float64) {
 		adamwKernel(sc[s.p], v.Value.F32()[s.lo:s.hi], v.Grad.F32()[s.lo:s.hi],
 			o.bufs[s.p][0].Data[s.lo:s.hi], o.bufs[s.p][1].Data[s.lo:s.hi])
 	})
+}
+
+// adamStep returns each active parameter's factors for this step (after
+// o.begin has counted it): its group's learning-rate scale and weight
+// decay, and the bias corrections of its own step count.
+func adamStep(o *stateful, cfg AdamWConfig, decayOn []bool, lr float64) []adamScalars {
+	sc := make([]adamScalars, len(o.params))
+	for i := range o.params {
+		if !o.active[i] {
+			continue
+		}
+		t := float64(o.steps[i])
+		wd := cfg.WeightDecay
+		if !decayOn[i] {
+			wd = 0
+		}
+		wd = o.decay(i, wd)
+		lr := lr * o.lrScale[i]
+		bc1 := 1 - math.Pow(cfg.Beta1, t)
+		bc2 := 1 - math.Pow(cfg.Beta2, t)
+		sc[i] = adamScalars{
+			decay:    float32(1 - lr*wd),
+			w1:       float32(1 - cfg.Beta1),
+			b2:       float32(cfg.Beta2),
+			w2:       float32(1 - cfg.Beta2),
+			stepSize: float32(lr / bc1),
+			bc2Sqrt:  float32(math.Sqrt(bc2)),
+			eps:      float32(cfg.Eps),
+		}
+	}
+	return sc
 }
 
 // adamwKernel updates one contiguous range. The explicit float32

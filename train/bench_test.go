@@ -28,6 +28,15 @@ func BenchmarkAdamWStep(b *testing.B) {
 	}
 }
 
+func BenchmarkAdamW8bitStep(b *testing.B) {
+	ps := benchParams()
+	opt, _ := NewAdamW8bit(ps, DefaultAdamW())
+	b.SetBytes((4*2 + 2) * 16 * 256 * 1024) // p, g; the 8-bit m, v
+	for b.Loop() {
+		opt.Step(1e-4)
+	}
+}
+
 func BenchmarkClipGradNorm(b *testing.B) {
 	ps := benchParams()
 	b.SetBytes(4 * 16 * 256 * 1024)

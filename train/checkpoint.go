@@ -31,7 +31,8 @@ import (
 //	                       hyperparameters and step counts, file checksums, meta
 //	params.safetensors     the trainable tensors under their parameter names
 //	optimizer.safetensors  optimizer buffers, named "<param>.<buffer>"
-//	                       (e.g. "...q_proj.lora_A.weight.exp_avg")
+//	                       (e.g. "...q_proj.lora_A.weight.exp_avg"): F32,
+//	                       or U8 for 8-bit codes (adamw_8bit's state1)
 //	method.safetensors     the method's own state (peft.Stateful), when it
 //	                       keeps some; its JSON part is in trainer_state.json
 //
@@ -274,6 +275,16 @@ func writeCheckpoint(tmp string, ck *Checkpoint) error {
 				pj.Buffers = append(pj.Buffers, buf)
 				tensors = append(tensors, f32Tensor(optimTensorName(name, buf), t))
 			}
+			for buf, c := range ps.Codes {
+				if _, dup := ps.Buffers[buf]; dup {
+					return fmt.Errorf("optimizer buffer %q.%s is both float32 and 8-bit", name, buf)
+				}
+				if c == nil || len(c.Data) != numel(c.Shape) {
+					return fmt.Errorf("optimizer buffer %q.%s: 8-bit codes that do not fill their shape", name, buf)
+				}
+				pj.Buffers = append(pj.Buffers, buf)
+				tensors = append(tensors, &format.Tensor{Name: optimTensorName(name, buf), DType: "U8", Shape: slices.Clone(c.Shape), Data: c.Data})
+			}
 			sort.Strings(pj.Buffers)
 			oj.Params[name] = pj
 		}
@@ -459,6 +470,14 @@ func LoadCheckpoint(dir string) (*Checkpoint, error) {
 		for name, pj := range o.Params {
 			ps := &ParamState{Step: pj.Step, Buffers: map[string]*tensor.Tensor{}}
 			for _, b := range pj.Buffers {
+				if u := bufs[optimTensorName(name, b)]; u != nil && u.DType == "U8" {
+					if ps.Codes == nil {
+						ps.Codes = map[string]*Codes{}
+					}
+					ps.Codes[b] = &Codes{Shape: slices.Clone(u.Shape), Data: slices.Clone(u.Data)}
+					delete(bufs, optimTensorName(name, b))
+					continue
+				}
 				t, err := takeF32(path, bufs, optimTensorName(name, b))
 				if err != nil {
 					return nil, fmt.Errorf("load checkpoint: %w", err)
@@ -556,6 +575,15 @@ func takeF32(path string, ts map[string]*format.Tensor, name string) (*tensor.Te
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return tensor.FromData(v, t.Shape...), nil
+}
+
+// numel is the element count of shape.
+func numel(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
 }
 
 // noneLeft reports tensors in a file that trainer_state.json does not list.

@@ -45,7 +45,7 @@ func (c *Config) Validate() error {
 		{finite(c.LR) && c.LR > 0, "lr", c.LR, "must be a finite number > 0"},
 		{c.Warmup >= 0, "warmup_steps", c.Warmup, "must be ≥ 0"},
 		{finite(c.MinLRRatio) && c.MinLRRatio >= 0 && c.MinLRRatio <= 1, "min_lr_ratio", c.MinLRRatio, "must be in [0, 1]"},
-		{c.Optimizer == "adamw" || c.Optimizer == "sgd", "optimizer", fmt.Sprintf("%q", c.Optimizer), `must be "adamw" or "sgd"`},
+		{c.Optimizer == "adamw" || c.Optimizer == "adamw_8bit" || c.Optimizer == "sgd", "optimizer", fmt.Sprintf("%q", c.Optimizer), `must be "adamw", "adamw_8bit" or "sgd"`},
 		{finite(c.WeightDecay) && c.WeightDecay >= 0, "weight_decay", c.WeightDecay, "must be a finite number ≥ 0"},
 		{finite(c.Momentum) && c.Momentum >= 0 && c.Momentum < 1, "momentum", c.Momentum, "must be in [0, 1)"},
 		{finite(c.MaxGradNorm) && c.MaxGradNorm >= 0, "max_grad_norm", c.MaxGradNorm, "must be a finite number ≥ 0 (0: no clipping)"},

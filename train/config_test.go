@@ -12,6 +12,13 @@ func TestConfigValidateNamesTheKey(t *testing.T) {
 	if c := DefaultConfig(); c.Validate() != nil {
 		t.Fatalf("DefaultConfig is invalid: %v", c.Validate())
 	}
+	for _, o := range []string{"adamw", "adamw_8bit", "sgd"} {
+		c := DefaultConfig()
+		c.Optimizer = o
+		if err := c.Validate(); err != nil {
+			t.Errorf("optimizer %q refused: %v", o, err)
+		}
+	}
 	cases := map[string]func(*Config){
 		"steps":            func(c *Config) { c.Steps = 0 },
 		"batch_size":       func(c *Config) { c.BatchSize = -1 },

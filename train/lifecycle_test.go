@@ -173,3 +173,74 @@ func TestTrainerLifecycle(t *testing.T) {
 		}
 	}
 }
+
+// A run with the 8-bit optimizer resumed from its checkpoint ends bitwise
+// where the uninterrupted run does. The model is big enough that LoRA's q,
+// v and gate A factors (64×64) keep 8-bit state and the gate's B (32×64)
+// float32 state, so the checkpoint holds both.
+func TestTrainerResumeAdamW8bit(t *testing.T) {
+	run := func(dir string, steps int, resume bool) nn.Params {
+		t.Helper()
+		cfg := llama.Config{HiddenSize: 64, IntermediateSize: 32, NumHiddenLayers: 1, NumAttentionHeads: 4, NumKeyValueHeads: 4,
+			VocabSize: 19, MaxPositionEmbeddings: 32, RMSNormEps: 1e-5, RopeTheta: 10000, BOSTokenID: 1, EOSTokenID: 2}
+		base, err := llama.NewRandom(cfg, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := lora.NewConfig()
+		c.R, c.LoraAlpha, c.Seed, c.TargetModules = 64, 64, 7, peft.ModuleList("q_proj", "v_proj", "gate_proj")
+		c.InitLoraWeights = lora.InitRandom
+		pm := peft.Wrap(base)
+		a, err := pm.AddAdapter("default", lora.New(c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var exs []data.Example
+		g := tensor.NewRNG(1)
+		for i := 0; i < 8; i++ {
+			ids := []int{1}
+			for j := 0; j < 7; j++ {
+				ids = append(ids, 3+g.IntN(16))
+			}
+			exs = append(exs, data.Example{IDs: ids, Labels: ids})
+		}
+		tc := train.DefaultConfig()
+		tc.Steps, tc.BatchSize, tc.LR, tc.Schedule, tc.Warmup, tc.SaveEvery, tc.Optimizer = steps, 2, 1e-2, "constant", 0, 2, "adamw_8bit"
+		r := &train.Run{Model: pm, Train: exs, OutputDir: dir, Fingerprint: "adamw8bit", Resume: resume, Config: tc}
+		if _, err := r.Execute(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return a.Params
+	}
+	ref := run(t.TempDir(), 4, false)
+	dir := t.TempDir()
+	run(dir, 2, false)
+	ck, err := train.LoadCheckpoint(train.CheckpointDir(dir, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, ps := range ck.Optimizer.Params {
+		kinds[fmt.Sprint(sortedNames(ps.Buffers), sortedNames(ps.Codes))]++
+	}
+	if want := map[string]int{"[absmax1 absmax2] [state1 state2]": 5, "[exp_avg exp_avg_sq] []": 1}; fmt.Sprint(kinds) != fmt.Sprint(want) {
+		t.Fatalf("checkpointed optimizer buffers %v, want %v", kinds, want)
+	}
+	got := run(dir, 4, true)
+	for i, p := range got {
+		for j, v := range p.Var.Value.Data {
+			if math.Float32bits(v) != math.Float32bits(ref[i].Var.Value.Data[j]) {
+				t.Fatalf("%s[%d]: resumed %v, uninterrupted %v", p.Name, j, v, ref[i].Var.Value.Data[j])
+			}
+		}
+	}
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -29,7 +29,7 @@ type Config struct {
 	Schedule    string  `json:"schedule" yaml:"schedule"`         // constant, linear or cosine
 	Warmup      int     `json:"warmup_steps" yaml:"warmup_steps"` // linear warm-up steps
 	MinLRRatio  float64 `json:"min_lr_ratio" yaml:"min_lr_ratio"` // cosine floor as a fraction of LR
-	Optimizer   string  `json:"optimizer" yaml:"optimizer"`       // adamw or sgd
+	Optimizer   string  `json:"optimizer" yaml:"optimizer"`       // adamw, adamw_8bit or sgd
 	WeightDecay float64 `json:"weight_decay" yaml:"weight_decay"` // decoupled for AdamW, L2 for SGD
 	Momentum    float64 `json:"momentum" yaml:"momentum"`         // SGD only
 	MaxGradNorm float64 `json:"max_grad_norm" yaml:"max_grad_norm"`
@@ -383,14 +383,17 @@ func orDiscard(w io.Writer) io.Writer {
 func (r *Run) newOptimizer(cfg Config) (Optimizer, error) {
 	ps := r.Model.TrainableParams()
 	switch cfg.Optimizer {
-	case "adamw":
+	case "adamw", "adamw_8bit":
 		c := DefaultAdamW()
 		c.WeightDecay = cfg.WeightDecay
+		if cfg.Optimizer == "adamw_8bit" {
+			return NewAdamW8bit(ps, c)
+		}
 		return NewAdamW(ps, c)
 	case "sgd":
 		return NewSGD(ps, SGDConfig{Momentum: cfg.Momentum, WeightDecay: cfg.WeightDecay})
 	}
-	return nil, fmt.Errorf("train: unknown optimizer %q (adamw, sgd)", cfg.Optimizer)
+	return nil, fmt.Errorf("train: unknown optimizer %q (adamw, adamw_8bit, sgd)", cfg.Optimizer)
 }
 
 func (r *Run) save(cfg Config, step int, pos int64, params nn.Params, opt Optimizer) (string, error) {

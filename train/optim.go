@@ -36,18 +36,27 @@ type Optimizer interface {
 
 // OptimizerState is an optimizer's resumable state, keyed by parameter name.
 type OptimizerState struct {
-	Kind   string             // "adamw" or "sgd"
+	Kind   string             // "adamw", "adamw_8bit" or "sgd"
 	Hyper  map[string]float64 // hyperparameters when saved (informational; LoadState keeps the optimizer's own)
 	Params map[string]*ParamState
 }
 
 // ParamState is one parameter's optimizer state: how many updates it has
 // had and its buffers (AdamW: exp_avg, exp_avg_sq; SGD with momentum:
-// momentum_buffer, PyTorch's names). Buffers is empty before the first
-// update.
+// momentum_buffer, PyTorch's names; AdamW8bit: state1, state2 in Codes
+// with absmax1, absmax2 in Buffers, bitsandbytes' names). Buffers and
+// Codes are empty before the first update.
 type ParamState struct {
 	Step    int64
 	Buffers map[string]*tensor.Tensor
+	// Codes holds 8-bit buffers (nil for optimizers without any).
+	Codes map[string]*Codes
+}
+
+// Codes is an 8-bit optimizer buffer: one byte per element of Shape.
+type Codes struct {
+	Shape []int
+	Data  []uint8
 }
 
 // stateful is what AdamW and SGD share: the trainable parameters, their
@@ -63,7 +72,21 @@ type stateful struct {
 	active   []bool             // scratch: which parameters this Step updates
 	lrScale  []float64          // per parameter: its learning rate over the schedule's
 	decayOf  []float64          // per parameter: its weight decay, NaN for the optimizer's
+	// own, when set, marks the parameters whose state the optimizer keeps
+	// itself (AdamW8bit's 8-bit ones): begin allocates no buffers for them,
+	// and loadState hands their entries to owner.
+	own   []bool
+	owner stateOwner
 }
+
+// stateOwner checks and loads the saved state of the parameters an
+// optimizer keeps itself (stateful.own).
+type stateOwner interface {
+	checkOwn(i int, ps *ParamState) error // validates, changing nothing
+	loadOwn(i int, ps *ParamState)        // copies ps in (after every check passed)
+}
+
+func (o *stateful) owns(i int) bool { return o.own != nil && o.own[i] }
 
 func newStateful(kind string, ps nn.Params, bufNames ...string) stateful {
 	ps = Trainable(ps)
@@ -178,7 +201,7 @@ func (o *stateful) begin() {
 			continue
 		}
 		o.steps[i]++
-		if o.bufs[i] == nil && len(o.bufNames) > 0 {
+		if o.bufs[i] == nil && len(o.bufNames) > 0 && !o.owns(i) {
 			o.bufs[i] = make([]*tensor.Tensor, len(o.bufNames))
 			for b := range o.bufNames {
 				o.bufs[i][b] = tensor.New(p.Var.Value.Shape...)
@@ -204,11 +227,11 @@ func (o *stateful) loadState(st *OptimizerState) error {
 		return fmt.Errorf("train: load %s optimizer state: no state", o.kind)
 	}
 	if st.Kind != o.kind {
-		return fmt.Errorf("train: cannot load %q optimizer state into a %s optimizer", st.Kind, o.kind)
+		return kindError(st, o.kind, o.params)
 	}
 	// Validate everything before changing anything.
 	known := map[string]bool{}
-	for _, p := range o.params {
+	for i, p := range o.params {
 		known[p.Name] = true
 		ps, ok := st.Params[p.Name]
 		if !ok || ps == nil {
@@ -219,6 +242,15 @@ func (o *stateful) loadState(st *OptimizerState) error {
 		}
 		if ps.Step > 0 && len(ps.Buffers) == 0 && len(o.bufNames) > 0 {
 			return fmt.Errorf("train: %s optimizer state for %q: %d steps taken but no buffers", o.kind, p.Name, ps.Step)
+		}
+		if o.owns(i) {
+			if err := o.owner.checkOwn(i, ps); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(ps.Codes) > 0 {
+			return fmt.Errorf("train: %s optimizer state for %q: unknown 8-bit buffers %v (want float32 %v)", o.kind, p.Name, sortedKeys(ps.Codes), o.bufNames)
 		}
 		for name, t := range ps.Buffers {
 			if !slices.Contains(o.bufNames, name) {
@@ -249,6 +281,11 @@ func (o *stateful) loadState(st *OptimizerState) error {
 	for i, p := range o.params {
 		ps := st.Params[p.Name]
 		o.steps[i] = ps.Step
+		if o.owns(i) {
+			o.bufs[i] = nil
+			o.owner.loadOwn(i, ps)
+			continue
+		}
 		if len(ps.Buffers) == 0 {
 			o.bufs[i] = nil
 			continue
@@ -259,6 +296,29 @@ func (o *stateful) loadState(st *OptimizerState) error {
 		}
 	}
 	return nil
+}
+
+// kindError refuses state saved by another kind of optimizer, naming the
+// first parameter (in training order) whose saved buffers show it.
+func kindError(st *OptimizerState, kind string, params nn.Params) error {
+	for _, p := range params {
+		if ps := st.Params[p.Name]; ps != nil && len(ps.Buffers)+len(ps.Codes) > 0 {
+			names := append(sortedKeys(ps.Buffers), sortedKeys(ps.Codes)...)
+			return fmt.Errorf("train: cannot load %q optimizer state into a %s optimizer: parameter %q has %s's buffers %v (train with the optimizer that saved it)",
+				st.Kind, kind, p.Name, st.Kind, names)
+		}
+	}
+	return fmt.Errorf("train: cannot load %q optimizer state into a %s optimizer", st.Kind, kind)
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // describe names a tensor's type and shape for error messages.

@@ -49,6 +49,7 @@ func TestBenchRefusesBadSizes(t *testing.T) {
 		"bench train --seq 100000":                   "--seq 100000: must be in [1, 256]",
 		"bench train --batch 1000 --seq 256":         "256000 tokens a step",
 		"bench train --rank 0":                       "--rank (recipe peft.r) is 0",
+		"bench train --optimizer sgd":                `--optimizer "sgd": want adamw or adamw_8bit`,
 		"bench generate --prompt-len 100000000":      "KV cache; at most 4 GiB",
 		"bench train --method full --targets q_proj": "--targets is not a setting of method FULL",
 	} {

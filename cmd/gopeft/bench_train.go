@@ -25,6 +25,7 @@ type trainBench struct {
 	Batch        int            `json:"batch"`
 	Seq          int            `json:"seq"`
 	Steps        int            `json:"steps"`
+	Optimizer    string         `json:"optimizer"`
 	BF16         bool           `json:"bf16"`
 	Quant        string         `json:"quant,omitempty"`
 	Checkpoint   bool           `json:"gradient_checkpointing,omitempty"`
@@ -64,6 +65,8 @@ func newBenchTrainCmd() *cobra.Command {
 				return fmt.Errorf("bench train: --batch and --steps must be at least 1 (got %d, %d)", b.Batch, b.Steps)
 			case b.Seq < 1 || b.Seq > cfg.MaxPositionEmbeddings:
 				return fmt.Errorf("bench train: --seq %d: must be in [1, %d], %s's context", b.Seq, cfg.MaxPositionEmbeddings, b.Preset)
+			case b.Optimizer != "adamw" && b.Optimizer != "adamw_8bit":
+				return fmt.Errorf("bench train: --optimizer %q: want adamw or adamw_8bit", b.Optimizer)
 			case b.Batch*b.Seq > maxBenchTokens:
 				return fmt.Errorf("bench train: --batch %d × --seq %d is %d tokens a step; at most %d fit a bench's memory", b.Batch, b.Seq, b.Batch*b.Seq, maxBenchTokens)
 			}
@@ -118,7 +121,12 @@ func newBenchTrainCmd() *cobra.Command {
 			for _, p := range params {
 				b.Trainable += p.Var.Value.Numel()
 			}
-			opt, err := train.NewAdamW(params, train.DefaultAdamW())
+			var opt train.Optimizer
+			if b.Optimizer == "adamw_8bit" {
+				opt, err = train.NewAdamW8bit(params, train.DefaultAdamW())
+			} else {
+				opt, err = train.NewAdamW(params, train.DefaultAdamW())
+			}
 			if err != nil {
 				return err
 			}
@@ -183,8 +191,8 @@ func newBenchTrainCmd() *cobra.Command {
 			b.TokensPerSec = float64(b.Batch*b.Seq*b.Steps) / el
 			b.PeakRSSBytes = peakRSSBytes()
 			return writeBench(cmd.OutOrStdout(), asJSON, b, fmt.Sprintf(
-				"%s%s %s%s: %d trainable, batch %d × %d tokens: %.1f tokens/s (%.2f s a step, %.2f s of CPU); peak RSS %.0f MiB",
-				b.Preset, storageNote(b.BF16, b.Quant), b.Method, checkpointNote(b.Checkpoint, b.CkptBlocks, cfg.NumHiddenLayers), b.Trainable, b.Batch, b.Seq, b.TokensPerSec, b.StepSeconds, b.CPUStepSeconds, float64(b.PeakRSSBytes)/(1<<20)))
+				"%s%s %s%s, %s: %d trainable, batch %d × %d tokens: %.1f tokens/s (%.2f s a step, %.2f s of CPU); peak RSS %.0f MiB",
+				b.Preset, storageNote(b.BF16, b.Quant), b.Method, checkpointNote(b.Checkpoint, b.CkptBlocks, cfg.NumHiddenLayers), b.Optimizer, b.Trainable, b.Batch, b.Seq, b.TokensPerSec, b.StepSeconds, b.CPUStepSeconds, float64(b.PeakRSSBytes)/(1<<20)))
 		},
 	}
 	fl := cmd.Flags()
@@ -194,6 +202,7 @@ func newBenchTrainCmd() *cobra.Command {
 	fl.IntVar(&b.Batch, "batch", 4, "sequences a step")
 	fl.IntVar(&b.Seq, "seq", 256, "tokens a sequence")
 	fl.IntVar(&b.Steps, "steps", 5, "measured steps (after one warm-up step)")
+	fl.StringVar(&b.Optimizer, "optimizer", "adamw", "adamw, or adamw_8bit (8-bit blockwise state)")
 	registerPrecision(fl, &b.BF16, &fp32)
 	qf.register(fl)
 	fl.BoolVar(&b.Checkpoint, "gradient-checkpointing", false, "recompute each decoder block in the backward instead of keeping its activations")

@@ -95,7 +95,7 @@ of an earlier run in --output (without either, a directory holding them is refus
 	fl.Float64Var(&r.Train.LR, "lr", d.LR, "peak learning rate (> 0)")
 	fl.StringVar(&r.Train.Schedule, "schedule", d.Schedule, "constant, linear or cosine")
 	fl.IntVar(&r.Train.Warmup, "warmup", d.Warmup, "warm-up steps")
-	fl.StringVar(&r.Train.Optimizer, "optimizer", d.Optimizer, "adamw or sgd")
+	fl.StringVar(&r.Train.Optimizer, "optimizer", d.Optimizer, "adamw, adamw_8bit (bitsandbytes' 8-bit blockwise state) or sgd")
 	fl.Float64Var(&r.Train.WeightDecay, "weight-decay", d.WeightDecay, "weight decay")
 	fl.Float64Var(&r.Train.MaxGradNorm, "max-grad-norm", d.MaxGradNorm, "clip gradients to this global norm (0: off)")
 	fl.Uint64Var(&r.Train.Seed, "seed", d.Seed, "seed for initialisation, data order and dropout")
