@@ -14,6 +14,7 @@ import (
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/peft/lora"
+	"github.com/gopeft/gopeft/peft/methodtest"
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/train"
 )
@@ -104,15 +105,7 @@ func newLifecycle(t *testing.T) (*lifecycle, nn.Params, *peft.Model, []data.Exam
 	if err != nil {
 		t.Fatal(err)
 	}
-	var exs []data.Example
-	g := tensor.NewRNG(1)
-	for i := 0; i < 16; i++ {
-		ids := []int{1}
-		for j := 0; j < 7; j++ {
-			ids = append(ids, 3+g.IntN(16))
-		}
-		exs = append(exs, data.Example{IDs: ids, Labels: ids})
-	}
+	exs := methodtest.Examples(16)
 	return m, a.Params, pm, exs
 }
 
@@ -195,15 +188,7 @@ func TestTrainerResumeAdamW8bit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var exs []data.Example
-		g := tensor.NewRNG(1)
-		for i := 0; i < 8; i++ {
-			ids := []int{1}
-			for j := 0; j < 7; j++ {
-				ids = append(ids, 3+g.IntN(16))
-			}
-			exs = append(exs, data.Example{IDs: ids, Labels: ids})
-		}
+		exs := methodtest.Examples(8)
 		tc := train.DefaultConfig()
 		tc.Steps, tc.BatchSize, tc.LR, tc.Schedule, tc.Warmup, tc.SaveEvery, tc.Optimizer = steps, 2, 1e-2, "constant", 0, 2, "adamw_8bit"
 		r := &train.Run{Model: pm, Train: exs, OutputDir: dir, Fingerprint: "adamw8bit", Resume: resume, Config: tc}

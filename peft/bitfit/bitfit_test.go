@@ -6,13 +6,11 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gopeft/gopeft/data"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/peft/bitfit"
 	"github.com/gopeft/gopeft/peft/methodtest"
-	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/train"
 )
 
@@ -31,15 +29,7 @@ func trainAdapter(t *testing.T, c *bitfit.Config) string {
 	if _, err := pm.AddAdapter(peft.DefaultAdapter, bitfit.New(c)); err != nil {
 		t.Fatal(err)
 	}
-	var exs []data.Example
-	g := tensor.NewRNG(1)
-	for i := 0; i < 8; i++ {
-		ids := []int{1}
-		for j := 0; j < 7; j++ {
-			ids = append(ids, 3+g.IntN(16))
-		}
-		exs = append(exs, data.Example{IDs: ids, Labels: ids})
-	}
+	exs := methodtest.Examples(8)
 	cfg := train.DefaultConfig()
 	cfg.Steps, cfg.BatchSize, cfg.LR, cfg.Schedule, cfg.Warmup = 3, 2, 5e-2, "constant", 0
 	if _, err := (&train.Run{Model: pm, Train: exs, OutputDir: t.TempDir(), Config: cfg}).Execute(context.Background()); err != nil {
