@@ -207,6 +207,29 @@ func (t *Tensor) RowsView(lo, hi int) *Tensor {
 	return v
 }
 
+// RowsF32 returns rows [lo, hi) of the tensor seen as Rows × Cols as
+// float32 values, whatever its storage: float32 rows are returned in place
+// (dst unused), bf16 ones widened and quantized ones dequantized into dst,
+// which must then hold (hi-lo)·Cols values.
+func (t *Tensor) RowsF32(lo, hi int, dst []float32) []float32 {
+	c := t.Cols()
+	if lo < 0 || hi > t.Rows() || lo > hi {
+		panic(fmt.Sprintf("tensor.RowsF32: rows [%d,%d) of shape %v", lo, hi, t.Shape))
+	}
+	n := (hi - lo) * c
+	switch {
+	case t.Q4 != nil:
+		t.Q4.DequantizeRows(lo, hi, dst)
+	case t.Q8 != nil:
+		t.Q8.DequantizeRows(lo, hi, dst)
+	case t.Half != nil:
+		kernels.BF16ToF32(dst[:n], t.Half[lo*c:hi*c])
+	default:
+		return t.Data[lo*c : hi*c]
+	}
+	return dst[:n]
+}
+
 // F32 returns the float32 storage, panicking (with the shape) for other
 // storage.
 func (t *Tensor) F32() []float32 {

@@ -109,7 +109,9 @@ const normBlock = 32
 
 // RowNorms writes ‖W + s·B·A‖₂ of each row of W [out, in] into dst [out],
 // forming s·B·A a block of rows at a time and summing squares in float64,
-// so no out×in matrix is allocated. W may be float32 or bf16.
+// so no out×in matrix is allocated. W may be float32, bf16 or quantized
+// (its rows dequantized one at a time: DoRA over a QLoRA base, as PEFT's
+// get_weight_norm dequantizes a bitsandbytes weight).
 func RowNorms(w *tensor.Tensor, f *lowrank.Factors, dst []float32) {
 	out, in, r := w.Shape[0], w.Shape[1], f.A.Value.Shape[0]
 	a, b := f.A.Value.Data, f.B.Value.Data
@@ -118,20 +120,16 @@ func RowNorms(w *tensor.Tensor, f *lowrank.Factors, dst []float32) {
 	chunk = (chunk + normBlock - 1) / normBlock * normBlock
 	parallel.For(out, chunk, func(lo, hi int) {
 		buf := make([]float32, normBlock*in)
-		var row []float32
-		if w.Half != nil {
-			row = make([]float32, in)
+		var rowBuf []float32
+		if w.Data == nil { // bf16 or quantized: rows widened here
+			rowBuf = make([]float32, in)
 		}
 		for b0 := lo; b0 < hi; b0 += normBlock {
 			n := min(normBlock, hi-b0)
 			kernels.Gemm(false, false, n, in, r, b[b0*r:(b0+n)*r], r, a, in, buf, in, false)
 			for i := 0; i < n; i++ {
 				k := b0 + i
-				if w.Half != nil {
-					kernels.BF16ToF32(row, w.Half[k*in:(k+1)*in])
-				} else {
-					row = w.Data[k*in : (k+1)*in]
-				}
+				row := w.RowsF32(k, k+1, rowBuf)
 				d := buf[i*in : (i+1)*in]
 				var s float64
 				for j, v := range row {
@@ -153,6 +151,8 @@ type normCache struct {
 	scale  float32
 	wData  *float32
 	wHalf  *kernels.BF16
+	wQ4    *kernels.Q4 // a quantized weight's storage (immutable)
+	wQ8    *kernels.Q8
 	writes uint64
 }
 
@@ -170,13 +170,13 @@ func (c *normCache) get(w *tensor.Tensor, f *lowrank.Factors) []float32 {
 		wh = &w.Half[0]
 	}
 	writes := nn.WeightWrites()
-	if c.norm != nil && c.wData == wd && c.wHalf == wh && c.writes == writes && c.scale == f.Scale &&
+	if c.norm != nil && c.wData == wd && c.wHalf == wh && c.wQ4 == w.Q4 && c.wQ8 == w.Q8 && c.writes == writes && c.scale == f.Scale &&
 		equalBits(c.a, f.A.Value.Data) && equalBits(c.b, f.B.Value.Data) {
 		return c.norm
 	}
 	norm := make([]float32, w.Shape[0])
 	RowNorms(w, f, norm)
-	c.norm, c.wData, c.wHalf, c.writes, c.scale = norm, wd, wh, writes, f.Scale
+	c.norm, c.wData, c.wHalf, c.wQ4, c.wQ8, c.writes, c.scale = norm, wd, wh, w.Q4, w.Q8, writes, f.Scale
 	c.a = append(c.a[:0], f.A.Value.Data...)
 	c.b = append(c.b[:0], f.B.Value.Data...)
 	return norm

@@ -1,6 +1,7 @@
 package lora
 
 import (
+	"fmt"
 	"math"
 	"path/filepath"
 	"reflect"
@@ -134,5 +135,73 @@ func TestQLoRAGradCheck(t *testing.T) {
 			t.Fatalf("%s: %v", kind, err)
 		}
 		t.Logf("%s: worst %.3f of tolerance", kind, worst)
+	}
+}
+
+// DoRA over a quantized base (QDoRA): the row norms read the 4- and 8-bit
+// weights' rows dequantized, so the loss and the gradients of A, B and the
+// magnitudes are those over the dequantized float32 base, within float32
+// rounding of the same sums (the few-row products take the GEMV paths).
+func TestQDoRAMatchesDequantizedBase(t *testing.T) {
+	for _, kind := range []quant.Kind{quant.KindNF4, quant.KindInt8} {
+		pm := smallModel(t)
+		if err := pm.Base.Quantize(kind, kind == quant.KindNF4); err != nil {
+			t.Fatal(err)
+		}
+		m := New(doraConfig(2, "q_proj", "v_proj", "down_proj"))
+		a, err := pm.AddAdapter(peft.DefaultAdapter, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		perturbMagnitudes(m)
+		g := tensor.NewRNG(3)
+		for _, p := range a.Params {
+			if strings.Contains(p.Name, "lora_B") {
+				p.Var.Value.Normal(g, 0, 0.2) // a non-zero update, so the norms depend on B·A
+			}
+		}
+		in := methodtest.Batch([][]int{{1, 3, 5, 7, 9, 2}, {1, 8, 6, 4, 2, 3}})
+		run := func() []float32 {
+			tp := autograd.NewTape()
+			loss, err := pm.Base.Loss(&nn.Pass{Tape: tp, Training: true}, in, llama.LMLabels(in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tp.Backward(loss)
+			out := []float32{loss.Value.Data[0]}
+			for _, p := range a.Params {
+				out = append(out, p.Var.Grad.Data...)
+				p.Var.ZeroGrad()
+			}
+			return out
+		}
+		q := run()
+		pm.Base.Dequantize(false)
+		f := run()
+		for i := range q {
+			if d := math.Abs(float64(q[i] - f[i])); d > 1e-5*(1+math.Abs(float64(f[i]))) || math.IsNaN(float64(q[i])) {
+				t.Fatalf("%s: value %d (0: the loss) is %g over the quantized base, %g over its dequantized copy", kind, i, q[i], f[i])
+			}
+		}
+	}
+}
+
+// PiSSA and OLoRA rewrite the base weight as a residual: over a quantized
+// base they are refused by layer and init, as PEFT refuses them.
+func TestPiSSAOverQuantizedBaseRefused(t *testing.T) {
+	for _, init := range []string{"pissa", "olora"} {
+		pm := smallModel(t)
+		if err := pm.Base.Quantize(quant.KindNF4, false); err != nil {
+			t.Fatal(err)
+		}
+		cfg := &Config{}
+		js := fmt.Sprintf(`{"r":2,"lora_alpha":4,"target_modules":["q_proj"],"init_lora_weights":%q}`, init)
+		if err := peft.DecodeConfig([]byte(js), cfg, "test", true); err != nil {
+			t.Fatal(err)
+		}
+		_, err := pm.AddAdapter(peft.DefaultAdapter, New(cfg))
+		if err == nil || !strings.Contains(err.Error(), "q_proj") || !strings.Contains(err.Error(), init) || !strings.Contains(err.Error(), "4-bit") {
+			t.Errorf("%s over an NF4 base: %v", init, err)
+		}
 	}
 }

@@ -107,6 +107,18 @@ func (b *Q4) Dequantize(dst []float32) {
 	b.decode(0, b.Rows*b.Cols, dst[:b.Rows*b.Cols], 1)
 }
 
+// DequantizeRows writes rows [r0, r1) (of the Rows×Cols matrix) to dst,
+// (r1-r0)·Cols floats: what a method that reads a frozen weight's rows
+// (DoRA's row norms) needs, without the whole layer in float32.
+func (b *Q4) DequantizeRows(r0, r1 int, dst []float32) {
+	b.check("Q4.DequantizeRows")
+	if r0 < 0 || r1 > b.Rows || r0 > r1 {
+		panic(fmt.Sprintf("kernels.Q4.DequantizeRows: rows [%d,%d) of %d", r0, r1, b.Rows))
+	}
+	n := (r1 - r0) * b.Cols
+	b.decode(r0*b.Cols, n, dst[:n], 1)
+}
+
 // q4GemvRows: products with at most this many rows of A take the GEMV
 // paths, which read the 4-bit weights directly; more rows go through the
 // blocked GEMM, which dequantizes B panel by panel.
