@@ -39,7 +39,10 @@ type AttnShape struct {
 // Nothing T×(P+T)-sized is stored: the forward keeps each query row's
 // log-sum-exp, and the backward recomputes probabilities from it.
 func (tp *Tape) Attention(q, k, v, prefixK, prefixV *Var, s AttnShape, keyMask []bool) *Var {
-	d := fused.AttnDims{Batch: s.Batch, T: s.T, Heads: s.Heads, KVHeads: s.KVHeads, HeadDim: s.HeadDim, PrefixPerBatch: s.PrefixPerBatch}
+	// With a tape (training, gradient checks) the score products take the
+	// packed GEMM; inference keeps the one-row arithmetic decoding needs.
+	d := fused.AttnDims{Batch: s.Batch, T: s.T, Heads: s.Heads, KVHeads: s.KVHeads, HeadDim: s.HeadDim, PrefixPerBatch: s.PrefixPerBatch,
+		Packed: tp != nil}
 	if s.Batch <= 0 || s.T <= 0 || s.Heads <= 0 || s.KVHeads <= 0 || s.HeadDim <= 0 || s.Heads%s.KVHeads != 0 ||
 		s.PrefixLen < 0 || (s.PrefixLen > 0 && !s.PrefixPerBatch) {
 		panic(fmt.Sprintf("autograd.Attention: bad shape %+v (heads must be a positive multiple of kv heads; PrefixLen needs PrefixPerBatch)", s))

@@ -25,12 +25,19 @@ import (
 // Batch·T entries, and query t of sequence b sees only the new keys from
 // SegStart[b·T+t] to t (its own example's; prefix keys stay visible to
 // all), so no attention crosses from one packed example to another.
+//
+// Packed runs the tiles' score products (queries × keys) through the
+// packed GEMM (kernels.GemmPacked), about twice the GEMV path's rate for
+// a tile of 32 queries; without it they take Gemm's one-row arithmetic, so
+// that a query's scores are bit for bit the same in a tile of a prompt and
+// alone in a decode step. Training sets it (nothing there decodes).
 type AttnDims struct {
 	Batch, T, Heads, KVHeads, HeadDim int
 	Prefix                            int
 	PrefixPerBatch                    bool
 	PrefixStride                      int
 	SegStart                          []int
+	Packed                            bool
 }
 
 // prefixStride is the row distance between sequences' prefixes.
@@ -137,10 +144,14 @@ func (s *attnSeq) bind(b, kvh int, k, v, pk, pv []float32, keyMask []bool) {
 // either K or V); dst has row stride nk.
 func (s *attnSeq) rowsTimesKeys(dst []float32, n, nk int, a, pre, cur []float32) {
 	P, hd := s.d.Prefix, s.d.HeadDim
-	if P > 0 {
-		kernels.Gemm(false, true, n, P, hd, a, s.qd, pre, s.kd, dst, nk, false)
+	gemm := kernels.Gemm
+	if s.d.Packed {
+		gemm = kernels.GemmPacked
 	}
-	kernels.Gemm(false, true, n, nk-P, hd, a, s.qd, cur, s.kd, dst[P:], nk, false)
+	if P > 0 {
+		gemm(false, true, n, P, hd, a, s.qd, pre, s.kd, dst, nk, false)
+	}
+	gemm(false, true, n, nk-P, hd, a, s.qd, cur, s.kd, dst[P:], nk, false)
 }
 
 // probsTimesKeys does dst (n rows, stride qd) += p·keys (p [n, nk], stride

@@ -62,7 +62,7 @@ func F32ToBF16(dst []BF16, src []float32) {
 // is faster.
 func GemmBF16(transB bool, m, n, k int, a []float32, lda int, b []BF16, ldb int, c []float32, ldc int, accumulate bool) {
 	checkGemm(false, transB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
-	gemm(active, false, m, n, k, a, lda, bMat{h: b, ld: ldb, trans: transB}, c, ldc, accumulate)
+	gemm(active, false, m, n, k, a, lda, bMat{h: b, ld: ldb, trans: transB}, c, ldc, accumulate, false)
 }
 
 // NativeBF16 reports whether this CPU multiplies bf16 natively (AVX512_BF16

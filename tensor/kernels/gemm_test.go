@@ -417,3 +417,38 @@ func TestGemmEdgeRows(t *testing.T) {
 		}
 	}
 }
+
+// GemmPacked takes the packed path for every m: within the rounding bound
+// of gemmRef, and each row of a product of m rows is, bit for bit, that
+// row's product alone (the packed path sums an element in the same order
+// whatever the other rows), on every path this CPU has.
+func TestGemmPacked(t *testing.T) {
+	withImpl(t, func(t *testing.T, im *impl) {
+		r := rand.New(rand.NewPCG(12, 13))
+		for _, g := range []gemmCase{
+			{m: 1, n: 33, k: 64, transB: true}, {m: 5, n: 70, k: 64, transB: true, pad: 3}, {m: 32, n: 257, k: 128, transB: true, acc: true},
+			{m: 13, n: 40, k: 31}, {m: 7, n: 9, k: 300, transA: true},
+		} {
+			_, _, lda, br, bc, ldb, ldc := g.dims()
+			b := randSlice(r, max(0, (br-1)*ldb+bc))
+			checkGemmCase(t, g, r, b, func(a []float32, lda int, c []float32) {
+				GemmPacked(g.transA, g.transB, g.m, g.n, g.k, a, lda, b, ldb, c, ldc, g.acc)
+			})
+			if g.transA {
+				continue
+			}
+			a := randSlice(r, g.m*lda)
+			all := make([]float32, g.m*ldc)
+			GemmPacked(false, g.transB, g.m, g.n, g.k, a, lda, b, ldb, all, ldc, false)
+			for i := 0; i < g.m; i++ {
+				one := make([]float32, g.n)
+				GemmPacked(false, g.transB, 1, g.n, g.k, a[i*lda:], lda, b, ldb, one, g.n, false)
+				for j := range one {
+					if math.Float32bits(one[j]) != math.Float32bits(all[i*ldc+j]) {
+						t.Fatalf("%v: row %d column %d is %g in the product of %d rows, %g alone", g, i, j, all[i*ldc+j], g.m, one[j])
+					}
+				}
+			}
+		}
+	})
+}
