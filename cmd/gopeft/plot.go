@@ -34,9 +34,13 @@ a run, labelled with --labels or the runs' directory names.`,
 			for i, run := range runs {
 				// A directory is labelled by its name, a metrics file by its
 				// directory's.
-				path, label := run, filepath.Base(filepath.Dir(filepath.Clean(run)))
+				abs, err := filepath.Abs(run)
+				if err != nil {
+					return fmt.Errorf("plot: %w", err)
+				}
+				path, label := run, filepath.Base(filepath.Dir(abs))
 				if st, err := os.Stat(run); err == nil && st.IsDir() {
-					path, label = filepath.Join(run, "metrics.jsonl"), filepath.Base(filepath.Clean(run))
+					path, label = filepath.Join(run, "metrics.jsonl"), filepath.Base(abs)
 				}
 				recs, err := train.ReadMetricsFile(path)
 				if err != nil {

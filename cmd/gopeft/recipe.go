@@ -47,10 +47,6 @@ type Recipe struct {
 	Stages    []StageRecipe       `yaml:"stages,omitempty"`
 	Continual *pipeline.Continual `yaml:"continual,omitempty"`
 
-	// bf16Auto is set when the default chose the bf16 base
-	// (resolvePrecision), not the recipe.
-	bf16Auto bool
-
 	// allowNonFinite skips the check for NaN and infinite weights on load
 	// (--allow-nonfinite; not a recipe key).
 	allowNonFinite bool

@@ -127,6 +127,15 @@ func readTrainFlags(cmd *cobra.Command, recipePath string, r *Recipe, mf *method
 				return err
 			}
 		}
+		// A precision flag overrides the recipe's opposite key.
+		_, gb := given["bf16"]
+		_, gf := given["fp32"]
+		if gf && !gb {
+			r.BF16 = false
+		}
+		if gb && !gf {
+			r.FP32 = false
+		}
 	}
 	if r.Peft == nil {
 		r.Peft = map[string]any{}

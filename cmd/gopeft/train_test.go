@@ -327,4 +327,15 @@ func TestTrainPrecision(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--bf16 and --fp32") {
 		t.Errorf("--bf16 --fp32: %v", err)
 	}
+	// recipe.yaml records what the default chose, and a flag on the
+	// command line overrides the recipe's opposite key.
+	saved, err := os.ReadFile(filepath.Join(dir, "0", "recipe.yaml"))
+	if err != nil || strings.Contains(string(saved), "bf16: true") != kernels.NativeBF16() {
+		t.Errorf("the default run's recipe.yaml (%v):\n%s", err, saved)
+	}
+	recipe := filepath.Join(dir, "r.yaml")
+	os.WriteFile(recipe, []byte("model: "+model+"\nbf16: true\ndata:\n  path: "+alpaca+"\n  limit: 4\ntrain:\n  steps: 1\n  batch_size: 2\noutput: "+filepath.Join(dir, "r")+"\n"), 0o644)
+	if out, err := run(t, "train", "--config", recipe, "--fp32"); err != nil || !strings.Contains(out, "precision: float32") {
+		t.Errorf("--fp32 over a recipe's bf16: true: %v\n%s", err, out)
+	}
 }

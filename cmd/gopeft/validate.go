@@ -7,9 +7,11 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gopeft/gopeft/data"
+	"github.com/gopeft/gopeft/dist"
 	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/train"
@@ -203,8 +205,11 @@ func (r *Recipe) checkContext(cfg llama.Config) error {
 	return nil
 }
 
-// resolvePrecision decides the base's precision (precision.go) and says
-// it on out: the recipe's bf16 or fp32, or the CPU's default.
+// resolvePrecision decides the base's precision (precision.go), says it
+// on out, and records a default's choice as the recipe's bf16, so that
+// recipe.yaml says what ran and a resume loads the base as the run did.
+// Data-parallel ranks must agree: a rank on a CPU without bf16 products
+// would otherwise train in float32 beside ranks in bf16.
 func (r *Recipe) resolvePrecision(out io.Writer) error {
 	m, err := r.newMethod()
 	if err != nil {
@@ -214,15 +219,15 @@ func (r *Recipe) resolvePrecision(out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r.bf16Auto = in && auto
+	r.BF16 = in
 	fmt.Fprintln(out, precisionLine(in, auto))
-	return nil
+	return dist.Same(r.comm, "precision of the frozen base (the default follows each CPU: give --bf16 or --fp32 to every rank)", []byte(strconv.FormatBool(in)))
 }
 
 // loadOptions are the recipe's storage settings as llama.LoadOptions,
 // naming the setting of a bad value.
 func (r *Recipe) loadOptions() (llama.LoadOptions, error) {
-	o, err := quantFlags{quant: r.Quant, double: r.DoubleQuant}.options(r.BF16 || r.bf16Auto)
+	o, err := quantFlags{quant: r.Quant, double: r.DoubleQuant}.options(r.BF16)
 	if err != nil {
 		return o, fmt.Errorf("%s: %w", "--quant (recipe quant)", err)
 	}

@@ -28,15 +28,21 @@ type initial struct {
 	a0, b0 []float32
 }
 
+// checkRewritable refuses a PiSSA/OLoRA init over a quantized weight: the
+// residual cannot be written back into 4- or 8-bit codes without
+// re-rounding the whole layer, and PEFT refuses it too (pissa_init:
+// "Please initialize PiSSA under float32, float16, or bfloat16"). Attach
+// checks every target before the first weight is rewritten.
+func checkRewritable(l *nn.Linear, init lowrank.Init) error {
+	if w := l.Weight.Value; w.Quantized() {
+		return fmt.Errorf("lora: %s: init_lora_weights %q starts from the base weight and replaces it by the residual, which a %v weight cannot hold: train it on the float32 or bf16 base (PEFT refuses it on a quantized one too)", l.Name, init, w.DType())
+	}
+	return nil
+}
+
 // initFromWeight sets f from l's weight and replaces the weight by the
 // residual.
 func (m *Method) initFromWeight(l *nn.Linear, f *lowrank.Factors, g *tensor.RNG) error {
-	if w := l.Weight.Value; w.Quantized() {
-		// PEFT refuses it too (pissa_init: "Please initialize PiSSA under
-		// float32, float16, or bfloat16"): the residual cannot be written
-		// back into 4- or 8-bit codes without re-rounding the whole layer.
-		return fmt.Errorf("lora: %s: init_lora_weights %q starts from the base weight and replaces it by the residual, which a %v weight cannot hold: train it on the float32 or bf16 base (PEFT refuses it on a quantized one too)", l.Name, m.Cfg.InitLoraWeights, w.DType())
-	}
 	res, err := f.FromWeight(m.Cfg.InitLoraWeights, l.Weight.Value, g)
 	if err != nil {
 		return fmt.Errorf("lora: %s: %w", l.Name, err)

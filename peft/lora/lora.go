@@ -76,6 +76,9 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 	if init := m.Cfg.InitLoraWeights; init.ChangesBase() {
 		// Check every module before the first base weight is rewritten.
 		for _, l := range targets {
+			if err := checkRewritable(l, init); err != nil {
+				return nil, err
+			}
 			r, alpha := m.Cfg.rankAlpha(l.Name)
 			if r > min(l.In(), l.Out()) || m.Cfg.Scale(r, alpha) == 0 {
 				return nil, fmt.Errorf("lora: init_lora_weights %q on %s: needs r ≤ %d and lora_alpha ≠ 0 (r is %d, lora_alpha %v)",

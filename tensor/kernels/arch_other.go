@@ -25,5 +25,3 @@ func copyPanelH(kc, w int, src []BF16, ld int, dst []float32) bool { return fals
 // roundBF16 rounds src into dst (the bf16 kernels' activations; unused
 // here, where no path has them).
 func roundBF16(dst []BF16, src []float32) { F32ToBF16(dst, src) }
-
-const nativeBF16 = false

@@ -65,10 +65,13 @@ func GemmBF16(transB bool, m, n, k int, a []float32, lda int, b []BF16, ldb int,
 	gemm(active, false, m, n, k, a, lda, bMat{h: b, ld: ldb, trans: transB}, c, ldc, accumulate, false)
 }
 
-// NativeBF16 reports whether this CPU multiplies bf16 natively (AVX512_BF16
-// or AMX-BF16, with the OS's permission for AMX): there the bf16 products
-// of GemmBF16 and of Q4 weights computed in bf16 run at least at the
-// float32 FMA rate on half the bytes, so training holds its frozen base in
-// bf16 by default (mixed precision, as torch.autocast's bf16). Elsewhere a
-// bf16 B is widened to float32 as it is packed.
-func NativeBF16() bool { return nativeBF16 }
+// NativeBF16 reports whether this CPU multiplies bf16 natively in the
+// blocked GEMM: the path chosen at start-up has bf16-pair kernels
+// (VDPBF16PS where it issues at the FMA rate, or AMX-BF16 where the OS
+// grants the tile state). There GemmBF16 and 4-bit weights computed in bf16
+// run at up to twice the float32 FMA rate on half the bytes, so training
+// holds its frozen base in bf16 by default (mixed precision, as
+// torch.autocast's bf16). Elsewhere (an AMX Xeon whose OS refuses the
+// tiles, a CPU without AVX512_BF16) a bf16 B is widened to float32 as it
+// is packed, and the default stays float32.
+func NativeBF16() bool { return active.bf16 != nil }

@@ -82,10 +82,6 @@ var bf16Block = &blockKernel{
 // haveBF16 reports whether the AVX512_BF16 kernels can run.
 var haveBF16 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512BF16
 
-// nativeBF16 is NativeBF16: the AVX512_BF16 kernels (AMX needs them too)
-// can run.
-var nativeBF16 = haveBF16
-
 // asU32 views packed float32 slots as the uint32 bf16 pairs they hold.
 func asU32(s []float32) []uint32 {
 	if len(s) == 0 {
