@@ -76,39 +76,22 @@ func TestGemmQ4(t *testing.T) {
 }
 
 func testGemmQ4(t *testing.T, im *impl) {
-	{
-		r := rand.New(rand.NewPCG(2, 3))
-		for _, s := range q4Shapes {
-			for _, transB := range []bool{true, false} {
-				for _, acc := range []bool{false, true} {
-					br, bc := s.k, s.n
-					if transB {
-						br, bc = s.n, s.k
-					}
-					q, w := randQ4(r, br, bc)
-					g := gemmCase{transB: transB, acc: acc, m: s.m, n: s.n, k: s.k}
-					checkGemmCase(t, g, r, w, func(a []float32, lda int, c []float32) {
-						GemmQ4(transB, s.m, s.n, s.k, a, lda, q, c, s.n, acc)
-					})
-					if s.m <= q4GemvRows || transB && s.m <= RowInvariantRows {
-						continue
-					}
-					// Bit-exact against Gemm, with padded leading dimensions.
-					lda, ldc := s.k+3, s.n+5
-					a := randSlice(r, s.m*lda)
-					c1 := randSlice(r, s.m*ldc)
-					c2 := append([]float32(nil), c1...)
-					GemmQ4(transB, s.m, s.n, s.k, a, lda, q, c1, ldc, acc)
-					Gemm(false, transB, s.m, s.n, s.k, a, lda, w, bc, c2, ldc, acc)
-					for i := range c1 {
-						if math.Float32bits(c1[i]) != math.Float32bits(c2[i]) {
-							t.Fatalf("m=%d n=%d k=%d transB=%v acc=%v: C[%d] = %g, Gemm on the dequantized B gives %g", s.m, s.n, s.k, transB, acc, i, c1[i], c2[i])
-						}
-					}
-				}
-			}
+	r := rand.New(rand.NewPCG(2, 3))
+	eachQ4Case(r, q4Shapes, func(c q4Case) {
+		g := gemmCase{transB: c.transB, acc: c.acc, m: c.m, n: c.n, k: c.k}
+		checkGemmCase(t, g, r, c.w, func(a []float32, lda int, out []float32) {
+			GemmQ4(c.transB, c.m, c.n, c.k, a, lda, c.q, out, c.n, c.acc)
+		})
+		if c.gemv() {
+			return
 		}
-	}
+		// Bit-exact against Gemm, with padded leading dimensions.
+		c.compare(t, r, "Gemm on the dequantized B", func(a []float32, lda int, out []float32, ldc int) {
+			GemmQ4(c.transB, c.m, c.n, c.k, a, lda, c.q, out, ldc, c.acc)
+		}, func(a []float32, lda int, out []float32, ldc int) {
+			Gemm(false, c.transB, c.m, c.n, c.k, a, lda, c.w, c.bc, out, ldc, c.acc)
+		})
+	})
 }
 
 // TestGemmQ4BF16: with Q4.BF16 (bitsandbytes' bf16 compute dtype) the
@@ -121,7 +104,37 @@ func TestGemmQ4BF16(t *testing.T) {
 
 func testGemmQ4BF16(t *testing.T, im *impl) {
 	r := rand.New(rand.NewPCG(4, 5))
-	for _, s := range append(q4Shapes, struct{ m, n, k int }{67, 70, 1100}) {
+	eachQ4Case(r, append(q4Shapes, struct{ m, n, k int }{67, 70, 1100}), func(c q4Case) {
+		h := make([]BF16, len(c.w))
+		F32ToBF16(h, c.w)
+		qb := *c.q
+		qb.BF16 = true
+		c.compare(t, r, "want", func(a []float32, lda int, out []float32, ldc int) {
+			GemmQ4(c.transB, c.m, c.n, c.k, a, lda, &qb, out, ldc, c.acc)
+		}, func(a []float32, lda int, out []float32, ldc int) {
+			if c.gemv() {
+				GemmQ4(c.transB, c.m, c.n, c.k, a, lda, c.q, out, ldc, c.acc)
+			} else {
+				GemmBF16(c.transB, c.m, c.n, c.k, a, lda, h, c.bc, out, ldc, c.acc)
+			}
+		})
+	})
+}
+
+// q4Case is one GemmQ4 product under test: a shape, a layout, accumulate
+// or not, and a random B with its dequantized values (bc columns).
+type q4Case struct {
+	m, n, k     int
+	transB, acc bool
+	q           *Q4
+	w           []float32
+	bc          int
+}
+
+// eachQ4Case runs fn for every shape in both layouts, with and without
+// accumulate.
+func eachQ4Case(r *rand.Rand, shapes []struct{ m, n, k int }, fn func(q4Case)) {
+	for _, s := range shapes {
 		for _, transB := range []bool{true, false} {
 			for _, acc := range []bool{false, true} {
 				br, bc := s.k, s.n
@@ -129,26 +142,28 @@ func testGemmQ4BF16(t *testing.T, im *impl) {
 					br, bc = s.n, s.k
 				}
 				q, w := randQ4(r, br, bc)
-				h := make([]BF16, len(w))
-				F32ToBF16(h, w)
-				lda, ldc := s.k+3, s.n+5
-				a := randSlice(r, s.m*lda)
-				c0 := randSlice(r, s.m*ldc)
-				got, want := append([]float32(nil), c0...), append([]float32(nil), c0...)
-				qb := *q
-				qb.BF16 = true
-				GemmQ4(transB, s.m, s.n, s.k, a, lda, &qb, got, ldc, acc)
-				if s.m <= q4GemvRows || transB && s.m <= RowInvariantRows {
-					GemmQ4(transB, s.m, s.n, s.k, a, lda, q, want, ldc, acc)
-				} else {
-					GemmBF16(transB, s.m, s.n, s.k, a, lda, h, bc, want, ldc, acc)
-				}
-				for i := range got {
-					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("m=%d n=%d k=%d transB=%v acc=%v: C[%d] = %g, want %g", s.m, s.n, s.k, transB, acc, i, got[i], want[i])
-					}
-				}
+				fn(q4Case{m: s.m, n: s.n, k: s.k, transB: transB, acc: acc, q: q, w: w, bc: bc})
 			}
+		}
+	}
+}
+
+// gemv reports whether the product takes GemmQ4's few-row paths.
+func (c q4Case) gemv() bool { return c.m <= q4GemvRows || c.transB && c.m <= RowInvariantRows }
+
+// compare runs got and want on the same A and C (padded leading
+// dimensions) and fails at the first element whose bits differ.
+func (c q4Case) compare(t *testing.T, r *rand.Rand, wantName string, got, want func(a []float32, lda int, out []float32, ldc int)) {
+	t.Helper()
+	lda, ldc := c.k+3, c.n+5
+	a := randSlice(r, c.m*lda)
+	c1 := randSlice(r, c.m*ldc)
+	c2 := append([]float32(nil), c1...)
+	got(a, lda, c1, ldc)
+	want(a, lda, c2, ldc)
+	for i := range c1 {
+		if math.Float32bits(c1[i]) != math.Float32bits(c2[i]) {
+			t.Fatalf("m=%d n=%d k=%d transB=%v acc=%v: C[%d] = %g, %s gives %g", c.m, c.n, c.k, c.transB, c.acc, i, c1[i], wantName, c2[i])
 		}
 	}
 }
