@@ -4627,3 +4627,70 @@ q4dec_loop:
 q4dec_done:
 	VZEROUPPER
 	RET
+
+// func q4DotBF16AVX512(nb int, x *uint16, p *byte, scales *float32, code *[16]float32) float32
+// Requires: AVX, AVX512BW, AVX512F, AVX512_BF16, SSE
+TEXT ·q4DotBF16AVX512(SB), NOSPLIT, $0-44
+	MOVQ         nb+0(FP), CX
+	MOVQ         x+8(FP), SI
+	MOVQ         p+16(FP), DI
+	MOVQ         scales+24(FP), DX
+	MOVQ         code+32(FP), AX
+	VMOVUPS      (AX), Z0
+	MOVL         $0x000f000f, R8
+	VPBROADCASTD R8, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	TESTQ        CX, CX
+	JZ           q4dotbf16_done
+
+q4dotbf16_loop:
+	VBROADCASTSS (DX), Z4
+	VMULPS       Z0, Z4, Z4
+
+	// VCVTNE2PS2BF16 Z4, Z4, Z5
+	BYTE      $0x62
+	BYTE      $0xf2
+	BYTE      $0x5f
+	BYTE      $0x48
+	BYTE      $0x72
+	BYTE      $0xec
+	VPMOVZXBW (DI), Z6
+	VPSRLW    $0x04, Z6, Z7
+	VPANDD    Z1, Z6, Z6
+	VPERMW    Z5, Z7, Z7
+	VPERMW    Z5, Z6, Z6
+
+	// VDPBF16PS (SI), Z7, Z2
+	BYTE $0x62
+	BYTE $0xf2
+	BYTE $0x46
+	BYTE $0x48
+	BYTE $0x52
+	BYTE $0x16
+
+	// VDPBF16PS 64(SI), Z6, Z3
+	BYTE $0x62
+	BYTE $0xf2
+	BYTE $0x4e
+	BYTE $0x48
+	BYTE $0x52
+	BYTE $0x5e
+	BYTE $0x01
+	ADDQ $0x00000080, SI
+	ADDQ $0x00000020, DI
+	ADDQ $0x00000004, DX
+	DECQ CX
+	JNZ  q4dotbf16_loop
+
+q4dotbf16_done:
+	VADDPS        Z3, Z2, Z2
+	VEXTRACTF64X4 $0x01, Z2, Y3
+	VADDPS        Y3, Y2, Y2
+	VEXTRACTF128  $0x01, Y2, X3
+	VADDPS        X3, X2, X2
+	VHADDPS       X2, X2, X2
+	VHADDPS       X2, X2, X2
+	VZEROUPPER
+	MOVSS         X2, ret+40(FP)
+	RET

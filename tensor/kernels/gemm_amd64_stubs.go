@@ -168,3 +168,8 @@ func q4DotAVX512(nb int, x *float32, p *byte, scales *float32, code *[16]float32
 //
 //go:noescape
 func q4DecodeAVX512(nc int, p *byte, scales *float32, code *[16]float32, dst *float32)
+
+// q4DotBF16AVX512 returns the dot product of x (bf16, even/odd split by 64) and nb blocks of 64 4-bit weights rounded to bf16.
+//
+//go:noescape
+func q4DotBF16AVX512(nb int, x *uint16, p *byte, scales *float32, code *[16]float32) float32

@@ -27,9 +27,13 @@ type Q4 struct {
 	// (Code[c]*scale in float32, then nearest even, as bitsandbytes'
 	// dequantize_4bit writes a bf16 output) and multiply it as GemmBF16
 	// multiplies a bf16 B (A rounded to bf16 and VDPBF16PS or AMX pairs
-	// where the CPU has them, B widened otherwise). The few-row GEMV paths
-	// (decoding) stay float32: they are memory-bound, and read the codes
-	// directly either way.
+	// where the CPU has them, B widened otherwise). The transposed GEMV
+	// (decoding, and up to RowInvariantRows rows) computes the same bf16
+	// products where the CPU has AVX512_BF16 (q4DotBF16: the codes looked
+	// up in a bf16 table, VDPBF16PS; within float32 summation rounding of
+	// the blocked path), and float32 elsewhere or when K is not a multiple
+	// of the block; the stored-k×n GEMV (the backward of up to 4 rows)
+	// stays float32.
 	BF16 bool
 }
 
@@ -254,7 +258,17 @@ func gemvQ4T(m, n, k int, a []float32, lda int, b *Q4, c []float32, ldc int, acc
 	serial := 2*m*n*k < serialFlops || parallel.Threads() == 1
 	// Even-odd split copies of the rows of A, for q4Dot's layout.
 	var xs [q4GemvRows][]float32
-	fast := q4Dot != nil && k%Q4Block == 0
+	var xh [q4GemvRows][]BF16
+	pairs := b.BF16 && q4DotBF16 != nil && k%Q4Block == 0
+	fast := !pairs && q4Dot != nil && k%Q4Block == 0
+	if pairs { // rounded to bf16 and split for q4DotBF16
+		buf := bf16Bufs.get(m * k)
+		defer bf16Bufs.put(buf)
+		for r := 0; r < m; r++ {
+			xh[r] = (*buf)[r*k : (r+1)*k]
+			splitEvenOdd64BF16(xh[r], a[r*lda:r*lda+k])
+		}
+	}
 	if fast {
 		buf := f32Bufs.get(m * k)
 		defer f32Bufs.put(buf)
@@ -266,7 +280,12 @@ func gemvQ4T(m, n, k int, a []float32, lda int, b *Q4, c []float32, ldc int, acc
 	forPar(serial, n, gemvGrain, func(lo, hi int) {
 		var y [q4GemvRows]float32
 		for j := lo; j < hi; j++ {
-			if fast {
+			if pairs {
+				e := j * k
+				for r := 0; r < m; r++ {
+					y[r] = q4DotBF16(k/Q4Block, xh[r], b.Packed[e/2:(e+k)/2], b.Scales[e/Q4Block:(e+k)/Q4Block], b.Code)
+				}
+			} else if fast {
 				e := j * k
 				for r := 0; r < m; r++ {
 					y[r] = q4Dot(k/Q4Block, xs[r], b.Packed[e/2:(e+k)/2], b.Scales[e/Q4Block:(e+k)/Q4Block], b.Code)
@@ -296,6 +315,25 @@ func splitEvenOdd(dst, x []float32) {
 		}
 	}
 }
+
+// splitEvenOdd64BF16 rounds x to bf16 into dst by 64-element blocks, each
+// as its 32 even-indexed then its 32 odd-indexed elements: the order in
+// which q4DotBF16 meets the high and low nibbles of a block's 32 bytes.
+// len(x) is a multiple of 64.
+func splitEvenOdd64BF16(dst []BF16, x []float32) {
+	for c := 0; c+64 <= len(x); c += 64 {
+		for i := 0; i < 32; i++ {
+			dst[c+i] = ToBF16(x[c+2*i])
+			dst[c+32+i] = ToBF16(x[c+2*i+1])
+		}
+	}
+}
+
+// q4DotBF16, where an assembly kernel exists, is q4Dot for a Q4 computed in
+// bf16: Σ x·bf16(w) over nb whole blocks, x already bf16 in
+// splitEvenOdd64BF16 order, each block's values Code[c]·scale rounded to
+// bf16 (nearest even) and the exact products summed in float32.
+var q4DotBF16 func(nb int, x []BF16, p []byte, scales []float32, code *[16]float32) float32
 
 // q4DecodeChunks, where an assembly kernel exists, writes nc chunks of 32
 // weights (from p, 16 bytes each) to dst in element order, chunk i scaled by

@@ -97,18 +97,31 @@ func testGemmQ4(t *testing.T, im *impl) {
 // TestGemmQ4BF16: with Q4.BF16 (bitsandbytes' bf16 compute dtype) the
 // blocked path equals GemmBF16 on the dequantized weights rounded to bf16,
 // bit for bit, on every path this CPU has (VDPBF16PS or AMX pairs, or
-// widening); the few-row paths keep GemmQ4's float32 result.
+// widening). The transposed GEMV computes the same bf16 products where the
+// CPU has q4DotBF16 (within float32 rounding of the exact sums of rounded
+// operands); the other few-row paths keep GemmQ4's float32 result.
 func TestGemmQ4BF16(t *testing.T) {
 	withQ4Kernels(t, func(t *testing.T) { withImpl(t, testGemmQ4BF16) })
 }
 
 func testGemmQ4BF16(t *testing.T, im *impl) {
 	r := rand.New(rand.NewPCG(4, 5))
-	eachQ4Case(r, append(q4Shapes, struct{ m, n, k int }{67, 70, 1100}), func(c q4Case) {
+	pairsSeen := false
+	eachQ4Case(r, append(q4Shapes, struct{ m, n, k int }{67, 70, 1100}, struct{ m, n, k int }{3, 70, 1088}), func(c q4Case) {
 		h := make([]BF16, len(c.w))
 		F32ToBF16(h, c.w)
 		qb := *c.q
 		qb.BF16 = true
+		if c.gemv() && c.transB && q4DotBF16 != nil && c.k%Q4Block == 0 {
+			pairsSeen = true
+			wr := make([]float32, len(h))
+			BF16ToF32(wr, h)
+			g := gemmCase{transB: true, acc: c.acc, m: c.m, n: c.n, k: c.k, roundA: true}
+			checkGemmCase(t, g, r, wr, func(a []float32, lda int, out []float32) {
+				GemmQ4(true, c.m, c.n, c.k, a, lda, &qb, out, c.n, c.acc)
+			})
+			return
+		}
 		c.compare(t, r, "want", func(a []float32, lda int, out []float32, ldc int) {
 			GemmQ4(c.transB, c.m, c.n, c.k, a, lda, &qb, out, ldc, c.acc)
 		}, func(a []float32, lda int, out []float32, ldc int) {
@@ -119,6 +132,9 @@ func testGemmQ4BF16(t *testing.T, im *impl) {
 			}
 		})
 	})
+	if q4DotBF16 != nil && !pairsSeen {
+		t.Error("no case took the bf16 GEMV")
+	}
 }
 
 // q4Case is one GemmQ4 product under test: a shape, a layout, accumulate
@@ -172,15 +188,15 @@ func (c q4Case) compare(t *testing.T, r *rand.Rand, wantName string, got, want f
 // has them) and with the portable Go loops that other CPUs run.
 func withQ4Kernels(t *testing.T, fn func(t *testing.T)) {
 	t.Helper()
-	dot, dec := q4Dot, q4DecodeChunks
-	defer func() { q4Dot, q4DecodeChunks = dot, dec }()
+	dot, dec, dotH := q4Dot, q4DecodeChunks, q4DotBF16
+	defer func() { q4Dot, q4DecodeChunks, q4DotBF16 = dot, dec, dotH }()
 	for _, asm := range []bool{true, false} {
 		if asm && dot == nil && dec == nil {
 			continue
 		}
-		q4Dot, q4DecodeChunks = dot, dec
+		q4Dot, q4DecodeChunks, q4DotBF16 = dot, dec, dotH
 		if !asm {
-			q4Dot, q4DecodeChunks = nil, nil
+			q4Dot, q4DecodeChunks, q4DotBF16 = nil, nil, nil
 		}
 		t.Run(map[bool]string{true: "asm", false: "go"}[asm], fn)
 	}

@@ -72,6 +72,7 @@ func main() {
 	// 4-bit kernels (q4.go).
 	q4Dot()
 	q4Decode()
+	q4DotBF16()
 	Generate()
 }
 
