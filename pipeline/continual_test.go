@@ -50,7 +50,7 @@ func TestEWCGradient(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range params {
-		if !sameBits(e2.fisher[i].Data, e.fisher[i].Data) || !sameBits(e2.anchor[i].Data, e.anchor[i].Data) {
+		if !tensor.SameBits(e2.fisher[i].Data, e.fisher[i].Data) || !tensor.SameBits(e2.anchor[i].Data, e.anchor[i].Data) {
 			t.Error("EWC state did not round-trip")
 		}
 	}
@@ -111,7 +111,7 @@ func TestFisherWithoutDropout(t *testing.T) {
 	for _, seed := range []uint64{1, 99} {
 		got := fisherOf(0.5, seed)
 		for i := range ref {
-			if !sameBits(got[i].Data, ref[i].Data) {
+			if !tensor.SameBits(got[i].Data, ref[i].Data) {
 				t.Fatalf("seed %d: the Fisher with lora_dropout 0.5 differs from the one without dropout", seed)
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/gopeft/gopeft/data"
 	"github.com/gopeft/gopeft/model/format"
 	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/train"
 )
 
@@ -34,18 +34,6 @@ func readAdapter(t *testing.T, dir string) map[string][]float32 {
 		}
 	}
 	return out
-}
-
-func sameBits(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // A two-stage pipeline is the two stages run by hand: full fine-tuning
@@ -107,7 +95,7 @@ func TestTwoStagesEqualByHand(t *testing.T) {
 			}
 			saved := readAdapter(t, filepath.Join(out, "two"))
 			for _, q := range pm.TrainableParams() {
-				if !sameBits(saved[q.Name], q.Var.Value.Data) {
+				if !tensor.SameBits(saved[q.Name], q.Var.Value.Data) {
 					t.Errorf("%s differs from the hand-run adapter", q.Name)
 				}
 			}
@@ -180,7 +168,7 @@ func TestResumeMidStage(t *testing.T) {
 	}
 	a, b := readAdapter(t, filepath.Join(out, "b")), readAdapter(t, filepath.Join(ref.OutputDir, "b"))
 	for name := range b {
-		if !sameBits(a[name], b[name]) {
+		if !tensor.SameBits(a[name], b[name]) {
 			t.Errorf("%s differs after the resume", name)
 		}
 	}

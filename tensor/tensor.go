@@ -5,6 +5,7 @@ package tensor
 
 import (
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/gopeft/gopeft/tensor/kernels"
@@ -313,4 +314,19 @@ func Argmax[T float32 | float64](xs []T) int {
 		}
 	}
 	return best
+}
+
+// SameBits reports whether a and b hold the same float32 values bit for
+// bit (NaNs by their payload, −0 apart from 0): the check that a result is
+// exactly what it was, not merely equal in value.
+func SameBits(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
 }

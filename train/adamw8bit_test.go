@@ -62,7 +62,7 @@ func (r *ref8) step(g []float32, lr, wd float64) {
 // for bit.
 func checkRef8(t *testing.T, what string, o *AdamW8bit, p nn.Param, r *ref8) {
 	t.Helper()
-	if !bitsEqual(p.Var.Value.Data, r.p) {
+	if !tensor.SameBits(p.Var.Value.Data, r.p) {
 		for i := range r.p {
 			if math.Float32bits(p.Var.Value.Data[i]) != math.Float32bits(r.p[i]) {
 				t.Fatalf("%s: %s[%d] = %v, reference %v", what, p.Name, i, p.Var.Value.Data[i], r.p[i])
@@ -73,7 +73,7 @@ func checkRef8(t *testing.T, what string, o *AdamW8bit, p nn.Param, r *ref8) {
 	if !slices.Equal(ps.Codes["state1"].Data, r.s1) || !slices.Equal(ps.Codes["state2"].Data, r.s2) {
 		t.Fatalf("%s: %s: 8-bit codes differ from the reference", what, p.Name)
 	}
-	if !bitsEqual(ps.Buffers["absmax1"].Data, r.absmax1) || !bitsEqual(ps.Buffers["absmax2"].Data, r.absma) {
+	if !tensor.SameBits(ps.Buffers["absmax1"].Data, r.absmax1) || !tensor.SameBits(ps.Buffers["absmax2"].Data, r.absma) {
 		t.Fatalf("%s: %s: absmax %v / %v, reference %v / %v", what, p.Name, ps.Buffers["absmax1"].Data, ps.Buffers["absmax2"].Data, r.absmax1, r.absma)
 	}
 }
@@ -170,13 +170,13 @@ func TestAdamW8bitSmallIsAdamW(t *testing.T) {
 	}
 	st32, st8 := o32.State(), o8.State()
 	for i, p := range ps8 {
-		same := bitsEqual(p.Var.Value.Data, ps32[i].Var.Value.Data)
+		same := tensor.SameBits(p.Var.Value.Data, ps32[i].Var.Value.Data)
 		if small := p.Var.Value.Numel() < Min8bitSize; same != small {
 			t.Errorf("%s (%d elements): identical to AdamW = %v", p.Name, p.Var.Value.Numel(), same)
 		}
 		if p.Var.Value.Numel() < Min8bitSize {
 			for _, b := range []string{"exp_avg", "exp_avg_sq"} {
-				if !bitsEqual(st8.Params[p.Name].Buffers[b].Data, st32.Params[p.Name].Buffers[b].Data) || st8.Params[p.Name].Codes != nil {
+				if !tensor.SameBits(st8.Params[p.Name].Buffers[b].Data, st32.Params[p.Name].Buffers[b].Data) || st8.Params[p.Name].Codes != nil {
 					t.Errorf("%s.%s differs from AdamW's", p.Name, b)
 				}
 			}
@@ -299,7 +299,7 @@ func TestAdamW8bitThreads(t *testing.T) {
 	for _, th := range []int{2, 4} {
 		ps, st := run(th)
 		for i := range ps {
-			if !bitsEqual(ps[i].Var.Value.Data, ps1[i].Var.Value.Data) {
+			if !tensor.SameBits(ps[i].Var.Value.Data, ps1[i].Var.Value.Data) {
 				t.Errorf("%s differs between 1 and %d threads", ps[i].Name, th)
 			}
 		}
@@ -309,7 +309,7 @@ func TestAdamW8bitThreads(t *testing.T) {
 			}
 		}
 		for _, b := range []string{"absmax1", "absmax2"} {
-			if !bitsEqual(st.Params["big"].Buffers[b].Data, st1.Params["big"].Buffers[b].Data) {
+			if !tensor.SameBits(st.Params["big"].Buffers[b].Data, st1.Params["big"].Buffers[b].Data) {
 				t.Errorf("big.%s differs between 1 and %d threads", b, th)
 			}
 		}
@@ -352,7 +352,7 @@ func TestAdamW8bitCheckpointResume(t *testing.T) {
 		o2.Step(1e-2)
 	}
 	for i := range ps1 {
-		if !bitsEqual(ps1[i].Var.Value.Data, ps2[i].Var.Value.Data) {
+		if !tensor.SameBits(ps1[i].Var.Value.Data, ps2[i].Var.Value.Data) {
 			t.Errorf("%s diverged after resuming from the checkpoint", ps1[i].Name)
 		}
 	}
@@ -481,7 +481,7 @@ func TestAdamW8bitMoveEntries(t *testing.T) {
 	q2 := quant.QuantizeBlockwise8(v2, quant.UnsignedDynamicMap(), 256)
 	got := o.State().Params["p"]
 	if !slices.Equal(got.Codes["state1"].Data, q1.Codes) || !slices.Equal(got.Codes["state2"].Data, q2.Codes) ||
-		!bitsEqual(got.Buffers["absmax1"].Data, q1.Absmax) || !bitsEqual(got.Buffers["absmax2"].Data, q2.Absmax) {
+		!tensor.SameBits(got.Buffers["absmax1"].Data, q1.Absmax) || !tensor.SameBits(got.Buffers["absmax2"].Data, q2.Absmax) {
 		t.Error("moved 8-bit state differs from the reference")
 	}
 	if o.MoveEntries("p", from[:10]) == nil || o.MoveEntries("p", append(from[:5999:5999], 6000)) == nil || o.MoveEntries("q", from) == nil {

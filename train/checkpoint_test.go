@@ -49,7 +49,7 @@ func sampleCheckpoint(ps nn.Params, opt Optimizer) *Checkpoint {
 
 func tensorsEqual(t *testing.T, what string, a, b *tensor.Tensor) {
 	t.Helper()
-	if a == nil || b == nil || !tensor.SameShape(a.Shape, b.Shape) || !bitsEqual(a.Data, b.Data) {
+	if a == nil || b == nil || !tensor.SameShape(a.Shape, b.Shape) || !tensor.SameBits(a.Data, b.Data) {
 		t.Errorf("%s: tensors differ (%s vs %s)", what, describe(a), describe(b))
 	}
 }

@@ -199,7 +199,7 @@ func TestDataParallelResume(t *testing.T) {
 			t.Fatalf("rank %d: %v", r, resumed[r].err)
 		}
 		for i, p := range resumed[r].params {
-			if !bitsEqual(p.Var.Value.Data, ref[r].params[i].Var.Value.Data) {
+			if !tensor.SameBits(p.Var.Value.Data, ref[r].params[i].Var.Value.Data) {
 				t.Fatalf("rank %d: %s differs from the uninterrupted run's", r, p.Name)
 			}
 		}
@@ -207,18 +207,6 @@ func TestDataParallelResume(t *testing.T) {
 	if fs, _ := os.ReadDir(d[1]); len(fs) != 0 {
 		t.Errorf("rank 1 wrote %d files", len(fs))
 	}
-}
-
-func bitsEqual(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // near fails unless got is within tol·max(1, |want|) of want.

@@ -34,16 +34,3 @@ func near(t *testing.T, what string, got, want, tol float64) {
 		t.Errorf("%s = %.10g, want %.10g (diff %.3g)", what, got, want, d)
 	}
 }
-
-// bitsEqual reports whether two float32 slices are bit-for-bit identical.
-func bitsEqual(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
-			return false
-		}
-	}
-	return true
-}

@@ -103,7 +103,7 @@ func TestAdamWMatchesReference(t *testing.T) {
 	one, init, grads := run(1)
 	four, _, _ := run(4)
 	for i := range one {
-		if !bitsEqual(one[i].Var.Value.Data, four[i].Var.Value.Data) {
+		if !tensor.SameBits(one[i].Var.Value.Data, four[i].Var.Value.Data) {
 			t.Fatalf("%s differs between 1 and 4 threads", one[i].Name)
 		}
 	}
@@ -241,7 +241,7 @@ func TestOptimizerStateRoundTrip(t *testing.T) {
 		o1.Step(0.02)
 		o2.Step(0.02)
 		for i := range ps1 {
-			if !bitsEqual(ps1[i].Var.Value.Data, ps2[i].Var.Value.Data) {
+			if !tensor.SameBits(ps1[i].Var.Value.Data, ps2[i].Var.Value.Data) {
 				t.Errorf("%s: %s diverged after LoadState", kind, ps1[i].Name)
 			}
 		}

@@ -1,7 +1,6 @@
 package llama
 
 import (
-	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,6 +8,7 @@ import (
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/internal/shared"
 	"github.com/gopeft/gopeft/model/format"
+	"github.com/gopeft/gopeft/tensor"
 )
 
 var testVocab = map[string]any{"tokenizer.ggml.model": "llama"}
@@ -48,7 +48,7 @@ func TestGGUFRoundTripF32Exact(t *testing.T) {
 	}
 	for name, w := range src.Tensors() {
 		got := back.Tensors()[name]
-		if got == nil || !equalBits(got.Data, w.Data) {
+		if got == nil || !tensor.SameBits(got.Data, w.Data) {
 			t.Fatalf("%s differs after the round trip", name)
 		}
 	}
@@ -71,13 +71,13 @@ func TestGGUFFromLlama2c(t *testing.T) {
 	q, _ := f.Tensor("blk.2.attn_q.weight")
 	got, _ := q.Float32()
 	want := src.Tensors()["model.layers.2.self_attn.q_proj.weight"].Data
-	if !equalBits(got, want) {
+	if !tensor.SameBits(got, want) {
 		t.Error("blk.2.attn_q.weight is not llama2.c's (already interleaved) q_proj")
 	}
 	hf := load(t, shared.Path(t, "golden/stories260K/hf"), LoadOptions{})
 	back := load(t, f.Name, LoadOptions{})
 	for name, w := range hf.Tensors() {
-		if !equalBits(back.Tensors()[name].Data, w.Data) {
+		if !tensor.SameBits(back.Tensors()[name].Data, w.Data) {
 			t.Fatalf("%s read back differs from the Hugging Face model's", name)
 		}
 	}
@@ -130,7 +130,7 @@ func TestGGUFQuantizedRoundTrip(t *testing.T) {
 			}
 			a, _ := st.Float32()
 			b, _ := gt.Float32()
-			if !equalBits(a, b) {
+			if !tensor.SameBits(a, b) {
 				t.Errorf("%s: %s does not read back as encoded", c.typ, gt.Name)
 			}
 			if gt.DType == format.Q8_0 || gt.DType == format.Q4_0 {
@@ -144,7 +144,7 @@ func TestGGUFQuantizedRoundTrip(t *testing.T) {
 				}
 				enc, _ := format.TensorAs("x", gt.Shape, w, gt.DType)
 				want, _ := enc.Float32()
-				if !equalBits(a, want) {
+				if !tensor.SameBits(a, want) {
 					t.Errorf("%s: %s != dequantize(quantize(w))", c.typ, gt.Name)
 				}
 			}
@@ -175,16 +175,4 @@ func mustHF(t *testing.T, g string) string {
 		t.Fatalf("no HF name for %s", g)
 	}
 	return n
-}
-
-func equalBits(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
-			return false
-		}
-	}
-	return true
 }

@@ -171,7 +171,7 @@ func (c *normCache) get(w *tensor.Tensor, f *lowrank.Factors) []float32 {
 	}
 	writes := nn.WeightWrites()
 	if c.norm != nil && c.wData == wd && c.wHalf == wh && c.wQ4 == w.Q4 && c.wQ8 == w.Q8 && c.writes == writes && c.scale == f.Scale &&
-		equalBits(c.a, f.A.Value.Data) && equalBits(c.b, f.B.Value.Data) {
+		tensor.SameBits(c.a, f.A.Value.Data) && tensor.SameBits(c.b, f.B.Value.Data) {
 		return c.norm
 	}
 	norm := make([]float32, w.Shape[0])
@@ -180,18 +180,6 @@ func (c *normCache) get(w *tensor.Tensor, f *lowrank.Factors) []float32 {
 	c.a = append(c.a[:0], f.A.Value.Data...)
 	c.b = append(c.b[:0], f.B.Value.Data...)
 	return norm
-}
-
-func equalBits(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // merge folds the layer into its weight: W ← (m/‖W+ΔW‖)_row ⊙ (W + ΔW),
