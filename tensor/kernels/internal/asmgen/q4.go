@@ -64,19 +64,24 @@ func q4Dot() {
 	VADDPS(acc[1], acc[0], acc[0])
 	VADDPS(acc[3], acc[2], acc[2])
 	VADDPS(acc[2], acc[0], acc[0])
-	y := acc[0].AsY()
-	hi := YMM()
-	VEXTRACTF64X4(U8(1), acc[0], hi)
+	returnLaneSum(acc[0], ZMM())
+	RET()
+}
+
+// returnLaneSum stores the sum of x's 16 lanes, in hsum's pairwise order,
+// as the function's float32 result; tmp is a scratch vector register
+// (physical in kernels that allocate none).
+func returnLaneSum(x, tmp reg.Vec) {
+	y, hi := x.AsY(), tmp.AsY()
+	VEXTRACTF64X4(U8(1), x.AsZ(), hi)
 	VADDPS(hi, y, y)
-	hx := XMM()
+	xx, hx := x.AsX(), tmp.AsX()
 	VEXTRACTF128(U8(1), y, hx)
-	xx := acc[0].AsX()
 	VADDPS(hx, xx, xx)
 	VHADDPS(xx, xx, xx)
 	VHADDPS(xx, xx, xx)
 	VZEROUPPER()
 	Store(xx, ReturnIndex(0))
-	RET()
 }
 
 // q4Decode writes q4DecodeAVX512: nc chunks of 32 4-bit weights to dst in
@@ -174,13 +179,6 @@ func q4DotBF16() {
 	JNZ(LabelRef("q4dotbf16_loop"))
 	Label("q4dotbf16_done")
 	VADDPS(acc1, acc0, acc0)
-	VEXTRACTF64X4(U8(1), acc0, reg.Y3)
-	VADDPS(reg.Y3, reg.Y2, reg.Y2)
-	VEXTRACTF128(U8(1), reg.Y2, reg.X3)
-	VADDPS(reg.X3, reg.X2, reg.X2)
-	VHADDPS(reg.X2, reg.X2, reg.X2)
-	VHADDPS(reg.X2, reg.X2, reg.X2)
-	VZEROUPPER()
-	Store(reg.X2, ReturnIndex(0))
+	returnLaneSum(acc0, reg.Z3)
 	RET()
 }
