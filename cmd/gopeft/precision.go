@@ -10,7 +10,8 @@ import (
 )
 
 // Training's precision. Where the CPU multiplies bf16 natively
-// (kernels.NativeBF16: AVX512_BF16 or AMX), train and bench train hold the
+// (kernels.NativeBF16: the active kernels have bf16 pairs, from
+// AVX512_BF16 or from AMX the OS grants), train and bench train hold the
 // frozen base in bf16 by default: mixed precision as torch.autocast's bf16
 // defines it, bf16 products of the frozen weights and the activations
 // (forward and the activations' gradients) summed in float32, while the
@@ -25,13 +26,11 @@ const (
 	fp32Usage = "keep the frozen base and every product in float32 (where the CPU has AVX512_BF16 or AMX the default is a bf16 base: mixed precision)"
 )
 
-// precisionFlags are --bf16 and --fp32 of the training commands.
-type precisionFlags struct{ bf16, fp32 *bool }
-
-func registerPrecision(fl *pflag.FlagSet, bf16, fp32 *bool) precisionFlags {
+// registerPrecision adds --bf16 and --fp32, the training commands'
+// precision flags.
+func registerPrecision(fl *pflag.FlagSet, bf16, fp32 *bool) {
 	fl.BoolVar(bf16, "bf16", false, bf16Usage)
 	fl.BoolVar(fp32, "fp32", false, fp32Usage)
-	return precisionFlags{bf16, fp32}
 }
 
 // baseInBF16 resolves the precision: an explicit --bf16 or --fp32 wins
