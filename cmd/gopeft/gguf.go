@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -40,7 +41,7 @@ func runConvertGGUF(cmd *cobra.Command, mf *modelFlags, output, typ string, over
 		if typ == "" {
 			typ = "f32"
 		}
-		if !contains(lora.GGUFAdapterTypes, typ) {
+		if !slices.Contains(lora.GGUFAdapterTypes, typ) {
 			return fmt.Errorf("--gguf-type %q: a GGUF LoRA is written as %s (convert_lora_to_gguf.py's types)", typ, strings.Join(lora.GGUFAdapterTypes, ", "))
 		}
 		if _, err := mf.load(); err != nil {
@@ -55,7 +56,7 @@ func runConvertGGUF(cmd *cobra.Command, mf *modelFlags, output, typ string, over
 	if typ == "" {
 		typ = "f16"
 	}
-	if !contains(llama.GGUFTypes, typ) {
+	if !slices.Contains(llama.GGUFTypes, typ) {
 		return fmt.Errorf("--gguf-type %q: want one of %s", typ, strings.Join(llama.GGUFTypes, ", "))
 	}
 	m, tok, err := mf.loadWithTokenizer()
@@ -71,13 +72,4 @@ func runConvertGGUF(cmd *cobra.Command, mf *modelFlags, output, typ string, over
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (GGUF, %s)\n", output, typ)
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
