@@ -2,6 +2,7 @@ package train
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"path/filepath"
 	"slices"
@@ -132,7 +133,7 @@ func TestAdamW8bitMatchesReference(t *testing.T) {
 			a[1], ps.Buffers["absmax2"].Data[1], ps.Codes["state1"].Data[256], ps.Codes["state2"].Data[256])
 	}
 	if st := o.State(); st.Params["w"].Step != 4 || len(st.Params["w"].Buffers) != 2 || len(st.Params["w"].Codes) != 2 {
-		t.Errorf("state: step %d, buffers %v, codes %v", st.Params["w"].Step, sortedKeys(st.Params["w"].Buffers), sortedKeys(st.Params["w"].Codes))
+		t.Errorf("state: step %d, buffers %v, codes %v", st.Params["w"].Step, slices.Sorted(maps.Keys(st.Params["w"].Buffers)), slices.Sorted(maps.Keys(st.Params["w"].Codes)))
 	}
 }
 

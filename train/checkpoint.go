@@ -279,7 +279,7 @@ func writeCheckpoint(tmp string, ck *Checkpoint) error {
 				if _, dup := ps.Buffers[buf]; dup {
 					return fmt.Errorf("optimizer buffer %q.%s is both float32 and 8-bit", name, buf)
 				}
-				if c == nil || len(c.Data) != numel(c.Shape) {
+				if c == nil || len(c.Data) != tensor.Numel(c.Shape) {
 					return fmt.Errorf("optimizer buffer %q.%s: 8-bit codes that do not fill their shape", name, buf)
 				}
 				pj.Buffers = append(pj.Buffers, buf)
@@ -578,14 +578,6 @@ func takeF32(path string, ts map[string]*format.Tensor, name string) (*tensor.Te
 }
 
 // numel is the element count of shape.
-func numel(shape []int) int {
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	return n
-}
-
 // noneLeft reports tensors in a file that trainer_state.json does not list.
 func noneLeft(path string, ts map[string]*format.Tensor) error {
 	if len(ts) == 0 {

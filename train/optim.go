@@ -2,6 +2,7 @@ package train
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -250,7 +251,7 @@ func (o *stateful) loadState(st *OptimizerState) error {
 			continue
 		}
 		if len(ps.Codes) > 0 {
-			return fmt.Errorf("train: %s optimizer state for %q: unknown 8-bit buffers %v (want float32 %v)", o.kind, p.Name, sortedKeys(ps.Codes), o.bufNames)
+			return fmt.Errorf("train: %s optimizer state for %q: unknown 8-bit buffers %v (want float32 %v)", o.kind, p.Name, slices.Sorted(maps.Keys(ps.Codes)), o.bufNames)
 		}
 		for name, t := range ps.Buffers {
 			if !slices.Contains(o.bufNames, name) {
@@ -303,22 +304,12 @@ func (o *stateful) loadState(st *OptimizerState) error {
 func kindError(st *OptimizerState, kind string, params nn.Params) error {
 	for _, p := range params {
 		if ps := st.Params[p.Name]; ps != nil && len(ps.Buffers)+len(ps.Codes) > 0 {
-			names := append(sortedKeys(ps.Buffers), sortedKeys(ps.Codes)...)
+			names := append(slices.Sorted(maps.Keys(ps.Buffers)), slices.Sorted(maps.Keys(ps.Codes))...)
 			return fmt.Errorf("train: cannot load %q optimizer state into a %s optimizer: parameter %q has %s's buffers %v (train with the optimizer that saved it)",
 				st.Kind, kind, p.Name, st.Kind, names)
 		}
 	}
 	return fmt.Errorf("train: cannot load %q optimizer state into a %s optimizer", st.Kind, kind)
-}
-
-// sortedKeys returns m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // describe names a tensor's type and shape for error messages.
