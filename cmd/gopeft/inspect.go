@@ -30,7 +30,7 @@ func writeInspect(w io.Writer, path string, m *llama.Model) error {
 		{"num_key_value_heads", c.NumKeyValueHeads}, {"head_dim", c.HeadSize()},
 		{"vocab_size", c.VocabSize}, {"max_position_embeddings", c.MaxPositionEmbeddings},
 		{"rms_norm_eps", c.RMSNormEps}, {"rope_theta", c.RopeTheta},
-		{"rope_style", ropeStyleName(m)}, {"tie_word_embeddings", c.TieWordEmbeddings},
+		{"rope_style", ropeStyleName(m, path)}, {"tie_word_embeddings", c.TieWordEmbeddings},
 		{"bos_token_id", c.BOSTokenID}, {"eos_token_id", c.EOSTokenID},
 	}
 	if c.RopeScaling != nil {
@@ -60,9 +60,15 @@ func writeInspect(w io.Writer, path string, m *llama.Model) error {
 	return tw.Flush()
 }
 
-func ropeStyleName(m *llama.Model) string {
+// ropeStyleName says how the model rotates q and k, and where the file
+// stored them in the other order, that they were permuted on load (so
+// adapters index their rows as PEFT's files do).
+func ropeStyleName(m *llama.Model, path string) string {
 	if m.Config.RoPE == autograd.RoPEInterleaved {
 		return "interleaved pairs (llama2.c)"
+	}
+	if f, _, err := llama.DetectFormat(path); err == nil && f != llama.FormatHF {
+		return "rotate-half (Hugging Face; the file's interleaved q/k rows are permuted on load)"
 	}
 	return "rotate-half (Hugging Face)"
 }

@@ -59,22 +59,33 @@ func TestGGUFRoundTripF32Exact(t *testing.T) {
 	checkGoldenLogits(t, back, 1e-4)
 }
 
-// TestGGUFFromLlama2c: a llama2.c model already has llama.cpp's row order;
-// written as GGUF and read back (rotating halves) it gives the golden
-// logits, and its q/k rows are the Hugging Face ones exactly.
+// TestGGUFFromLlama2c: a llama2.c file has llama.cpp's q/k row order, and
+// its model loads with the Hugging Face conversion's tensors bit for bit
+// (rows permuted on load, as the conversion script does); written as GGUF,
+// its q/k rows are the file's again, and read back it is the same model.
 func TestGGUFFromLlama2c(t *testing.T) {
-	src := load(t, shared.Path(t, "data/models/stories260K/stories260K.bin"), LoadOptions{})
+	path := shared.Path(t, "data/models/stories260K/stories260K.bin")
+	src := load(t, path, LoadOptions{})
+	hf := load(t, shared.Path(t, "golden/stories260K/hf"), LoadOptions{})
+	for name, w := range hf.Tensors() {
+		if got := src.Tensors()[name]; got == nil || !tensor.SameBits(got.Data, w.Data) {
+			t.Fatalf("%s of the llama2.c file differs from the Hugging Face model's", name)
+		}
+	}
 	f, err := format.ReadGGUF(saveGGUF(t, src, "f32"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, raw, err := format.ReadLlama2c(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	q, _ := f.Tensor("blk.2.attn_q.weight")
 	got, _ := q.Float32()
-	want := src.Tensors()["model.layers.2.self_attn.q_proj.weight"].Data
+	want, _ := raw["model.layers.2.self_attn.q_proj.weight"].Float32()
 	if !tensor.SameBits(got, want) {
-		t.Error("blk.2.attn_q.weight is not llama2.c's (already interleaved) q_proj")
+		t.Error("blk.2.attn_q.weight is not the llama2.c file's (interleaved) q_proj")
 	}
-	hf := load(t, shared.Path(t, "golden/stories260K/hf"), LoadOptions{})
 	back := load(t, f.Name, LoadOptions{})
 	for name, w := range hf.Tensors() {
 		if !tensor.SameBits(back.Tensors()[name].Data, w.Data) {
@@ -82,6 +93,7 @@ func TestGGUFFromLlama2c(t *testing.T) {
 		}
 	}
 	checkGoldenLogits(t, back, 1e-4)
+	checkGoldenLogits(t, src, 1e-4)
 }
 
 // TestGGUFQuantizedRoundTrip: Q8_0 and Q4_0 weights read back equal

@@ -159,7 +159,16 @@ func loadLlama2c(path string, opt LoadOptions) (*Model, error) {
 		NumAttentionHeads: hdr.NHeads, NumKeyValueHeads: hdr.NKVHeads, VocabSize: hdr.VocabSize,
 		MaxPositionEmbeddings: hdr.SeqLen, RMSNormEps: 1e-5, RopeTheta: 10000,
 		TieWordEmbeddings: hdr.SharedClassifier, BOSTokenID: 1, EOSTokenID: 2,
-		RoPE: autograd.RoPEInterleaved,
+		RoPE: autograd.RoPEHalf,
+	}
+	// The file holds q/k rows in interleaved-pair order. They are put in
+	// Hugging Face's order here, as the GGUF loader does, so that a model
+	// has one layout whatever file it came from: an adapter trained on a
+	// llama2.c checkpoint is then in PEFT's layout and applies unchanged to
+	// the checkpoint's Hugging Face conversion (lora_B rows, biases, IA³ and
+	// SSF vectors, sparse deltas' indices, prefix keys all follow q/k's rows).
+	if err := format.ConvertQKToHF(ts, hdr.NLayers, hdr.NHeads, hdr.NKVHeads); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	tensors, err := convertTensors(ts, opt, path)
 	if err != nil {

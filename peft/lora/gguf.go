@@ -31,10 +31,10 @@ var GGUFAdapterTypes = []string{"f32", "f16", "bf16", "q8_0"}
 //     b.ne[1] = base.ne[1] and a.ne[1] = b.ne[0]);
 //   - q/k order: the converter runs lora_B through LlamaModel.permute (its
 //     LoraTorchTensor permutes B's rows and leaves A), as for the base
-//     weight. An adapter on a Hugging Face base (rotate-half) gets that
-//     permutation of B's rows; one on a llama2.c base is already in the
-//     base's interleaved order, which SaveGGUF keeps, and is written as it
-//     is;
+//     weight. Every loaded base rotates halves (llama2.c and GGUF files'
+//     interleaved rows are permuted to Hugging Face's order on load), so B's
+//     rows get that permutation; only a model built in code with
+//     interleaved RoPE is written as it is;
 //   - scale: llama.cpp computes alpha/rank for each pair itself, rank being
 //     lora_b's ne[0] (alpha 0 means scale 1). Where PEFT's scale differs —
 //     rsLoRA's alpha/√r, an alpha_pattern entry — the ratio is folded into

@@ -26,6 +26,18 @@ func TestGoldenLossAndGradients(t *testing.T) {
 	checkGolden(t, methodtest.BaseModel(t), methodtest.Float32)
 }
 
+// TestGoldenOnLlama2cCheckpoint: PEFT's files index q_proj and k_proj rows
+// in Hugging Face's order, and a llama2.c checkpoint stores them in
+// interleaved pairs; the golden adapter (made for the Hugging Face
+// conversion) gives PyTorch's loss and gradients on the llama2.c file too.
+func TestGoldenOnLlama2cCheckpoint(t *testing.T) {
+	base, err := llama.Load(shared.Path(t, "data/models/stories260K/stories260K.bin"), llama.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, peft.Wrap(base), methodtest.Float32)
+}
+
 // TestGoldenMixedPrecision is the golden check with the frozen base held in
 // bf16 (--bf16): on CPUs with AVX512_BF16 or AMX its products also round
 // the activations to bf16, as PyTorch's autocast does, elsewhere the
