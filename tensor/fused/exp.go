@@ -80,17 +80,63 @@ func softmaxRowGo(row []float32, scale float32) (m float32, sum float64) {
 	}
 	ExpTo(row, row)
 	var lane [16]float64
-	for j, e := range row {
-		lane[j%16] += float64(e)
-	}
-	var u [8]float64
-	for i := range u {
-		u[i] = lane[i] + lane[i+8]
-	}
-	sum = ((u[0] + u[4]) + (u[2] + u[6])) + ((u[1] + u[5]) + (u[3] + u[7]))
+	addLanes(&lane, row)
+	sum = foldLanes(&lane)
 	inv := float32(1 / sum)
 	for j := range row {
 		row[j] *= inv
 	}
 	return m, sum
+}
+
+// addLanes adds x, widened to float64, into sixteen lane sums: element j
+// into lane j mod 16 (so a caller going by blocks of a multiple of 16 keeps
+// each element's lane), as the AVX-512 kernels add them.
+func addLanes(lane *[16]float64, x []float32) {
+	for j, e := range x {
+		lane[j%16] += float64(e)
+	}
+}
+
+// foldLanes adds the sixteen lane sums in the AVX-512 kernels' fixed order:
+// ((u0+u4)+(u2+u6)) + ((u1+u5)+(u3+u7)) with u_i = lane i + lane i+8.
+func foldLanes(lane *[16]float64) float64 {
+	var u [8]float64
+	for i := range u {
+		u[i] = lane[i] + lane[i+8]
+	}
+	return ((u[0] + u[4]) + (u[2] + u[6])) + ((u[1] + u[5]) + (u[3] + u[7]))
+}
+
+// rowMaxGo is the largest element of x (−Inf for an empty row); a NaN is
+// never the maximum.
+func rowMaxGo(x []float32) float32 {
+	m := float32(math.Inf(-1))
+	for _, v := range x {
+		if v > m {
+			m = v
+		}
+	}
+	return m
+}
+
+// expSumGo returns Σ Exp(v − m) over x in float64, by sixteen lanes folded
+// in a fixed order (addLanes, foldLanes); with dst (len(x) long, which may
+// be x) the exponentials are stored there too.
+func expSumGo(dst, x []float32, m float32) float64 {
+	var buf [expBlock]float32
+	var lane [16]float64
+	for b := 0; b < len(x); b += expBlock { // expBlock is a multiple of 16
+		n := min(expBlock, len(x)-b)
+		e := buf[:n]
+		if dst != nil {
+			e = dst[b : b+n]
+		}
+		for j := range e {
+			e[j] = x[b+j] - m
+		}
+		ExpTo(e, e)
+		addLanes(&lane, e)
+	}
+	return foldLanes(&lane)
 }

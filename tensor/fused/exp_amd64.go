@@ -14,6 +14,12 @@ func expAVX512(dst, src *float32, n int, c *[17]float32, sigmoid bool)
 //go:noescape
 func softmaxAVX512(row *float32, n int, scale float32, c *[17]float32) (m float32, sum float64)
 
+//go:noescape
+func maxAVX512(x *float32, n int) float32
+
+//go:noescape
+func expSumAVX512(dst, src *float32, n int, m float32, c *[17]float32) float64
+
 var hasExpAVX512 = cpu.X86.HasAVX512F
 
 // expConsts are Exp's constants, as expAVX512 reads them.
@@ -57,4 +63,28 @@ func softmaxRow(row []float32, scale float32) (m float32, sum float64) {
 		return softmaxAVX512(&row[0], len(row), scale, &expConsts)
 	}
 	return softmaxRowGo(row, scale)
+}
+
+// rowMax is the largest element of x (−Inf for an empty row), sixteen
+// lanes at a time on AVX-512. A NaN may or may not come out as the maximum
+// there (VMAXPS keeps its second operand); every caller's result is NaN
+// either way, through Exp(NaN − m).
+func rowMax(x []float32) float32 {
+	if hasExpAVX512 && len(x) > 0 {
+		return maxAVX512(&x[0], len(x))
+	}
+	return rowMaxGo(x)
+}
+
+// expSumTo is expSumGo, sixteen lanes at a time on AVX-512 with the same
+// bits; dst is nil or len(x) long (and may be x).
+func expSumTo(dst, x []float32, m float32) float64 {
+	if !hasExpAVX512 || len(x) == 0 {
+		return expSumGo(dst, x, m)
+	}
+	var d *float32
+	if dst != nil {
+		d = &dst[:len(x)][0]
+	}
+	return expSumAVX512(d, &x[0], len(x), m, &expConsts)
 }

@@ -239,3 +239,94 @@ snormfull:
 sdone:
 	VZEROUPPER
 	RET
+
+// func maxAVX512(x *float32, n int) float32
+//
+// The largest of x[0..n), n > 0: sixteen running maxima, then folded.
+TEXT ·maxAVX512(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVL $0xff800000, BX
+	VMOVD BX, X8
+	VBROADCASTSS X8, Z8 // −Inf
+	MOVQ $0xffff, BX
+	KMOVW BX, K1
+
+mloop:
+	CMPQ CX, $0
+	JLE mdone
+	TAIL_MASK(mfull)
+
+mfull:
+	VMOVUPS.Z (SI), K1, Z0
+	VMAXPS Z0, Z8, K1, Z8
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JMP mloop
+
+mdone:
+	VEXTRACTF64X4 $1, Z8, Y9
+	VMAXPS Y9, Y8, Y8
+	VEXTRACTF128 $1, Y8, X9
+	VMAXPS X9, X8, X8
+	VPERMILPS $0x4e, X8, X9
+	VMAXPS X9, X8, X8
+	VPERMILPS $0xb1, X8, X9
+	VMAXPS X9, X8, X8
+	VMOVSS X8, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func expSumAVX512(dst, src *float32, n int, m float32, c *[17]float32) float64
+//
+// Σ Exp(src[i] − m) for i < n, n > 0, in float64 by sixteen lanes (element
+// i into lane i mod 16) folded as softmaxAVX512 folds them: expSumGo's bits.
+// A non-nil dst receives the exponentials.
+TEXT ·expSumAVX512(SB), NOSPLIT, $0-48
+	MOVQ c+32(FP), AX
+	LOAD_CONSTS
+	VBROADCASTSS m+24(FP), Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ $0xffff, BX
+	KMOVW BX, K1
+
+esloop:
+	CMPQ CX, $0
+	JLE esdone
+	TAIL_MASK(esfull)
+
+esfull:
+	VMOVUPS.Z (SI), K1, Z0
+	VSUBPS Z8, Z0, Z0
+	EXP_Z0
+	TESTQ DI, DI
+	JZ esadd
+	VMOVUPS Z6, K1, (DI)
+	ADDQ $64, DI
+
+esadd:
+	VMOVAPS.Z Z6, K1, Z6 // lanes past the end add nothing
+	VCVTPS2PD Y6, Z11
+	VADDPD Z11, Z9, Z9
+	VEXTRACTF64X4 $1, Z6, Y12
+	VCVTPS2PD Y12, Z12
+	VADDPD Z12, Z10, Z10
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JMP esloop
+
+esdone:
+	VADDPD Z10, Z9, Z9
+	VEXTRACTF64X4 $1, Z9, Y10
+	VADDPD Y10, Y9, Y9
+	VEXTRACTF128 $1, Y9, X10
+	VADDPD X10, X9, X9
+	VPERMILPD $1, X9, X10
+	VADDSD X10, X9, X9
+	VMOVSD X9, ret+40(FP)
+	VZEROUPPER
+	RET

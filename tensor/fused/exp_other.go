@@ -16,3 +16,9 @@ func sigmoidTo(dst, src []float32) {
 func softmaxRow(row []float32, scale float32) (m float32, sum float64) {
 	return softmaxRowGo(row, scale)
 }
+
+// rowMax is rowMaxGo.
+func rowMax(x []float32) float32 { return rowMaxGo(x) }
+
+// expSumTo is expSumGo.
+func expSumTo(dst, x []float32, m float32) float64 { return expSumGo(dst, x, m) }

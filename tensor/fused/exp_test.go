@@ -170,3 +170,50 @@ func TestSoftmaxRowMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// expSumTo and rowMax (AVX-512 where present) give expSumGo's and
+// rowMaxGo's bits for every length, with and without storing the
+// exponentials, with masked (−Inf) entries and with values past Exp's
+// limits; the lane sum stays within float64 rounding of the plain sum.
+func TestExpSumMatchesGo(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	negInf := float32(math.Inf(-1))
+	for n := 1; n <= 600; n += 1 + n/6 {
+		for trial := 0; trial < 3; trial++ {
+			x := make([]float32, n)
+			for j := range x {
+				x[j] = float32(r.NormFloat64() * 40)
+				if trial == 1 && j%4 == 1 {
+					x[j] = negInf
+				}
+			}
+			m := rowMaxGo(x)
+			if got := rowMax(x); math.Float32bits(got) != math.Float32bits(m) {
+				t.Fatalf("n=%d trial %d: rowMax %v, Go %v", n, trial, got, m)
+			}
+			if trial == 2 {
+				m -= 100 // some exponentials overflow to +Inf
+			}
+			want := expSumGo(nil, x, m)
+			if got := expSumTo(nil, x, m); math.Float64bits(got) != math.Float64bits(want) {
+				t.Fatalf("n=%d trial %d: sum %v, Go %v", n, trial, got, want)
+			}
+			a, b := make([]float32, n), append([]float32(nil), x...)
+			sa, sb := expSumTo(a, x, m), expSumGo(b, b, m) // b in place
+			if math.Float64bits(sa) != math.Float64bits(want) || math.Float64bits(sb) != math.Float64bits(want) {
+				t.Fatalf("n=%d trial %d: storing, sums %v and %v, want %v", n, trial, sa, sb, want)
+			}
+			var plain float64
+			for j, v := range x {
+				e := Exp(v - m)
+				if math.Float32bits(a[j]) != math.Float32bits(e) || math.Float32bits(b[j]) != math.Float32bits(e) {
+					t.Fatalf("n=%d trial %d: exp[%d] = %v / %v, want %v", n, trial, j, a[j], b[j], e)
+				}
+				plain += float64(e)
+			}
+			if trial < 2 && math.Abs(want-plain) > 1e-12*plain {
+				t.Fatalf("n=%d trial %d: lane sum %v, plain sum %v", n, trial, want, plain)
+			}
+		}
+	}
+}
