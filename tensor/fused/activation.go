@@ -57,9 +57,8 @@ func SwiGLUForward(out, gate, up []float32, n int) {
 	need("SwiGLUForward", "up", up, n)
 	elementwise(n, func(lo, hi int) {
 		sigmoidBlocks(gate, lo, hi, func(b int, s []float32) {
-			for j, sj := range s {
-				out[b+j] = gate[b+j] * sj * up[b+j]
-			}
+			e := b + len(s)
+			swigluMul(out[b:e], gate[b:e], up[b:e], s)
 		})
 	})
 }
@@ -78,15 +77,41 @@ func SwiGLUBackward(dgate, dup, dout, gate, up []float32, n int) {
 	}
 	elementwise(n, func(lo, hi int) {
 		sigmoidBlocks(gate, lo, hi, func(b int, s []float32) {
-			for j, sj := range s {
-				i, g := b+j, gate[b+j]
-				if dgate != nil {
-					dgate[i] += dout[i] * up[i] * sj * (1 + g*(1-sj))
-				}
-				if dup != nil {
-					dup[i] += dout[i] * g * sj
-				}
+			e := b + len(s)
+			var dg, du []float32
+			if dgate != nil {
+				dg = dgate[b:e]
 			}
+			if dup != nil {
+				du = dup[b:e]
+			}
+			swigluGrad(dg, du, dout[b:e], gate[b:e], up[b:e], s)
 		})
 	})
+}
+
+// swigluMulGo sets out[i] = gate[i]·s[i]·up[i] (s = σ(gate)) over len(s)
+// elements.
+func swigluMulGo(out, gate, up, s []float32) {
+	for i, si := range s {
+		out[i] = float32(gate[i]*si) * up[i]
+	}
+}
+
+// swigluGradGo accumulates dgate[i] += dout·up·s·(1 + g·(1−s)) and dup[i]
+// += dout·g·s over len(s) elements, g = gate[i], s = σ(g); a nil dgate or
+// dup is skipped. Each product and sum is rounded on its own (the
+// conversions keep the compiler from fusing any into an FMA), so the
+// AVX-512 kernel gives the same bits.
+func swigluGradGo(dgate, dup, dout, gate, up, s []float32) {
+	for i, si := range s {
+		g := gate[i]
+		if dgate != nil {
+			d := float32(float32(dout[i]*up[i])*si) * float32(1+float32(g*(1-si)))
+			dgate[i] += d
+		}
+		if dup != nil {
+			dup[i] += float32(dout[i]*g) * si
+		}
+	}
 }
