@@ -9,6 +9,7 @@ import (
 
 	"github.com/gopeft/gopeft/dist"
 	"github.com/gopeft/gopeft/internal/safefile"
+	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/pipeline"
 	"github.com/gopeft/gopeft/train"
 )
@@ -110,11 +111,21 @@ func (r *Recipe) yaml() ([]byte, error) { return yaml.Marshal(r) }
 
 // fingerprint identifies the run for resuming: what makes it the same run
 // (model, method, data, hyper-parameters), not where it is written.
+//
+// A llama2.c model's q/k rows have been permuted to Hugging Face's order on
+// load since session 9; its runs say so, so that a checkpoint of an older
+// run (adapter rows in the file's order) is refused instead of resumed
+// onto rows it does not index. Other runs' fingerprints are unchanged.
 func (r *Recipe) fingerprint() (string, error) {
+	var qk string
+	if f, _, err := llama.DetectFormat(r.Model); err == nil && f == llama.FormatLlama2c {
+		qk = "hf"
+	}
 	return train.Fingerprint(struct {
 		Model, Method string
 		Peft          map[string]any
 		Data          DataRecipe
 		Train         train.Config
-	}{r.Model, r.Method, r.Peft, r.Data, r.Train})
+		QKRows        string `json:",omitempty"`
+	}{r.Model, r.Method, r.Peft, r.Data, r.Train, qk})
 }

@@ -339,3 +339,37 @@ func TestTrainPrecision(t *testing.T) {
 		t.Errorf("--fp32 over a recipe's bf16: true: %v\n%s", err, out)
 	}
 }
+
+// A run on a llama2.c file fingerprints its q/k row order, so a checkpoint
+// from before the rows were permuted on load is refused on resume; a run
+// on a Hugging Face model keeps the fingerprint it always had.
+func TestFingerprintNamesLlama2cRowOrder(t *testing.T) {
+	old := func(r *Recipe) string {
+		fp, err := train.Fingerprint(struct {
+			Model, Method string
+			Peft          map[string]any
+			Data          DataRecipe
+			Train         train.Config
+		}{r.Model, r.Method, r.Peft, r.Data, r.Train})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fp
+	}
+	for _, c := range []struct {
+		model   string
+		changed bool
+	}{
+		{shared.Path(t, "data/models/stories260K/stories260K.bin"), true},
+		{shared.Path(t, "golden/stories260K/hf"), false},
+	} {
+		r := &Recipe{Model: c.model, Method: "LORA", Train: train.DefaultConfig()}
+		fp, err := r.fingerprint()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if changed := fp != old(r); changed != c.changed {
+			t.Errorf("%s: fingerprint changed %v, want %v", c.model, changed, c.changed)
+		}
+	}
+}
