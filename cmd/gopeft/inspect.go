@@ -64,8 +64,8 @@ func writeInspect(w io.Writer, path string, m *llama.Model) error {
 // stored them in the other order, that they were permuted on load (so
 // adapters index their rows as PEFT's files do).
 func ropeStyleName(m *llama.Model, path string) string {
-	if m.Config.RoPE == autograd.RoPEInterleaved {
-		return "interleaved pairs (llama2.c)"
+	if m.Config.RoPE == autograd.RoPEInterleaved { // a model built in code
+		return "interleaved pairs (llama2.c's order)"
 	}
 	if f, _, err := llama.DetectFormat(path); err == nil && f != llama.FormatHF {
 		return "rotate-half (Hugging Face; the file's interleaved q/k rows are permuted on load)"

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gopeft/gopeft/internal/atomicfile"
 	"github.com/gopeft/gopeft/model/format"
+	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/train"
 )
 
@@ -220,8 +221,12 @@ func checkResumable(r *Recipe, fingerprint string) error {
 		return err
 	}
 	if fp != fingerprint {
-		return fmt.Errorf("--resume: %s: %w (another model, method, data or hyper-parameters than its recipe.yaml); resume with the same settings, or start anew with --overwrite-output-dir",
-			dir, train.ErrFingerprint)
+		var also string
+		if f, _, err := llama.DetectFormat(r.Model); err == nil && f == llama.FormatLlama2c {
+			also = "; or a run begun by an older gopeft, whose adapter indexes this llama2.c file's q/k rows in the file's order, where they are now permuted to Hugging Face's on load"
+		}
+		return fmt.Errorf("--resume: %s: %w (another model, method, data or hyper-parameters than its recipe.yaml%s); resume with the same settings, or start anew with --overwrite-output-dir",
+			dir, train.ErrFingerprint, also)
 	}
 	if step >= r.Train.Steps {
 		return fmt.Errorf("--resume: the run in %s already finished (step %d of %d); nothing was changed. To train again, use another --output or --overwrite-output-dir",

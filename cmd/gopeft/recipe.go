@@ -112,10 +112,11 @@ func (r *Recipe) yaml() ([]byte, error) { return yaml.Marshal(r) }
 // fingerprint identifies the run for resuming: what makes it the same run
 // (model, method, data, hyper-parameters), not where it is written.
 //
-// A llama2.c model's q/k rows have been permuted to Hugging Face's order on
-// load since session 9; its runs say so, so that a checkpoint of an older
-// run (adapter rows in the file's order) is refused instead of resumed
-// onto rows it does not index. Other runs' fingerprints are unchanged.
+// A llama2.c model's q/k rows are permuted to Hugging Face's order on load
+// (older gopeft kept the file's order); its runs say so, so that a
+// checkpoint of an older run (adapter rows in the file's order) is refused
+// instead of resumed onto rows it does not index. Other runs' fingerprints
+// are unchanged.
 func (r *Recipe) fingerprint() (string, error) {
 	var qk string
 	if f, _, err := llama.DetectFormat(r.Model); err == nil && f == llama.FormatLlama2c {

@@ -234,6 +234,17 @@ func TestConvertQKStorageTypes(t *testing.T) {
 		if back, _ := q.Float32(); !slices.Equal(back, before) {
 			t.Errorf("%s: ConvertQKFromHF is not the inverse", q.DType)
 		}
+		// In place: the same rows, written into the tensors' own bytes.
+		q2, k2 := mk(q.Name), mk(k.Name)
+		qData := q2.Data
+		if err := ConvertQKToHFInPlace(map[string]*Tensor{q.Name: q2, k.Name: k2}, 1, 4, 2); err != nil {
+			t.Fatal(err)
+		}
+		gotQ2, _ := q2.Float32()
+		gotK2, _ := k2.Float32()
+		if !slices.Equal(gotQ2, gotQ) || !slices.Equal(gotK2, gotK) || &q2.Data[0] != &qData[0] {
+			t.Errorf("%s: the in-place permutation differs from the copying one, or copied", q.DType)
+		}
 	}
 	m := map[string]*Tensor{"model.layers.0.self_attn.q_proj.weight": TensorFromF32("q", []int{6, 1}, make([]float32, 6))}
 	wantErr(t, ConvertQKToHF(m, 1, 4, 2), `"q"`, "6 rows")

@@ -79,15 +79,24 @@ func forQKRows(nHeads, rows int, toInterleaved bool, move func(dst, src int)) {
 // BF16, Q8_0, ...) is permuted without decoding. Each permuted tensor gets a
 // new Data slice.
 func ConvertQKToHF(tensors map[string]*Tensor, nLayers, nHeads, nKVHeads int) error {
-	return convertQK(tensors, nLayers, nHeads, nKVHeads, false)
+	return convertQK(tensors, nLayers, nHeads, nKVHeads, false, false)
+}
+
+// ConvertQKToHFInPlace is [ConvertQKToHF] writing over each tensor's own
+// Data, one head's rows of scratch at a time, for tensors whose bytes
+// nothing else reads (a file just read, as [ReadLlama2c] returns it): a
+// copy of every q/k weight would add a fifth of a 7B float32 file to the
+// peak while the file's buffer is still held.
+func ConvertQKToHFInPlace(tensors map[string]*Tensor, nLayers, nHeads, nKVHeads int) error {
+	return convertQK(tensors, nLayers, nHeads, nKVHeads, false, true)
 }
 
 // ConvertQKFromHF is the inverse of [ConvertQKToHF].
 func ConvertQKFromHF(tensors map[string]*Tensor, nLayers, nHeads, nKVHeads int) error {
-	return convertQK(tensors, nLayers, nHeads, nKVHeads, true)
+	return convertQK(tensors, nLayers, nHeads, nKVHeads, true, false)
 }
 
-func convertQK(tensors map[string]*Tensor, nLayers, nHeads, nKVHeads int, toInterleaved bool) error {
+func convertQK(tensors map[string]*Tensor, nLayers, nHeads, nKVHeads int, toInterleaved, inPlace bool) error {
 	for l := 0; l < nLayers; l++ {
 		for _, p := range []struct {
 			name  string
@@ -100,7 +109,7 @@ func convertQK(tensors map[string]*Tensor, nLayers, nHeads, nKVHeads int, toInte
 			if !ok {
 				return fmt.Errorf("permute q/k: tensor %q missing", p.name)
 			}
-			if err := permuteTensorRows(t, p.heads, toInterleaved); err != nil {
+			if err := permuteTensorRows(t, p.heads, toInterleaved, inPlace); err != nil {
 				return err
 			}
 		}
@@ -108,7 +117,7 @@ func convertQK(tensors map[string]*Tensor, nLayers, nHeads, nKVHeads int, toInte
 	return nil
 }
 
-func permuteTensorRows(t *Tensor, nHeads int, toInterleaved bool) error {
+func permuteTensorRows(t *Tensor, nHeads int, toInterleaved, inPlace bool) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
@@ -123,6 +132,17 @@ func permuteTensorRows(t *Tensor, nHeads int, toInterleaved bool) error {
 		return fmt.Errorf("permute q/k: tensor %q: rows of %d %s values are not whole blocks", t.Name, cols, t.DType)
 	}
 	rb := len(t.Data) / rows
+	if inPlace { // a permutation within each head: keep one head's rows aside
+		hb := rows / nHeads * rb
+		head := make([]byte, hb)
+		for h := 0; h < nHeads; h++ {
+			copy(head, t.Data[h*hb:(h+1)*hb])
+			forQKRows(1, rows/nHeads, toInterleaved, func(dst, src int) {
+				copy(t.Data[h*hb+dst*rb:h*hb+(dst+1)*rb], head[src*rb:(src+1)*rb])
+			})
+		}
+		return nil
+	}
 	out := make([]byte, len(t.Data))
 	forQKRows(nHeads, rows, toInterleaved, func(dst, src int) {
 		copy(out[dst*rb:(dst+1)*rb], t.Data[src*rb:(src+1)*rb])

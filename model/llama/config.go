@@ -38,9 +38,11 @@ type Config struct {
 	BOSTokenID    int  `json:"bos_token_id"`
 	EOSTokenID    int  `json:"eos_token_id"`
 
-	// RoPE is how q and k rows pair up for rotation: Hugging Face
-	// checkpoints rotate halves, llama2.c ones adjacent pairs. Not a
-	// config.json key: the loader sets it from the file format.
+	// RoPE is how q and k rows pair up for rotation. Every loaded model
+	// rotates halves, as Hugging Face's checkpoints do: the loaders permute
+	// llama2.c and GGUF files' adjacent-pair rows on load, so adapters index
+	// rows as PEFT's files do. Adjacent pairs are for models built in code.
+	// Not a config.json key.
 	RoPE autograd.RoPEStyle `json:"-"`
 	// Extra holds config.json keys that do not change the computation.
 	Extra map[string]json.RawMessage `json:"-"`

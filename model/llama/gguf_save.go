@@ -125,9 +125,9 @@ func (m *Model) checkGGUF() error {
 // llama.cpp keeps the interleaved-pair RoPE order of the original Meta
 // checkpoints: convert_hf_to_gguf.py's LlamaModel.permute turns a Hugging
 // Face q_proj (n_head heads) and k_proj (n_head_kv heads) back into it. A
-// model that rotates halves (Hugging Face, GGUF as loaded here) gets that
-// permutation; a llama2.c model already has the order and is written as
-// it is.
+// model that rotates halves (every loaded model: llama2.c and GGUF files'
+// rows are permuted to Hugging Face's order on load) gets that
+// permutation; one built in code with adjacent pairs is written as it is.
 func (m *Model) GGUFTensors(typ string) ([]*format.Tensor, error) {
 	if err := m.checkGGUF(); err != nil {
 		return nil, err

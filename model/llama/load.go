@@ -167,7 +167,7 @@ func loadLlama2c(path string, opt LoadOptions) (*Model, error) {
 	// llama2.c checkpoint is then in PEFT's layout and applies unchanged to
 	// the checkpoint's Hugging Face conversion (lora_B rows, biases, IA³ and
 	// SSF vectors, sparse deltas' indices, prefix keys all follow q/k's rows).
-	if err := format.ConvertQKToHF(ts, hdr.NLayers, hdr.NHeads, hdr.NKVHeads); err != nil {
+	if err := format.ConvertQKToHFInPlace(ts, hdr.NLayers, hdr.NHeads, hdr.NKVHeads); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	tensors, err := convertTensors(ts, opt, path)

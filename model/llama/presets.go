@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/tensor"
 )
 
@@ -27,7 +28,7 @@ func untied(c Config) Config {
 func preset(dim, hidden, layers, heads, kv, vocab, seq int) Config {
 	return Config{HiddenSize: dim, IntermediateSize: hidden, NumHiddenLayers: layers, NumAttentionHeads: heads,
 		NumKeyValueHeads: kv, VocabSize: vocab, MaxPositionEmbeddings: seq, RMSNormEps: 1e-5, RopeTheta: 10000,
-		TieWordEmbeddings: true, BOSTokenID: 1, EOSTokenID: 2}
+		TieWordEmbeddings: true, BOSTokenID: 1, EOSTokenID: 2, RoPE: autograd.RoPEHalf}
 }
 
 // PresetNames lists the presets in order.

@@ -18,8 +18,10 @@ import (
 
 // SaveHF writes the model as a Hugging Face directory: config.json and
 // model.safetensors. q_proj and k_proj rows of a model that rotates adjacent
-// pairs (llama2.c) are permuted to rotate-half order, as Hugging Face's
-// conversion script does, so the written model computes the same function.
+// pairs (one built in code with autograd.RoPEInterleaved; a llama2.c file's
+// rows are permuted on load) are permuted to rotate-half order, as Hugging
+// Face's conversion script does, so the written model computes the same
+// function.
 // Quantized weights are written as bitsandbytes stores them (see
 // SaveHFWith).
 func SaveHF(m *Model, dir string) error { return SaveHFWith(m, dir, SaveOptions{}) }
@@ -36,8 +38,8 @@ type SaveOptions struct {
 // model's own or those opt asks for — are written in bitsandbytes'
 // layout (format.BnbTensors) with config.json's quantization_config, so
 // that transformers (and Load) read the checkpoint as a pre-quantized
-// bitsandbytes model. A quantized q_proj/k_proj of a llama2.c model is
-// dequantized, permuted to Hugging Face's row order, and quantized again
+// bitsandbytes model. A quantized q_proj/k_proj of a model that rotates
+// adjacent pairs is dequantized, permuted to Hugging Face's row order, and quantized again
 // (its rows move whole; the codes are recomputed from the dequantized
 // values).
 func SaveHFWith(m *Model, dir string, opt SaveOptions) error {

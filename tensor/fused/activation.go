@@ -111,7 +111,7 @@ func swigluGradGo(dgate, dup, dout, gate, up, s []float32) {
 			dgate[i] += d
 		}
 		if dup != nil {
-			dup[i] += float32(dout[i]*g) * si
+			dup[i] += float32(float32(dout[i]*g) * si)
 		}
 	}
 }

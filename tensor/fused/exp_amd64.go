@@ -65,10 +65,9 @@ func softmaxRow(row []float32, scale float32) (m float32, sum float64) {
 	return softmaxRowGo(row, scale)
 }
 
-// rowMax is the largest element of x (−Inf for an empty row), sixteen
-// lanes at a time on AVX-512. A NaN may or may not come out as the maximum
-// there (VMAXPS keeps its second operand); every caller's result is NaN
-// either way, through Exp(NaN − m).
+// rowMax is rowMaxGo, sixteen lanes at a time on AVX-512: the same
+// maximum, a NaN never being it (only the sign of a zero maximum may
+// differ, which no caller sees).
 func rowMax(x []float32) float32 {
 	if hasExpAVX512 && len(x) > 0 {
 		return maxAVX512(&x[0], len(x))

@@ -149,7 +149,7 @@ smaxfull:
 	VMOVUPS.Z (SI), K1, Z0
 	VMULPS Z7, Z0, Z0
 	VMOVUPS Z0, K1, (SI)
-	VMAXPS Z0, Z8, K1, Z8
+	VMAXPS Z8, Z0, K1, Z8
 	ADDQ $64, SI
 	SUBQ $16, CX
 	JMP smax
@@ -243,6 +243,8 @@ sdone:
 // func maxAVX512(x *float32, n int) float32
 //
 // The largest of x[0..n), n > 0: sixteen running maxima, then folded.
+// VMAXPS keeps its second source when either is NaN, and the running max
+// is that operand, so as in rowMaxGo a NaN is never the maximum.
 TEXT ·maxAVX512(SB), NOSPLIT, $0-20
 	MOVQ x+0(FP), SI
 	MOVQ n+8(FP), CX
@@ -259,7 +261,7 @@ mloop:
 
 mfull:
 	VMOVUPS.Z (SI), K1, Z0
-	VMAXPS Z0, Z8, K1, Z8
+	VMAXPS Z8, Z0, K1, Z8
 	ADDQ $64, SI
 	SUBQ $16, CX
 	JMP mloop

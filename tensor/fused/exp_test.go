@@ -191,6 +191,20 @@ func TestExpSumMatchesGo(t *testing.T) {
 			if got := rowMax(x); math.Float32bits(got) != math.Float32bits(m) {
 				t.Fatalf("n=%d trial %d: rowMax %v, Go %v", n, trial, got, m)
 			}
+			// A NaN is never the maximum, wherever it lies (the last
+			// element of a lane included), even among −Inf.
+			for _, fill := range []float32{negInf, 1} {
+				y := append([]float32(nil), x...)
+				for j := range y {
+					if fill == negInf {
+						y[j] = negInf
+					}
+				}
+				y[n-1] = float32(math.NaN())
+				if got, want := rowMax(y), rowMaxGo(y); math.Float32bits(got) != math.Float32bits(want) {
+					t.Fatalf("n=%d trial %d: rowMax with a NaN %v, Go %v", n, trial, got, want)
+				}
+			}
 			if trial == 2 {
 				m -= 100 // some exponentials overflow to +Inf
 			}
