@@ -123,3 +123,29 @@ func TestExpBlockMatchesLogSumExpBlock(t *testing.T) {
 		}
 	}
 }
+
+// A block whose logits are all −Inf (a row's vocabulary masked so far)
+// adds nothing: the running sum stays 0, not NaN, the exponentials kept are
+// 0, and a later finite block gives the plain log-sum-exp.
+func TestLogSumExpBlockMaskedFirstBlock(t *testing.T) {
+	negInf := float32(math.Inf(-1))
+	for _, keep := range []bool{false, true} {
+		m, s, target := []float32{negInf}, []float64{0}, []float32{0}
+		acc := []float32{0}
+		block := []float32{negInf, negInf, negInf}
+		if keep {
+			ExpBlock(m, s, target, block, []int{4}, 1, 3, 0, acc, 1)
+		} else {
+			LogSumExpBlock(m, s, target, block, []int{4}, 1, 3, 0)
+		}
+		if s[0] != 0 || !math.IsInf(float64(m[0]), -1) || (keep && (block[0] != 0 || block[2] != 0)) {
+			t.Fatalf("keep %v: after a masked block m %v s %v exps %v", keep, m[0], s[0], block)
+		}
+		next := []float32{1, 2, 3}
+		LogSumExpBlock(m, s, target, next, []int{4}, 1, 3, 3)
+		got, want := float64(m[0])+math.Log(s[0]), math.Log(math.Exp(1)+math.Exp(2)+math.Exp(3))
+		if math.Abs(got-want) > 1e-6 || target[0] != 2 {
+			t.Fatalf("keep %v: lse %v, want %v; target %v, want 2", keep, got, want, target[0])
+		}
+	}
+}

@@ -219,6 +219,12 @@ func lseBlock(op string, m []float32, s []float64, target []float32, x []float32
 				s[r] *= f
 				m[r] = bm
 			}
+			if math.IsInf(float64(m[r]), -1) { // nothing finite yet: every exp is 0, not Exp(NaN)
+				if keep {
+					clear(xr)
+				}
+				continue
+			}
 			s[r] += expSum(xr, m[r], keep)
 		}
 	})
