@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "lanes_amd64.h"
 
 // Constants, from a *[17]float32 in AX (bit patterns): 0 log2e, 1 ln2Hi,
 // 2 ln2Lo, 3..8 the polynomial, 9 one, 10 two, 11 sign mask, 12 one half,
@@ -24,15 +25,6 @@
 	VBROADCASTSS 60(AX), Z31; \
 	VBROADCASTSS 64(AX), Z15; \
 	VPXORD Z14, Z14, Z14
-
-// TAIL_MASK sets K1 to the first CX lanes when CX < 16 (else leaves it).
-#define TAIL_MASK(skip) \
-	CMPQ CX, $16; \
-	JGE skip; \
-	MOVQ $1, BX; \
-	SHLQ CX, BX; \
-	DECQ BX; \
-	KMOVW BX, K1
 
 // EXP_Z0 sets Z6 = Exp(Z0) lane by lane, through Exp's exact steps, each a
 // separate multiply or add (no FMA), so every lane rounds as the scalar code
@@ -155,14 +147,7 @@ smaxfull:
 	JMP smax
 
 smaxdone:
-	VEXTRACTF64X4 $1, Z8, Y9
-	VMAXPS Y9, Y8, Y8
-	VEXTRACTF128 $1, Y8, X9
-	VMAXPS X9, X8, X8
-	VPERMILPS $0x4e, X8, X9
-	VMAXPS X9, X8, X8
-	VPERMILPS $0xb1, X8, X9
-	VMAXPS X9, X8, X8
+	FOLD_MAX_Z8
 	VMOVSS X8, m+32(FP)
 	VMOVD X8, BX
 	CMPL BX, $0xff800000
@@ -192,25 +177,13 @@ sexpfull:
 	VSUBPS Z8, Z0, Z0
 	EXP_Z0
 	VMOVUPS Z6, K1, (SI)
-	VMOVAPS.Z Z6, K1, Z6 // lanes past the end add nothing
-	VCVTPS2PD Y6, Z11
-	VADDPD Z11, Z9, Z9
-	VEXTRACTF64X4 $1, Z6, Y12
-	VCVTPS2PD Y12, Z12
-	VADDPD Z12, Z10, Z10
+	ADD_LANES_Z6
 	ADDQ $64, SI
 	SUBQ $16, CX
 	JMP sexploop
 
 sexpdone:
-	// sum = ((u0+u4)+(u2+u6)) + ((u1+u5)+(u3+u7)), u_i = lane i + lane i+8.
-	VADDPD Z10, Z9, Z9
-	VEXTRACTF64X4 $1, Z9, Y10
-	VADDPD Y10, Y9, Y9
-	VEXTRACTF128 $1, Y9, X10
-	VADDPD X10, X9, X9
-	VPERMILPD $1, X9, X10
-	VADDSD X10, X9, X9
+	FOLD_SUM_Z9
 	VMOVSD X9, sum+40(FP)
 
 	// Pass 3: row ·= float32(1/sum).
@@ -267,14 +240,7 @@ mfull:
 	JMP mloop
 
 mdone:
-	VEXTRACTF64X4 $1, Z8, Y9
-	VMAXPS Y9, Y8, Y8
-	VEXTRACTF128 $1, Y8, X9
-	VMAXPS X9, X8, X8
-	VPERMILPS $0x4e, X8, X9
-	VMAXPS X9, X8, X8
-	VPERMILPS $0xb1, X8, X9
-	VMAXPS X9, X8, X8
+	FOLD_MAX_Z8
 	VMOVSS X8, ret+16(FP)
 	VZEROUPPER
 	RET
@@ -311,24 +277,13 @@ esfull:
 	ADDQ $64, DI
 
 esadd:
-	VMOVAPS.Z Z6, K1, Z6 // lanes past the end add nothing
-	VCVTPS2PD Y6, Z11
-	VADDPD Z11, Z9, Z9
-	VEXTRACTF64X4 $1, Z6, Y12
-	VCVTPS2PD Y12, Z12
-	VADDPD Z12, Z10, Z10
+	ADD_LANES_Z6
 	ADDQ $64, SI
 	SUBQ $16, CX
 	JMP esloop
 
 esdone:
-	VADDPD Z10, Z9, Z9
-	VEXTRACTF64X4 $1, Z9, Y10
-	VADDPD Y10, Y9, Y9
-	VEXTRACTF128 $1, Y9, X10
-	VADDPD X10, X9, X9
-	VPERMILPD $1, X9, X10
-	VADDSD X10, X9, X9
+	FOLD_SUM_Z9
 	VMOVSD X9, ret+40(FP)
 	VZEROUPPER
 	RET

@@ -1,15 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
-
-// TAIL_MASK sets K1 to the first CX lanes when CX < 16 (else leaves it).
-#define TAIL_MASK(skip) \
-	CMPQ CX, $16; \
-	JGE skip; \
-	MOVQ $1, BX; \
-	SHLQ CX, BX; \
-	DECQ BX; \
-	KMOVW BX, K1
+#include "lanes_amd64.h"
 
 // func swigluMulAVX512(out, gate, up, s *float32, n int)
 //
