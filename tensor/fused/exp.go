@@ -61,8 +61,8 @@ func sigmoidGo(dst, src []float32) {
 // probabilities in place: v = row·scale, m = max v, e = Exp(v − m),
 // row = e·float32(1/sum) with sum = Σ e in float64, and returns m and sum.
 // If m is −Inf (no key visible) it stops after scaling and returns sum 0.
-// The sum goes by sixteen lanes (element j into lane j mod 16), folded in a
-// fixed order, exactly as the AVX-512 version adds them.
+// The sum is expSumGo's: sixteen lanes folded in a fixed order, exactly as
+// the AVX-512 version adds them.
 func softmaxRowGo(row []float32, scale float32) (m float32, sum float64) {
 	m = float32(math.Inf(-1))
 	for j, v := range row {
@@ -75,13 +75,7 @@ func softmaxRowGo(row []float32, scale float32) (m float32, sum float64) {
 	if math.IsInf(float64(m), -1) {
 		return m, 0
 	}
-	for j := range row {
-		row[j] -= m
-	}
-	ExpTo(row, row)
-	var lane [16]float64
-	addLanes(&lane, row)
-	sum = foldLanes(&lane)
+	sum = expSumGo(row, row, m)
 	inv := float32(1 / sum)
 	for j := range row {
 		row[j] *= inv
