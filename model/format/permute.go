@@ -1,6 +1,9 @@
 package format
 
-import "fmt"
+import (
+	"bytes"
+	"fmt"
+)
 
 // RoPE row orders. The original Meta code, llama2.c and GGUF rotate adjacent
 // pairs of each head's query/key features (rows 2i and 2i+1 of a head form a
@@ -131,22 +134,18 @@ func permuteTensorRows(t *Tensor, nHeads int, toInterleaved, inPlace bool) error
 	if be, _ := t.DType.BlockSize(); cols%be != 0 {
 		return fmt.Errorf("permute q/k: tensor %q: rows of %d %s values are not whole blocks", t.Name, cols, t.DType)
 	}
-	rb := len(t.Data) / rows
-	if inPlace { // a permutation within each head: keep one head's rows aside
-		hb := rows / nHeads * rb
-		head := make([]byte, hb)
-		for h := 0; h < nHeads; h++ {
-			copy(head, t.Data[h*hb:(h+1)*hb])
-			forQKRows(1, rows/nHeads, toInterleaved, func(dst, src int) {
-				copy(t.Data[h*hb+dst*rb:h*hb+(dst+1)*rb], head[src*rb:(src+1)*rb])
-			})
-		}
-		return nil
+	if !inPlace {
+		t.Data = bytes.Clone(t.Data)
 	}
-	out := make([]byte, len(t.Data))
-	forQKRows(nHeads, rows, toInterleaved, func(dst, src int) {
-		copy(out[dst*rb:(dst+1)*rb], t.Data[src*rb:(src+1)*rb])
-	})
-	t.Data = out
+	// A permutation within each head: keep one head's rows aside.
+	rb := len(t.Data) / rows
+	hb := rows / nHeads * rb
+	head := make([]byte, hb)
+	for h := 0; h < nHeads; h++ {
+		copy(head, t.Data[h*hb:(h+1)*hb])
+		forQKRows(1, rows/nHeads, toInterleaved, func(dst, src int) {
+			copy(t.Data[h*hb+dst*rb:h*hb+(dst+1)*rb], head[src*rb:(src+1)*rb])
+		})
+	}
 	return nil
 }
