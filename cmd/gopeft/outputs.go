@@ -12,7 +12,6 @@ import (
 
 	"github.com/gopeft/gopeft/internal/atomicfile"
 	"github.com/gopeft/gopeft/model/format"
-	"github.com/gopeft/gopeft/model/llama"
 	"github.com/gopeft/gopeft/train"
 )
 
@@ -222,7 +221,7 @@ func checkResumable(r *Recipe, fingerprint string) error {
 	}
 	if fp != fingerprint {
 		var also string
-		if f, _, err := llama.DetectFormat(r.Model); err == nil && f == llama.FormatLlama2c {
+		if isLlama2cFile(r.Model) {
 			also = "; or a run begun by an older gopeft, whose adapter indexes this llama2.c file's q/k rows in the file's order, where they are now permuted to Hugging Face's on load"
 		}
 		return fmt.Errorf("--resume: %s: %w (another model, method, data or hyper-parameters than its recipe.yaml%s); resume with the same settings, or start anew with --overwrite-output-dir",

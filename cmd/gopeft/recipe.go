@@ -119,7 +119,7 @@ func (r *Recipe) yaml() ([]byte, error) { return yaml.Marshal(r) }
 // are unchanged.
 func (r *Recipe) fingerprint() (string, error) {
 	var qk string
-	if f, _, err := llama.DetectFormat(r.Model); err == nil && f == llama.FormatLlama2c {
+	if isLlama2cFile(r.Model) {
 		qk = "hf"
 	}
 	return train.Fingerprint(struct {
@@ -129,4 +129,11 @@ func (r *Recipe) fingerprint() (string, error) {
 		Train         train.Config
 		QKRows        string `json:",omitempty"`
 	}{r.Model, r.Method, r.Peft, r.Data, r.Train, qk})
+}
+
+// isLlama2cFile reports whether path is a llama2.c checkpoint, whose q/k
+// rows are permuted on load (see fingerprint).
+func isLlama2cFile(path string) bool {
+	f, _, err := llama.DetectFormat(path)
+	return err == nil && f == llama.FormatLlama2c
 }
