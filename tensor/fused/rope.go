@@ -47,30 +47,54 @@ func rope(op string, out, x, cos, sin []float32, rows, heads, hd int, halfRotate
 	need(op, "x", x, rows*width)
 	need(op, "cos", cos, rows*half)
 	need(op, "sin", sin, rows*half)
-	// Pair i of a head is (lo(i), lo(i)+step).
-	step, stride := 1, 2
-	if halfRotate {
-		step, stride = half, 1
-	}
 	parallel.For(rows, rowGrain(rows, width), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			cr, sr := cos[r*half:(r+1)*half], sin[r*half:(r+1)*half]
 			for h := 0; h < heads; h++ {
 				base := r*width + h*hd
 				xs, os := x[base:base+hd], out[base:base+hd]
-				for i := 0; i < half; i++ {
-					j := i * stride
-					c, s := cr[i], sign*sr[i]
-					x0, x1 := xs[j], xs[j+step]
-					y0, y1 := x0*c-x1*s, x0*s+x1*c
-					if acc {
-						os[j] += y0
-						os[j+step] += y1
-					} else {
-						os[j], os[j+step] = y0, y1
-					}
+				if halfRotate {
+					ropeHalf(os, xs, cr, sr, sign, acc)
+				} else {
+					ropeInterleaved(os, xs, cr, sr, sign, acc)
 				}
 			}
 		}
 	})
+}
+
+// ropeHalfGo rotates one head's pairs (i, i+half), half = len(cos), with
+// the angle's sine times sign, into out (or adds into it with acc). The
+// conversions round each product, so no compiler fuses them into an FMA
+// and the AVX-512 kernel's bits stay the same.
+func ropeHalfGo(out, x, cos, sin []float32, sign float32, acc bool) {
+	half := len(cos)
+	x0s, x1s := x[:half], x[half:2*half]
+	o0s, o1s := out[:half], out[half:2*half]
+	for i, c := range cos {
+		s := sign * sin[i]
+		x0, x1 := x0s[i], x1s[i]
+		y0, y1 := float32(x0*c)-float32(x1*s), float32(x0*s)+float32(x1*c)
+		if acc {
+			o0s[i] += y0
+			o1s[i] += y1
+		} else {
+			o0s[i], o1s[i] = y0, y1
+		}
+	}
+}
+
+// ropeInterleaved is ropeHalfGo for pairs (2i, 2i+1).
+func ropeInterleaved(out, x, cos, sin []float32, sign float32, acc bool) {
+	for i, c := range cos {
+		s := sign * sin[i]
+		x0, x1 := x[2*i], x[2*i+1]
+		y0, y1 := float32(x0*c)-float32(x1*s), float32(x0*s)+float32(x1*c)
+		if acc {
+			out[2*i] += y0
+			out[2*i+1] += y1
+		} else {
+			out[2*i], out[2*i+1] = y0, y1
+		}
+	}
 }
