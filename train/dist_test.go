@@ -254,6 +254,14 @@ func TestDataParallelErrors(t *testing.T) {
 	if ck, ok, _ := train.LatestCheckpoint(d[0]); !ok || !strings.HasSuffix(ck, "checkpoint-00000003") {
 		t.Errorf("rank 0 saved %q on stopping", ck)
 	}
+	// The rank that writes names the step and the checkpoint to resume from.
+	if msg := res[0].err.Error(); !strings.Contains(msg, "interrupted at step 3 of 6") ||
+		!strings.Contains(msg, "checkpoint-00000003 written; continue with --resume") {
+		t.Errorf("rank 0's error does not say where to continue: %v", res[0].err)
+	}
+	if !strings.Contains(res[1].err.Error(), "interrupted at step 3 of 6") {
+		t.Errorf("rank 1's error does not name the step: %v", res[1].err)
+	}
 	res = runRanks(t, dpSetup{ranks: 2, steps: 6, batch: 2, accum: 1, dirs: dirs(t, 2), after: func(r int, rec train.Record, _ context.CancelFunc, c dist.Communicator) {
 		if r == 1 && rec.Step == 2 {
 			c.Abort(1)

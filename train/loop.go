@@ -204,10 +204,14 @@ func (r *Run) Execute(ctx context.Context) (Summary, error) {
 	orderEpoch := -1
 	for step < cfg.Steps {
 		if err := r.dp.stopped(ctx); err != nil {
-			if _, serr := r.save(cfg, step, pos, params, opt); serr != nil {
+			dir, serr := r.save(cfg, step, pos, params, opt)
+			if serr != nil {
 				return sum, serr
 			}
-			return sum, err
+			if dir != "" { // the writing rank says where to continue from
+				return sum, fmt.Errorf("interrupted at step %d of %d (%w): checkpoint %s written; continue with --resume", step, cfg.Steps, err, dir)
+			}
+			return sum, fmt.Errorf("interrupted at step %d of %d: %w", step, cfg.Steps, err)
 		}
 		var lossSum float64
 		tokens := 0
