@@ -38,7 +38,9 @@ func newRootCmd() *cobra.Command {
 them with parameter-efficient methods, evaluates them and generates text, on the CPU.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionString(), // --version, as `gopeft version` prints it
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(newVersionCmd(), newDemoCmd(), newBenchCmd(), newEvalCmd(), newTrainCmd(), newPlotCmd(), newServeCmd(), newLoadgenCmd())
 	addModelCommands(root)
 	return root

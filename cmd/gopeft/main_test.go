@@ -170,3 +170,18 @@ func TestMismatchedTokenizerIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestVersionFlag: `gopeft --version` prints what `gopeft version` does.
+func TestVersionFlag(t *testing.T) {
+	flag, err := run(t, "--version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := run(t, "version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flag != cmd || !strings.HasPrefix(flag, "gopeft "+version) {
+		t.Errorf("--version printed %q, version printed %q", flag, cmd)
+	}
+}
