@@ -22,10 +22,16 @@ const MaxBodyBytes = 8 << 20
 type Server struct {
 	E *Engine
 	// Name is the base model's name in the API (--served-model-name).
-	Name    string
-	Tok     tokenizer.Tokenizer
-	created int64
-	mux     *http.ServeMux
+	Name string
+	Tok  tokenizer.Tokenizer
+	// RuntimeLoRA turns on /v1/load_lora_adapter and
+	// /v1/unload_lora_adapter (off: HTTP 403), as vLLM's
+	// VLLM_ALLOW_RUNTIME_LORA_UPDATING does: a client that may load an
+	// adapter makes the server read a path of its choosing, and one that may
+	// unload can take an adapter from everyone else.
+	RuntimeLoRA bool
+	created     int64
+	mux         *http.ServeMux
 }
 
 // NewServer returns the API over e.
@@ -35,8 +41,8 @@ func NewServer(e *Engine, name string, tok tokenizer.Tokenizer) *Server {
 	s.mux.HandleFunc("GET /v1/models", s.models)
 	s.mux.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) { s.generate(w, r, false) })
 	s.mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) { s.generate(w, r, true) })
-	s.mux.HandleFunc("POST /v1/load_lora_adapter", s.loadAdapter)
-	s.mux.HandleFunc("POST /v1/unload_lora_adapter", s.unloadAdapter)
+	s.mux.HandleFunc("POST /v1/load_lora_adapter", s.runtimeLoRA(s.loadAdapter))
+	s.mux.HandleFunc("POST /v1/unload_lora_adapter", s.runtimeLoRA(s.unloadAdapter))
 	s.mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		e.WritePrometheus(w)
@@ -89,6 +95,18 @@ func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
 		data = append(data, map[string]any{"id": a.Name, "object": "model", "created": a.Created.Unix(), "owned_by": "gopeft", "root": a.Dir, "parent": s.Name, "max_model_len": ctx})
 	}
 	writeJSON(w, map[string]any{"object": "list", "data": data})
+}
+
+// runtimeLoRA lets h run only when s.RuntimeLoRA is on.
+func (s *Server) runtimeLoRA(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.RuntimeLoRA {
+			apiError(w, http.StatusForbidden, "invalid_request_error",
+				"loading and unloading adapters at run time is off: start the server with --allow-runtime-lora")
+			return
+		}
+		h(w, r)
+	}
 }
 
 func (s *Server) loadAdapter(w http.ResponseWriter, r *http.Request) {

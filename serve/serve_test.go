@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -162,7 +163,9 @@ func start(t *testing.T, f *fixture, cfg Config) (*Engine, *httptest.Server) {
 			t.Fatal(err)
 		}
 	}
-	ts := httptest.NewServer(NewServer(e, "stories260K", f.tok))
+	srv := NewServer(e, "stories260K", f.tok)
+	srv.RuntimeLoRA = true
+	ts := httptest.NewServer(srv)
 	t.Cleanup(func() {
 		ts.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -332,6 +335,35 @@ func TestConcurrentRequestsMatchGenerate(t *testing.T) {
 	waitEmpty(t, e)
 	if e.Met.batch.mean() < 1.5 {
 		t.Errorf("mean batch size %.2f: the requests were not batched together", e.Met.batch.mean())
+	}
+}
+
+// Without RuntimeLoRA (the default, as in vLLM) both endpoints answer 403
+// naming the flag, and neither loads nor unloads anything.
+func TestRuntimeLoRAOffByDefault(t *testing.T) {
+	f := getFixture(t)
+	e, _ := start(t, f, Config{MaxBatch: 4})
+	ts := httptest.NewServer(NewServer(e, "stories260K", f.tok))
+	defer ts.Close()
+	names := func() []string {
+		var n []string
+		for _, a := range e.Adapters() {
+			n = append(n, a.Name)
+		}
+		return n
+	}
+	before := names()
+	for path, body := range map[string]map[string]string{
+		"/v1/load_lora_adapter":   {"lora_name": "delta", "lora_path": f.dirs["beta"]},
+		"/v1/unload_lora_adapter": {"lora_name": "alpha"},
+	} {
+		code, b := post(t, ts.URL+path, body)
+		if code != http.StatusForbidden || !strings.Contains(string(b), "--allow-runtime-lora") || !strings.Contains(string(b), `"error"`) {
+			t.Errorf("%s: HTTP %d %s, want 403 naming --allow-runtime-lora", path, code, b)
+		}
+	}
+	if after := names(); !slices.Equal(before, after) {
+		t.Errorf("adapters %v became %v", before, after)
 	}
 }
 

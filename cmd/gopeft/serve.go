@@ -25,14 +25,16 @@ func newServeCmd() *cobra.Command {
 	var name, host string
 	var loras []string
 	var port int
+	var runtimeLoRA bool
 	var cfg serve.Config
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the base model and many adapters over an OpenAI-compatible HTTP API",
 		Long: `serve runs an OpenAI-compatible server (/v1/completions, /v1/chat/completions,
-/v1/models, /v1/load_lora_adapter, /v1/unload_lora_adapter, /metrics, /health and a web
-playground at /) over one base model and any number of PEFT adapters, batching requests
-for different adapters together. Name an adapter in the request's "model" field.`,
+/v1/models, /metrics, /health, a web playground at /, and with --allow-runtime-lora
+/v1/load_lora_adapter and /v1/unload_lora_adapter) over one base model and any number of
+PEFT adapters, batching requests for different adapters together. Name an adapter in the
+request's "model" field.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			type lora struct{ name, dir string }
@@ -67,7 +69,9 @@ for different adapters together. Name an adapter in the request's "model" field.
 					return fmt.Errorf("--lora %s=%s: %w", l.name, l.dir, err)
 				}
 			}
-			srv := &http.Server{Handler: serve.NewServer(e, name, tok), ReadHeaderTimeout: 10 * time.Second}
+			api := serve.NewServer(e, name, tok)
+			api.RuntimeLoRA = runtimeLoRA
+			srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 			ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 			if err != nil {
 				return err
@@ -103,6 +107,7 @@ for different adapters together. Name an adapter in the request's "model" field.
 	fl.StringVar(&name, "served-model-name", "", "the base model's name in the API (default: the checkpoint's file name)")
 	fl.StringArrayVar(&loras, "lora", nil, "adapter to serve, NAME=DIR (repeatable)")
 	fl.StringVar(&host, "host", "127.0.0.1", "address to listen on")
+	fl.BoolVar(&runtimeLoRA, "allow-runtime-lora", false, "turn on /v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM: VLLM_ALLOW_RUNTIME_LORA_UPDATING): a client may then make the server read any adapter path")
 	fl.IntVar(&port, "port", 8000, "port to listen on (0: any free one)")
 	fl.IntVar(&cfg.MaxBatch, "max-batch", 32, "most sequences decoded together")
 	fl.IntVar(&cfg.MaxQueue, "max-queue", 256, "most requests waiting; beyond, HTTP 429")
