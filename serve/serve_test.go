@@ -57,7 +57,7 @@ func loadBase(t testing.TB) *llama.Model {
 	return m
 }
 
-func getFixture(t *testing.T) *fixture {
+func getFixture(t testing.TB) *fixture {
 	t.Helper()
 	path := shared.Path(t, "data/models/stories260K/stories260K.bin")
 	fixOnce.Do(func() {
@@ -154,7 +154,7 @@ func (f *fixture) reference(t *testing.T, adapter string, ids []int, n int, igno
 var refMu sync.Mutex
 
 // start serves a fresh model with the fixture's adapters loaded.
-func start(t *testing.T, f *fixture, cfg Config) (*Engine, *httptest.Server) {
+func start(t testing.TB, f *fixture, cfg Config) (*Engine, *httptest.Server) {
 	t.Helper()
 	pm := peft.Wrap(loadBase(t))
 	e := NewEngine(pm, cfg, nil)
