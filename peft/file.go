@@ -129,6 +129,41 @@ func ReadMethod(dir string) (Method, error) {
 	return method, nil
 }
 
+// loadingFile is an adapter file's tensor shapes while LoadAdapter
+// attaches its method.
+type loadingFile struct {
+	path   string
+	method Method
+	shapes map[string][]int
+}
+
+// ExpectTensor is for a method's Attach, before it allocates a tensor that
+// an adapter file holds under name: while LoadAdapter attaches the method,
+// it returns LoadAdapter's own error when the file lacks the tensor or
+// holds another shape; otherwise nil. LoadAdapter compares every tensor
+// after attaching anyway; asking first refuses a config that disagrees with
+// its weights (a corrupt or hostile rank: r = 10⁹ would ask for terabytes)
+// before it costs any memory.
+func (m *Model) ExpectTensor(name string, shape ...int) error {
+	f := m.loading
+	if f == nil {
+		return nil
+	}
+	got, ok := f.shapes[name]
+	if !ok {
+		return fmt.Errorf("%s: missing tensor %s (shape %v)", f.path, name, shape)
+	}
+	if tensor.SameShape(got, shape) {
+		return nil
+	}
+	if e, ok := f.method.(ShapeExplainer); ok {
+		if why := e.ExplainShape(name, got, shape); why != "" {
+			return fmt.Errorf("%s: tensor %s has shape %v, but %s: it needs %v", f.path, name, got, why, shape)
+		}
+	}
+	return fmt.Errorf("%s: tensor %s has shape %v, but the adapter's config and this base model need %v", f.path, name, got, shape)
+}
+
 // LoadAdapter reads a PEFT adapter directory and attaches it under name.
 // An adapter that carries a classification head (a SEQ_CLS adapter's
 // base_model.model.score.weight) gives a base without one a head of that
@@ -158,7 +193,13 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 			m.Base.Score = nil
 		}
 	}
+	shapes := make(map[string][]int, len(stored))
+	for n, t := range stored {
+		shapes[n] = t.Shape
+	}
+	m.loading = &loadingFile{path: path, method: method, shapes: shapes}
 	a, err := m.AddAdapter(name, method)
+	m.loading = nil
 	if err != nil {
 		dropHead()
 		return nil, fmt.Errorf("%s: %w", dir, err)

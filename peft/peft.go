@@ -64,6 +64,8 @@ type Model struct {
 	order    []string
 	current  string
 	disabled bool
+	// loading is the adapter file LoadAdapter is attaching (ExpectTensor).
+	loading *loadingFile
 }
 
 // Wrap starts a PEFT model over a base whose weights all stay frozen.

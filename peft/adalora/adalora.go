@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/nn"
@@ -93,6 +94,14 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 			r = count(keep)
 		}
 		name := peft.SavePrefix + l.Name
+		for _, t := range []struct {
+			suffix string
+			shape  []int
+		}{{".lora_A", []int{r, l.In()}}, {".lora_E", []int{r, 1}}, {".lora_B", []int{l.Out(), r}}} {
+			if err := pm.ExpectTensor(name+t.suffix, t.shape...); err != nil {
+				return nil, err
+			}
+		}
 		A, E, B := tensor.New(r, l.In()), tensor.New(r, 1), tensor.New(l.Out(), r)
 		if m.Cfg.InitLoraWeights == "false" {
 			A.Normal(g, 0, 1)
@@ -224,22 +233,27 @@ func (m *Method) ExplainShape(name string, got, want []int) string {
 	if len(got) != 2 || len(want) != 2 {
 		return ""
 	}
-	for _, ly := range m.layers {
-		rankDim := 0 // lora_A [r, in], lora_E [r, 1]
-		switch name {
-		case ly.B.Name:
-			rankDim = 1 // lora_B [out, r]
-		case ly.A.Name, ly.E.Name:
-		default:
-			continue
-		}
-		if got[1-rankDim] != want[1-rankDim] {
-			return ""
-		}
-		if keep, ok := m.Cfg.RankPattern[ly.patternKey()]; ok {
-			return fmt.Sprintf("the config's rank_pattern[%q] keeps %d of init_r = %d triplets", ly.patternKey(), count(keep), m.Cfg.InitR)
-		}
-		return fmt.Sprintf("the config's rank_pattern has no entry %q, so the module holds init_r = %d triplets", ly.patternKey(), m.Cfg.InitR)
+	// By name, not by layer: Attach asks (through ExpectTensor) before the
+	// module's layer exists.
+	module, ok := strings.CutPrefix(name, peft.SavePrefix)
+	if !ok {
+		return ""
 	}
-	return ""
+	rankDim := 0 // lora_A [r, in], lora_E [r, 1]
+	switch {
+	case strings.HasSuffix(module, ".lora_B"):
+		rankDim = 1 // lora_B [out, r]
+	case strings.HasSuffix(module, ".lora_A"), strings.HasSuffix(module, ".lora_E"):
+	default:
+		return ""
+	}
+	module = module[:len(module)-len(".lora_A")]
+	if got[1-rankDim] != want[1-rankDim] {
+		return ""
+	}
+	key := module + ".lora_E"
+	if keep, ok := m.Cfg.RankPattern[key]; ok {
+		return fmt.Sprintf("the config's rank_pattern[%q] keeps %d of init_r = %d triplets", key, count(keep), m.Cfg.InitR)
+	}
+	return fmt.Sprintf("the config's rank_pattern has no entry %q, so the module holds init_r = %d triplets", key, m.Cfg.InitR)
 }

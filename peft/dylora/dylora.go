@@ -162,6 +162,9 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 	var ps nn.Params
 	for _, l := range targets {
 		name := peft.SavePrefix + l.Name
+		if err := lowrank.Expect(pm, name+".lora_A.weight", name+".lora_B.weight", m.Cfg.RMax, l.In(), l.Out()); err != nil {
+			return nil, err
+		}
 		ly := &layer{OwnedBy: nn.OwnedBy{Adapter: a.Name}, m: m, linear: l,
 			f: lowrank.New(name+".lora_A.weight", name+".lora_B.weight", m.Cfg.RMax, l.In(), l.Out(), 0, m.Cfg.InitLoraWeights, g)}
 		l.Deltas = append(l.Deltas, ly)

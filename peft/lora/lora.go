@@ -91,6 +91,9 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 	for _, l := range targets {
 		r, alpha := m.Cfg.rankAlpha(l.Name)
 		name := peft.SavePrefix + l.Name
+		if err := lowrank.Expect(pm, name+".lora_A.weight", name+".lora_B.weight", r, l.In(), l.Out()); err != nil {
+			return nil, err
+		}
 		f := lowrank.New(name+".lora_A.weight", name+".lora_B.weight", r, l.In(), l.Out(),
 			m.Cfg.Scale(r, alpha), m.Cfg.InitLoraWeights, g)
 		if m.Cfg.InitLoraWeights.ChangesBase() {

@@ -1,7 +1,9 @@
 package lora
 
 import (
+	"encoding/json"
 	"math"
+	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -327,5 +329,57 @@ func TestSeveralNamedAdapters(t *testing.T) {
 	}
 	if err := pm.SetAdapter("third"); err == nil {
 		t.Error("SetAdapter accepted an unknown name")
+	}
+}
+
+// TestLoadRefusesHostileRankBeforeAllocating: an adapter_config.json whose
+// rank disagrees with its tensors (r = 10⁹ would ask for 256 GB a factor)
+// is refused naming the tensor and both shapes, before the factors are
+// allocated, and a rank_pattern that breaks a later module leaves nothing
+// attached.
+func TestLoadRefusesHostileRankBeforeAllocating(t *testing.T) {
+	golden := shared.Path(t, "golden/stories260K/lora")
+	for _, c := range []struct {
+		name, want string
+		edit       func(map[string]any)
+	}{
+		{"r", "q_proj.lora_A.weight has shape [4 64], but the adapter's config and this base model need [1000000000 64]",
+			func(c map[string]any) { c["r"] = 1_000_000_000 }},
+		{"rank_pattern", "layers.3.self_attn.v_proj.lora_A.weight has shape [4 64], but the adapter's config and this base model need [1000000000 64]",
+			func(c map[string]any) {
+				c["rank_pattern"] = map[string]any{"model.layers.3.self_attn.v_proj": 1_000_000_000}
+			}},
+	} {
+		dir := t.TempDir()
+		for _, f := range []string{peft.ConfigFile, peft.WeightsFile} {
+			b, err := os.ReadFile(filepath.Join(golden, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f == peft.ConfigFile {
+				var cfg map[string]any
+				if err := json.Unmarshal(b, &cfg); err != nil {
+					t.Fatal(err)
+				}
+				c.edit(cfg)
+				b, _ = json.Marshal(cfg)
+			}
+			if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pm := methodtest.BaseModel(t)
+		_, err := pm.LoadAdapter(dir, peft.DefaultAdapter)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error with %q", c.name, err, c.want)
+		}
+		if len(pm.Adapters()) != 0 {
+			t.Errorf("%s: a failed load left adapters %v", c.name, pm.Adapters())
+		}
+		for _, l := range pm.Base.Linears() {
+			if len(l.Deltas) != 0 {
+				t.Errorf("%s: a failed load left deltas on %s", c.name, l.Name)
+			}
+		}
 	}
 }

@@ -75,6 +75,16 @@ type Factors struct {
 	Scale float32
 }
 
+// Expect is peft.Model.ExpectTensor for the factors New would make: call
+// it before New, so that loading a file whose config disagrees with its
+// factors fails before they are allocated.
+func Expect(m *peft.Model, aName, bName string, r, in, out int) error {
+	if err := m.ExpectTensor(aName, r, in); err != nil {
+		return err
+	}
+	return m.ExpectTensor(bName, out, r)
+}
+
 // New makes trainable factors named aName and bName for a module of in
 // inputs and out outputs, initialised as init says from g.
 func New(aName, bName string, r, in, out int, scale float64, init Init, g *tensor.RNG) *Factors {
