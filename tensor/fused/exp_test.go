@@ -236,13 +236,7 @@ func TestExpSumMatchesGo(t *testing.T) {
 // for every length, with either gradient left out.
 func TestSwiGLUKernelsMatchGo(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
-	vec := func(n int) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32(r.NormFloat64() * 3)
-		}
-		return v
-	}
+	vec := func(n int) []float32 { return normalVec(r, n, 3) }
 	same := func(a, b []float32) bool {
 		for i := range a {
 			if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
@@ -289,13 +283,7 @@ func TestSwiGLUKernelsMatchGo(t *testing.T) {
 // signs (forward, backward), writing and accumulating, in place and not.
 func TestRoPEHalfKernelMatchesGo(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
-	vec := func(n int) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32(r.NormFloat64() * 3)
-		}
-		return v
-	}
+	vec := func(n int) []float32 { return normalVec(r, n, 3) }
 	for half := 1; half <= 40; half++ {
 		cos, sin := vec(half), vec(half)
 		for _, sign := range []float32{1, -1} {
@@ -329,13 +317,7 @@ func TestRoPEHalfKernelMatchesGo(t *testing.T) {
 func BenchmarkRoPE(b *testing.B) {
 	const rows, heads, hd = 1024, 12, 64
 	r := rand.New(rand.NewPCG(1, 2))
-	vec := func(n int) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32(r.NormFloat64())
-		}
-		return v
-	}
+	vec := func(n int) []float32 { return normalVec(r, n, 1) }
 	x, dy, dx := vec(rows*heads*hd), vec(rows*heads*hd), make([]float32, rows*heads*hd)
 	y := make([]float32, len(x))
 	cos, sin := vec(rows*hd/2), vec(rows*hd/2)
@@ -351,4 +333,13 @@ func BenchmarkRoPE(b *testing.B) {
 			}
 		})
 	}
+}
+
+// normalVec is n draws from N(0, sd²) as float32.
+func normalVec(r *rand.Rand, n int, sd float64) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64() * sd)
+	}
+	return v
 }
