@@ -3,8 +3,10 @@ package peft
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"github.com/gopeft/gopeft/internal/atomicfile"
@@ -238,8 +240,13 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 		copy(p.Var.Value.Data, vals)
 		delete(stored, p.Name)
 	}
-	for name := range stored {
-		return fail(fmt.Errorf("%s: unexpected tensor %s: it matches no module of this base model", path, name))
+	if len(stored) > 0 {
+		extra := slices.Sorted(maps.Keys(stored))
+		more := ""
+		if len(extra) > 1 {
+			more = fmt.Sprintf(" (and %d more)", len(extra)-1)
+		}
+		return fail(fmt.Errorf("%s: unexpected tensor %s%s: it matches no module of this base model", path, extra[0], more))
 	}
 	if s, ok := a.Method.(Saver); ok {
 		if err := s.Loaded(); err != nil {
@@ -275,7 +282,8 @@ func ReadAdapter(dir string) (Method, map[string]*tensor.Tensor, error) {
 		return nil, nil, err
 	}
 	ts := map[string]*tensor.Tensor{}
-	for name, t := range stored {
+	for _, name := range slices.Sorted(maps.Keys(stored)) { // the same error every run
+		t := stored[name]
 		vals, err := t.Float32()
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: tensor %s: %w", path, name, err)

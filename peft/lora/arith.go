@@ -91,7 +91,8 @@ func (w WeightedAdapter) modules() (map[string]module, error) {
 		return nil, fmt.Errorf("%s was initialised with %s and applies to a residual base; save it in its converted (LoRA) form first", w.Name, string(c.InitLoraWeights))
 	}
 	out := map[string]module{}
-	for name, a := range w.Tensors {
+	for _, name := range slices.Sorted(maps.Keys(w.Tensors)) { // the same error every run
+		a := w.Tensors[name]
 		mod, ok := strings.CutSuffix(name, suffixA)
 		if !ok {
 			if !strings.HasSuffix(name, suffixB) {

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -182,7 +184,7 @@ func (m *Method) LoadTensors(pm *peft.Model, a *peft.Adapter, stored map[string]
 			delete(stored, w+s)
 		}
 	}
-	for name := range stored {
+	for _, name := range slices.Sorted(maps.Keys(stored)) { // the same error every run
 		for _, s := range []string{SuffixValues, SuffixShape, SuffixBase} {
 			if strings.HasSuffix(name, s) {
 				return fmt.Errorf("%s: tensor %s has no %s beside it", path, name, strings.TrimSuffix(name, s)+SuffixIndices)
