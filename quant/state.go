@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -315,7 +317,7 @@ func (q *Tensor4) StateDict() map[string]Raw {
 // sorted.
 func FromStateDict(name string, sd map[string]Raw) (*Tensor4, error) {
 	var stKey string
-	for k := range sd {
+	for _, k := range slices.Sorted(maps.Keys(sd)) {
 		if strings.HasPrefix(k, "weight.quant_state.") {
 			if stKey != "" {
 				return nil, fmt.Errorf("%s: two quant states, %s and %s", name, stKey, k)

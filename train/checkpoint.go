@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -247,7 +248,8 @@ func writeCheckpoint(tmp string, ck *Checkpoint) error {
 		return fmt.Errorf("meta is not valid JSON")
 	}
 	var tensors []*format.Tensor
-	for name, t := range ck.Params {
+	for _, name := range slices.Sorted(maps.Keys(ck.Params)) {
+		t := ck.Params[name]
 		if t == nil || t.DType() != tensor.F32 {
 			return fmt.Errorf("parameter %q: want a float32 tensor, have %s", name, describe(t))
 		}
@@ -263,19 +265,22 @@ func writeCheckpoint(tmp string, ck *Checkpoint) error {
 	if o := ck.Optimizer; o != nil {
 		oj := &optimizerJSON{Kind: o.Kind, Hyper: o.Hyper, Params: map[string]optimParamJSON{}}
 		tensors = tensors[:0]
-		for name, ps := range o.Params {
+		for _, name := range slices.Sorted(maps.Keys(o.Params)) {
+			ps := o.Params[name]
 			if ps == nil {
 				return fmt.Errorf("optimizer state for %q is nil", name)
 			}
 			pj := optimParamJSON{Step: ps.Step}
-			for buf, t := range ps.Buffers {
+			for _, buf := range slices.Sorted(maps.Keys(ps.Buffers)) {
+				t := ps.Buffers[buf]
 				if t == nil || t.DType() != tensor.F32 {
 					return fmt.Errorf("optimizer buffer %q.%s: want a float32 tensor, have %s", name, buf, describe(t))
 				}
 				pj.Buffers = append(pj.Buffers, buf)
 				tensors = append(tensors, f32Tensor(optimTensorName(name, buf), t))
 			}
-			for buf, c := range ps.Codes {
+			for _, buf := range slices.Sorted(maps.Keys(ps.Codes)) {
+				c := ps.Codes[buf]
 				if _, dup := ps.Buffers[buf]; dup {
 					return fmt.Errorf("optimizer buffer %q.%s is both float32 and 8-bit", name, buf)
 				}
@@ -327,7 +332,8 @@ func writeState(tmp, file, what string, m *peft.State, files map[string]string) 
 	}
 	mj := &methodJSON{State: m.JSON, Tensors: []string{}}
 	var tensors []*format.Tensor
-	for name, t := range m.Tensors {
+	for _, name := range slices.Sorted(maps.Keys(m.Tensors)) {
+		t := m.Tensors[name]
 		if t == nil || t.DType() != tensor.F32 {
 			return nil, fmt.Errorf("%s state %q: want a float32 tensor, have %s", what, name, describe(t))
 		}
@@ -467,7 +473,8 @@ func LoadCheckpoint(dir string) (*Checkpoint, error) {
 		}
 		path := filepath.Join(dir, OptimizerFile)
 		ck.Optimizer = &OptimizerState{Kind: o.Kind, Hyper: o.Hyper, Params: map[string]*ParamState{}}
-		for name, pj := range o.Params {
+		for _, name := range slices.Sorted(maps.Keys(o.Params)) {
+			pj := o.Params[name]
 			ps := &ParamState{Step: pj.Step, Buffers: map[string]*tensor.Tensor{}}
 			for _, b := range pj.Buffers {
 				if u := bufs[optimTensorName(name, b)]; u != nil && u.DType == "U8" {
@@ -528,7 +535,8 @@ func parseState(name string, data []byte) (*stateJSON, error) {
 		return nil, fmt.Errorf("%s: no checksum for %s", name, ExtraFile)
 	}
 	if o := st.Optimizer; o != nil {
-		for p, pj := range o.Params {
+		for _, p := range slices.Sorted(maps.Keys(o.Params)) {
+			pj := o.Params[p]
 			if pj.Step < 0 {
 				return nil, fmt.Errorf("%s: optimizer state for %q: negative step %d", name, p, pj.Step)
 			}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -53,7 +54,7 @@ func (r Record) AppendJSON(b []byte) ([]byte, error) {
 	}
 	num("elapsed_s", r.Elapsed)
 	keys := make([]string, 0, len(r.Extra))
-	for k := range r.Extra {
+	for _, k := range slices.Sorted(maps.Keys(r.Extra)) {
 		if slices.Contains(metricKeys, k) {
 			return nil, fmt.Errorf("metrics: extra key %q clashes with a standard key", k)
 		}

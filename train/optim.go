@@ -253,7 +253,8 @@ func (o *stateful) loadState(st *OptimizerState) error {
 		if len(ps.Codes) > 0 {
 			return fmt.Errorf("train: %s optimizer state for %q: unknown 8-bit buffers %v (want float32 %v)", o.kind, p.Name, slices.Sorted(maps.Keys(ps.Codes)), o.bufNames)
 		}
-		for name, t := range ps.Buffers {
+		for _, name := range slices.Sorted(maps.Keys(ps.Buffers)) {
+			t := ps.Buffers[name]
 			if !slices.Contains(o.bufNames, name) {
 				return fmt.Errorf("train: %s optimizer state for %q: unknown buffer %q (want %v)", o.kind, p.Name, name, o.bufNames)
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path/filepath"
 	"slices"
 
@@ -70,7 +71,8 @@ func readHFShards(dir, indexPath string, index []byte) (map[string]*Tensor, erro
 	}
 	var shards []string
 	seen := make(map[string]bool)
-	for tensor, shard := range idx.WeightMap {
+	for _, tensor := range slices.Sorted(maps.Keys(idx.WeightMap)) {
+		shard := idx.WeightMap[tensor]
 		// Shards must sit beside the index: no paths out of the directory.
 		if shard == "" || shard == "." || shard == ".." || filepath.Base(shard) != shard || filepath.IsAbs(shard) {
 			return nil, fmt.Errorf("%s: tensor %q: shard %q is not a file name in the directory", indexPath, tensor, shard)
@@ -89,7 +91,8 @@ func readHFShards(dir, indexPath string, index []byte) (map[string]*Tensor, erro
 		if err != nil {
 			return nil, err
 		}
-		for name, t := range ts {
+		for _, name := range slices.Sorted(maps.Keys(ts)) {
+			t := ts[name]
 			if other, dup := from[name]; dup {
 				return nil, fmt.Errorf("%s: tensor %q is in both %s and %s", dir, name, other, shard)
 			}
@@ -97,7 +100,8 @@ func readHFShards(dir, indexPath string, index []byte) (map[string]*Tensor, erro
 			tensors[name] = t
 		}
 	}
-	for tensor, shard := range idx.WeightMap {
+	for _, tensor := range slices.Sorted(maps.Keys(idx.WeightMap)) {
+		shard := idx.WeightMap[tensor]
 		if from[tensor] != shard {
 			return nil, fmt.Errorf("%s: tensor %q is listed in shard %s but not found there", indexPath, tensor, shard)
 		}

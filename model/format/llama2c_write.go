@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 
@@ -72,7 +73,7 @@ func llama2cArrays(h Llama2cHeader, tensors map[string]*Tensor) ([]*Tensor, erro
 			out = append(out, t)
 		}
 	}
-	for name := range tensors {
+	for _, name := range slices.Sorted(maps.Keys(tensors)) {
 		if !used[name] {
 			return nil, fmt.Errorf("tensor %s has no place in a llama2.c checkpoint (shared classifier %v)", name, h.SharedClassifier)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,7 +77,8 @@ func ParseSafetensors(name string, data []byte) (tensors map[string]*Tensor, met
 	}
 	spans := make([]span, 0, len(raw))
 	tensors = make(map[string]*Tensor, len(raw))
-	for key, msg := range raw {
+	for _, key := range slices.Sorted(maps.Keys(raw)) {
+		msg := raw[key]
 		if key == safetensorsMetadataKey {
 			if err := json.Unmarshal(msg, &metadata); err != nil {
 				return nil, nil, fmt.Errorf("%s: __metadata__ must map strings to strings: %v", name, err)

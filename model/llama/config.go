@@ -81,7 +81,8 @@ func ParseConfig(data []byte, file string) (Config, error) {
 		}
 	}
 	c := Config{RMSNormEps: 1e-6, RopeTheta: 10000, MaxPositionEmbeddings: 2048, BOSTokenID: 1, EOSTokenID: 2, RoPE: autograd.RoPEHalf}
-	for k, v := range raw {
+	for _, k := range slices.Sorted(maps.Keys(raw)) {
+		v := raw[k]
 		if !knownKeys[k] {
 			if c.Extra == nil {
 				c.Extra = map[string]json.RawMessage{}

@@ -2,7 +2,9 @@ package llama
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -184,7 +186,8 @@ func SaveGGUF(m *Model, path string, opt GGUFOptions) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	meta := m.LlamaGGUFMetadata()
-	for k, v := range opt.Vocab {
+	for _, k := range slices.Sorted(maps.Keys(opt.Vocab)) {
+		v := opt.Vocab[k]
 		if !strings.HasPrefix(k, "tokenizer.") {
 			return fmt.Errorf("%s: vocabulary key %q is not a tokenizer.* key", path, k)
 		}

@@ -3,8 +3,10 @@ package llama
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/gopeft/gopeft/autograd"
@@ -186,7 +188,8 @@ func loadLlama2c(path string, opt LoadOptions) (*Model, error) {
 // when asked, and quantizes the decoder's Linear weights when asked.
 func convertTensors(ts map[string]*format.Tensor, opt LoadOptions, source string) (map[string]*tensor.Tensor, error) {
 	out := make(map[string]*tensor.Tensor, len(ts))
-	for name, t := range ts {
+	for _, name := range slices.Sorted(maps.Keys(ts)) {
+		t := ts[name]
 		if opt.Quant != quant.KindNone && IsDecoderLinear(name) && len(t.Shape) == 2 {
 			// The quant state records the dtype quantized from, as
 			// bitsandbytes does: bf16 stays bf16 until then.
