@@ -88,12 +88,12 @@ func FromGGUF(meta map[string]any, name string) (*Llama2c, error) {
 	if !ok || len(types) != len(tokens) {
 		return nil, fmt.Errorf("tokenizer: %s: tokenizer.ggml.token_type is %T of %d, want %d int32 values (one per token)", name, meta["tokenizer.ggml.token_type"], lenOf(meta["tokenizer.ggml.token_type"]), len(tokens))
 	}
-	for key, want := range map[string]uint32{"tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2} {
+	for want, key := range []string{"tokenizer.ggml.unknown_token_id", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"} {
 		v, present := meta[key]
 		if !present {
 			continue
 		}
-		if id, isU32 := v.(uint32); !isU32 || id != want {
+		if id, isU32 := v.(uint32); !isU32 || id != uint32(want) {
 			return nil, fmt.Errorf("tokenizer: %s: %s is %v, but this encoder (llama2.c's) has it at id %d; pass --tokenizer", name, key, v, want)
 		}
 	}
