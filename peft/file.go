@@ -166,6 +166,14 @@ func (m *Model) ExpectTensor(name string, shape ...int) error {
 	return fmt.Errorf("%s: tensor %s has shape %v, but the adapter's config and this base model need %v", f.path, name, got, shape)
 }
 
+// LoadingFile reports whether the method being attached will be filled from
+// an adapter file (LoadAdapter). A method that trains more than its file
+// holds builds only what the file holds then: a prompt encoder's file holds
+// the table it computes (PEFT's get_prompt_embedding_to_save), so loading
+// builds the table, not an encoder whose size (encoder_hidden_size) nothing
+// in the file checks and whose output the loaded table would replace.
+func (m *Model) LoadingFile() bool { return m.loading != nil }
+
 // LoadAdapter reads a PEFT adapter directory and attaches it under name.
 // An adapter that carries a classification head (a SEQ_CLS adapter's
 // base_model.model.score.weight) gives a base without one a head of that

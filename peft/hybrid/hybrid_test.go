@@ -2,7 +2,9 @@ package hybrid
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -138,6 +140,24 @@ func TestSaveLoad(t *testing.T) {
 		}
 		if err := pm2.Merge(); err == nil || !strings.Contains(err.Error(), "cannot be merged") {
 			t.Errorf("merge: %v", err)
+		}
+		// The file holds the prefix table, so loading builds no MLP: an
+		// encoder_hidden_size nothing in the file checks (here 2⁴⁰, which
+		// once asked for terabytes) changes nothing.
+		pt["encoder_hidden_size"] = 1 << 40
+		b, err := json.Marshal(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, peft.ConfigFile), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		pm3 := methodtest.SmallModel(t)
+		if _, err := pm3.LoadAdapter(dir, peft.DefaultAdapter); err != nil {
+			t.Fatal(err)
+		}
+		if d := methodtest.MaxAbsDiff(want, methodtest.Logits(t, pm3.Base, ids)); d > 1e-5 {
+			t.Errorf("mam %v: reloaded with a hostile encoder_hidden_size, the adapter differs by %g", mam, d)
 		}
 	}
 }

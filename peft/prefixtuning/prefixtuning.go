@@ -134,7 +134,7 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 	n, td, L := c.NumVirtualTokens, c.TokenDim, c.NumLayers
 	g := tensor.NewRNG(c.Seed)
 	var ps nn.Params
-	if c.PrefixProjection && !c.InferenceMode {
+	if c.PrefixProjection && !c.InferenceMode && !pm.LoadingFile() {
 		hid := c.EncoderHiddenSize
 		name := func(s string) string { return "prompt_encoder." + s }
 		f := &mlp{

@@ -116,7 +116,7 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 	}
 	n, td, h := c.NumVirtualTokens*c.NumTransformerSubmodules, c.TokenDim, c.EncoderHiddenSize
 	var ps nn.Params
-	if c.InferenceMode {
+	if c.InferenceMode || pm.LoadingFile() { // a file holds the table (peft.Model.LoadingFile)
 		m.Table = autograd.Param(SaveName, tensor.New(n, td), true)
 		ps = nn.Params{{Name: SaveName, Var: m.Table}}
 	} else {

@@ -1,6 +1,7 @@
 package ptuning
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"sort"
@@ -82,6 +83,19 @@ func TestSaveLoadLayout(t *testing.T) {
 		t.Errorf("P-tuning and prompt tuning with one table differ by %g", d)
 	}
 	methodtest.CheckCacheAndPadding(t, pm2.Base)
+	// A file holds the table, so loading builds no encoder, even where the
+	// config says inference_mode false: encoder_hidden_size = 2⁴⁰ (which
+	// nothing in the file checks) once asked for terabytes.
+	cfg["inference_mode"], cfg["encoder_hidden_size"] = false, 1<<40
+	b, _ := json.Marshal(cfg)
+	os.WriteFile(filepath.Join(dir, peft.ConfigFile), b, 0o644)
+	pm4 := methodtest.SmallModel(t)
+	if _, err := pm4.LoadAdapter(dir, peft.DefaultAdapter); err != nil {
+		t.Fatal(err)
+	}
+	if d := methodtest.MaxAbsDiff(trained, methodtest.Logits(t, pm4.Base, ids)); d > 1e-6 {
+		t.Errorf("reloaded with inference_mode false, logits differ by %g", d)
+	}
 }
 
 // A file written as PEFT writes P_TUNING (an LSTM encoder's, with a key
