@@ -2,6 +2,7 @@ package peft
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"reflect"
@@ -115,7 +116,7 @@ func MarshalConfig(c Config) ([]byte, error) {
 // keys are written back unchanged).
 func DecodeConfig(data []byte, c Config, source string, strict bool) error {
 	if err := json.Unmarshal(data, c); err != nil {
-		return fmt.Errorf("%s: %w", source, err)
+		return fmt.Errorf("%s: %w", source, keyOf(data, c, err))
 	}
 	var all map[string]json.RawMessage
 	if err := json.Unmarshal(data, &all); err != nil {
@@ -182,4 +183,23 @@ type KeyError struct {
 
 func (e *KeyError) Error() string {
 	return fmt.Sprintf("%s: %s is %v: %s", strings.ToLower(e.Method), e.Key, e.Value, e.Allowed)
+}
+
+// keyOf names the key whose value err (from decoding data into c) is
+// about, when err does not: encoding/json passes a custom UnmarshalJSON's
+// error on without the field. It decodes the keys one at a time, in
+// order, into c (which holds a failed decode already) until one fails.
+func keyOf(data []byte, c Config, err error) error {
+	var typeErr *json.UnmarshalTypeError
+	var all map[string]json.RawMessage
+	if errors.As(err, &typeErr) && typeErr.Field != "" || json.Unmarshal(data, &all) != nil {
+		return err
+	}
+	for _, k := range slices.Sorted(maps.Keys(all)) {
+		one, _ := json.Marshal(map[string]json.RawMessage{k: all[k]})
+		if json.Unmarshal(one, c) != nil {
+			return fmt.Errorf("key %q: %w", k, err)
+		}
+	}
+	return err
 }

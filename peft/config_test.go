@@ -2,6 +2,7 @@ package peft
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -24,3 +25,17 @@ func TestExtraKeysSkipsPEFTDefaults(t *testing.T) {
 type bareConfig struct{ BaseConfig }
 
 func (*bareConfig) Validate() error { return nil }
+
+// A value that a key's own decoder refuses is reported with the key's name
+// (encoding/json does not add it), and a long value is cut short.
+func TestDecodeErrorNamesKeyAndCutsValue(t *testing.T) {
+	long := "[" + strings.Repeat("1, ", 100000) + "1]"
+	var c bareConfig
+	err := DecodeConfig([]byte(`{"r": 4, "target_modules": `+long+`}`), &c, "adapter_config.json", false)
+	if err == nil || !strings.Contains(err.Error(), `adapter_config.json: key "target_modules": want a string or a list of strings`) {
+		t.Fatalf("error %.200v", err)
+	}
+	if len(err.Error()) > 300 {
+		t.Errorf("the error is %d bytes long: the value is not cut short", len(err.Error()))
+	}
+}

@@ -45,7 +45,7 @@ func (m *Modules) UnmarshalJSON(b []byte) error {
 		return m.compile()
 	}
 	if err := json.Unmarshal(b, &m.Names); err != nil {
-		return fmt.Errorf("want a string or a list of strings, got %s", b)
+		return fmt.Errorf("want a string or a list of strings, got %s", excerpt(b))
 	}
 	if m.Names == nil {
 		m.Names = []string{}
@@ -158,7 +158,7 @@ func (l *StringList) UnmarshalJSON(b []byte) error {
 	}
 	var many []string
 	if err := json.Unmarshal(b, &many); err != nil {
-		return fmt.Errorf("want a string or a list of strings, got %s", b)
+		return fmt.Errorf("want a string or a list of strings, got %s", excerpt(b))
 	}
 	*l = many
 	return nil
@@ -183,3 +183,12 @@ func PatternKey(keys []string, name string) (string, bool) {
 }
 
 func isNull(b []byte) bool { return bytes.Equal(bytes.TrimSpace(b), []byte("null")) }
+
+// excerpt is at most the first 80 bytes of a JSON value, for an error
+// message: a hostile value can be megabytes long.
+func excerpt(b []byte) string {
+	if len(b) <= 80 {
+		return string(b)
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(string(b[:80]), ""), len(b))
+}

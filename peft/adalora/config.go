@@ -94,8 +94,8 @@ func (c *Config) Validate() error {
 		return bad("beta2", c.Beta2, "must be in (0, 1)")
 	case !finite(c.OrthRegWeight) || c.OrthRegWeight < 0:
 		return bad("orth_reg_weight", c.OrthRegWeight, "must be a finite number ≥ 0")
-	case !finite(c.LoraAlpha):
-		return bad("lora_alpha", c.LoraAlpha, "must be a finite number")
+	case !lowrank.FiniteScale(c.LoraAlpha):
+		return bad("lora_alpha", c.LoraAlpha, lowrank.AlphaRange)
 	case !(c.LoraDropout >= 0 && c.LoraDropout < 1):
 		return bad("lora_dropout", c.LoraDropout, "must be in [0, 1)")
 	case c.UseDoRA:

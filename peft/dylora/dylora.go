@@ -18,7 +18,6 @@ package dylora
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/nn"
@@ -63,8 +62,8 @@ func (c *Config) Validate() error {
 		return bad("r_max", c.RMax, "must be at least 1")
 	case c.RMin < 1 || c.RMin > c.RMax:
 		return bad("r_min", c.RMin, fmt.Sprintf("must be in [1, r_max = %d]", c.RMax))
-	case math.IsNaN(c.LoraAlpha) || math.IsInf(c.LoraAlpha, 0):
-		return bad("lora_alpha", c.LoraAlpha, "must be a finite number")
+	case !lowrank.FiniteScale(c.LoraAlpha):
+		return bad("lora_alpha", c.LoraAlpha, lowrank.AlphaRange)
 	case !(c.LoraDropout >= 0 && c.LoraDropout < 1):
 		return bad("lora_dropout", c.LoraDropout, "must be in [0, 1)")
 	case c.Bias != "" && c.Bias != "none":

@@ -11,7 +11,8 @@ package lora
 
 import (
 	"fmt"
-	"math"
+	"maps"
+	"slices"
 
 	"github.com/gopeft/gopeft/peft"
 	"github.com/gopeft/gopeft/peft/lowrank"
@@ -70,8 +71,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.R <= 0:
 		return &peft.KeyError{Method: PeftType, Key: "r", Value: c.R, Allowed: "must be at least 1"}
-	case math.IsNaN(c.LoraAlpha) || math.IsInf(c.LoraAlpha, 0):
-		return &peft.KeyError{Method: PeftType, Key: "lora_alpha", Value: c.LoraAlpha, Allowed: "must be a finite number"}
+	case !lowrank.FiniteScale(c.LoraAlpha):
+		return &peft.KeyError{Method: PeftType, Key: "lora_alpha", Value: c.LoraAlpha, Allowed: lowrank.AlphaRange}
 	case !(c.LoraDropout >= 0 && c.LoraDropout < 1):
 		return &peft.KeyError{Method: PeftType, Key: "lora_dropout", Value: c.LoraDropout, Allowed: "must be in [0, 1)"}
 	case c.requireDoRA && !c.UseDoRA:
@@ -90,9 +91,14 @@ func (c *Config) Validate() error {
 		return &peft.KeyError{Method: PeftType, Key: "init_lora_weights", Value: string(c.InitLoraWeights),
 			Allowed: "rewrites the base weight, which DoRA's magnitudes are measured on; not with use_dora"}
 	}
-	for k, r := range c.RankPattern {
-		if r <= 0 {
+	for _, k := range slices.Sorted(maps.Keys(c.RankPattern)) {
+		if r := c.RankPattern[k]; r <= 0 {
 			return &peft.KeyError{Method: PeftType, Key: fmt.Sprintf("rank_pattern[%q]", k), Value: r, Allowed: "must be at least 1"}
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.AlphaPattern)) {
+		if a := c.AlphaPattern[k]; !lowrank.FiniteScale(a) {
+			return &peft.KeyError{Method: PeftType, Key: fmt.Sprintf("alpha_pattern[%q]", k), Value: a, Allowed: lowrank.AlphaRange}
 		}
 	}
 	return nil

@@ -383,3 +383,26 @@ func TestLoadRefusesHostileRankBeforeAllocating(t *testing.T) {
 		}
 	}
 }
+
+// TestAlphaMustGiveFiniteScale: a lora_alpha (or alpha_pattern entry) whose
+// scale overflows float32 made every output Inf or NaN; it is refused,
+// naming the key, and the largest finite one is not.
+func TestAlphaMustGiveFiniteScale(t *testing.T) {
+	for _, c := range []struct{ json, want string }{
+		{`{"lora_alpha": 1e300}`, "lora_alpha"},
+		{`{"lora_alpha": -1e39}`, "lora_alpha"},
+		{`{"alpha_pattern": {"q_proj": 1e300}}`, `alpha_pattern["q_proj"]`},
+		{`{"lora_alpha": 3.4e38}`, ""},
+	} {
+		err := peft.DecodeConfig([]byte(c.json), NewConfig(), "adapter_config.json", false)
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.json, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "float32") {
+			t.Errorf("%s: %v, want an error naming %s", c.json, err, c.want)
+		}
+	}
+}

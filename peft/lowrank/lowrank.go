@@ -69,6 +69,14 @@ func (i Init) Validate() error {
 	return fmt.Errorf("init_lora_weights %q is not supported (true, false, \"gaussian\", \"pissa\", \"pissa_niter_K\", \"olora\")", string(i))
 }
 
+// AlphaRange says what FiniteScale allows, for a lora_alpha error.
+const AlphaRange = "must be a finite number of at most 3.4e38 in size (the scale alpha/r is float32)"
+
+// FiniteScale reports whether every scale lora_alpha gives (alpha/r,
+// alpha/√r, alpha/(r + 1e-5); r ≥ 1) is a finite float32: beyond, the
+// adapter's output is ±Inf or NaN.
+func FiniteScale(alpha float64) bool { return math.Abs(alpha) <= math.MaxFloat32 }
+
 // Factors are one module's A [r, in] and B [out, r] with the scale s.
 type Factors struct {
 	A, B  *autograd.Var
