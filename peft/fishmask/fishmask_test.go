@@ -217,6 +217,11 @@ func TestBadInput(t *testing.T) {
 	}); !strings.Contains(msg, "shape") {
 		t.Errorf("other shape: %q", msg)
 	}
+	if msg := rewrite(func(m map[string]*format.Tensor) {
+		clear(m)
+	}); !strings.Contains(msg, "holds no sparse delta") {
+		t.Errorf("a file without tensors: %q", msg)
+	}
 }
 
 // A FishMask run resumed from a checkpoint ends bitwise where the

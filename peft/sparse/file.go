@@ -128,6 +128,9 @@ func (m *Method) LoadTensors(pm *peft.Model, a *peft.Adapter, stored map[string]
 		}
 	}
 	sort.Strings(names)
+	if len(names) == 0 {
+		return fmt.Errorf("%s: holds no sparse delta (no tensor named *%s): an adapter that changes nothing is not one this method writes", path, SuffixIndices)
+	}
 	idx := make([][]int32, len(m.targets))
 	vals := make([][]float32, len(m.targets))
 	for _, w := range names {
