@@ -132,8 +132,12 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 			continue
 		}
 		delete(raw, p.key)
+		want := p.cfg.Base().PeftType
 		if err := peft.DecodeConfig(v, p.cfg, c.PeftType+" "+p.key, true); err != nil {
 			return err
+		}
+		if got := p.cfg.Base().PeftType; !strings.EqualFold(got, want) {
+			return fmt.Errorf("%s %s: peft_type is %q, but this piece is %s", c.PeftType, p.key, got, want)
 		}
 	}
 	if _, ok := raw["lora"]; ok && c.LoRA == nil {

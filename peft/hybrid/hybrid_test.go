@@ -246,6 +246,8 @@ func TestBadConfig(t *testing.T) {
 		{false, `{"adapter": {"architecture": "nope"}}`, "architecture"},
 		{false, `{"prefix_tuning": {"num_virtual_tokens": 0}}`, "num_virtual_tokens"},
 		{false, `{"lora": {"rank": 4}}`, "rank"},
+		{true, `{"prefix_tuning": {"peft_type": "LORA"}}`, `prefix_tuning: peft_type is "LORA", but this piece is PREFIX_TUNING`},
+		{false, `{"adapter": {"peft_type": ""}}`, `adapter: peft_type is ""`},
 	} {
 		cfg := NewUniPELTConfig()
 		if c.mam {
