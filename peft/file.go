@@ -207,9 +207,11 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 	for n, t := range stored {
 		shapes[n] = t.Shape
 	}
-	m.loading = &loadingFile{path: path, method: method, shapes: shapes}
-	a, err := m.AddAdapter(name, method)
-	m.loading = nil
+	a, err := func() (*Adapter, error) {
+		m.loading = &loadingFile{path: path, method: method, shapes: shapes}
+		defer func() { m.loading = nil }() // even if Attach panics
+		return m.AddAdapter(name, method)
+	}()
 	if err != nil {
 		dropHead()
 		return nil, fmt.Errorf("%s: %w", dir, err)
