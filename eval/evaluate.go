@@ -30,6 +30,11 @@ type Options struct {
 	// perplexity: the first Limit lines of a text file, or rows of a
 	// JSONL file).
 	Limit int
+	// EvalFraction, if positive, scores only the last EvalFraction of a
+	// plain-text perplexity file, cut where train's --eval-fraction cuts it
+	// (data.SplitText): the part of the file a run with that fraction held
+	// out.
+	EvalFraction float64
 	// Seed seeds the few-shot sampler (lm-eval's default is 1234) and the
 	// bootstrap.
 	Seed uint64

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/gopeft/gopeft/data"
 	"github.com/gopeft/gopeft/internal/safefile"
 	"github.com/gopeft/gopeft/tokenizer"
 )
@@ -76,9 +77,13 @@ func firstLines(b []byte, n int) []byte {
 
 // perplexityDocs reads the documents of a perplexity file: the rows'
 // "text" of a JSONL file (first limit rows), or the whole of any other
-// file as one document (first limit lines).
-func perplexityDocs(path string, limit int) ([]string, error) {
+// file as one document (first limit lines; with heldOut > 0, of its last
+// heldOut fraction as data.SplitText cuts it).
+func perplexityDocs(path string, limit int, heldOut float64) ([]string, error) {
 	if strings.HasSuffix(path, ".jsonl") {
+		if heldOut != 0 {
+			return nil, fmt.Errorf("%s: an eval fraction applies to a plain-text file, not to JSONL rows", path)
+		}
 		type row struct {
 			Text *string `json:"text"`
 		}
@@ -104,15 +109,25 @@ func perplexityDocs(path string, limit int) ([]string, error) {
 		}()
 		return docs, err
 	}
-	data, err := safefile.ReadFile(path)
+	text, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return []string{string(firstLines(data, limit))}, nil
+	if heldOut != 0 {
+		if !(heldOut > 0 && heldOut < 1) {
+			return nil, fmt.Errorf("eval fraction %v: want a fraction in (0, 1)", heldOut)
+		}
+		_, tail, err := data.SplitText(string(text), heldOut)
+		if err != nil {
+			return nil, err
+		}
+		text = []byte(tail)
+	}
+	return []string{string(firstLines(text, limit))}, nil
 }
 
 func evalPerplexity(ctx context.Context, lm LM, tok tokenizer.Tokenizer, task, path string, opts Options) (Result, error) {
-	docs, err := perplexityDocs(path, opts.Limit)
+	docs, err := perplexityDocs(path, opts.Limit, opts.EvalFraction)
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", task, err)
 	}

@@ -3,10 +3,13 @@ package eval
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/gopeft/gopeft/data"
 )
 
 func TestRollingWindowsByHand(t *testing.T) {
@@ -144,5 +147,53 @@ func TestPerplexityJSONLDocuments(t *testing.T) {
 	}
 	if res.N != 6 || strings.Count(samples.String(), "\n") != 2 {
 		t.Errorf("N %d, samples %q", res.N, samples.String())
+	}
+}
+
+// With EvalFraction, perplexity scores exactly the text a training run
+// with --eval-fraction held out: the file's tail as data.SplitText cuts it
+// (at a line end within 1% after the fraction's byte). JSONL and fractions
+// outside (0, 1) are refused.
+func TestPerplexityEvalFractionScoresTheHeldOutTail(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&b, "line %d of the text, with some words.\n", i)
+	}
+	text := b.String()
+	_, tail, err := data.SplitText(text, 0.2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(tail, "line ") || len(tail) > len(text)/4 {
+		t.Fatalf("SplitText's tail %.40q… (%d of %d bytes)", tail, len(tail), len(text))
+	}
+	m := bigramLP{vocab: 259}
+	score := func(path string, frac float64) float64 {
+		t.Helper()
+		res, err := Evaluate(context.Background(), &fakeLM{lp: m.lp}, byteTok{}, "perplexity", Options{Data: path, MaxLen: 64, EvalFraction: frac})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := res.Metric(MetricTokenPPL)
+		return v.Value
+	}
+	whole := writeFile(t, dir, "all.txt", text)
+	if got, want := score(whole, 0.2), score(writeFile(t, dir, "tail.txt", tail), 0); got != want {
+		t.Errorf("--eval-fraction 0.2 scores %v, the held-out tail alone %v", got, want)
+	}
+	if score(whole, 0.2) == score(whole, 0) {
+		t.Error("the fraction changed nothing")
+	}
+	jsonl := writeFile(t, dir, "c.jsonl", `{"text": "ab"}`+"\n")
+	for _, c := range []struct {
+		path string
+		frac float64
+		want string
+	}{{jsonl, 0.1, "plain-text"}, {whole, 1.5, "(0, 1)"}, {whole, -0.1, "(0, 1)"}} {
+		_, err := Evaluate(context.Background(), &fakeLM{lp: m.lp}, byteTok{}, "perplexity", Options{Data: c.path, EvalFraction: c.frac})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s with %v: %v, want an error with %q", c.path, c.frac, err, c.want)
+		}
 	}
 }

@@ -38,6 +38,14 @@ SEQ_CLS adapter from train --task) is scored on GLUE tasks by the head's argmax 
 			if output != "" && output == samples {
 				return fmt.Errorf("--output and --samples are the same file %s", output)
 			}
+			if opt.EvalFraction != 0 {
+				if tasks != "perplexity" || opt.Data == "" {
+					return fmt.Errorf("--eval-fraction takes --task perplexity and a plain-text --data")
+				}
+				if !(opt.EvalFraction > 0 && opt.EvalFraction < 1) {
+					return fmt.Errorf("--eval-fraction %v: want a fraction in (0, 1)", opt.EvalFraction)
+				}
+			}
 			m, tok, err := mf.loadWithTokenizer()
 			if err != nil {
 				return err
@@ -110,6 +118,7 @@ SEQ_CLS adapter from train --task) is scored on GLUE tasks by the head's argmax 
 	fl.StringVar(&opt.Data, "data", "", "evaluation file to use instead of the task's default")
 	fl.IntVar(&opt.Shots, "shots", 0, "few-shot examples before each item")
 	fl.IntVar(&opt.Limit, "limit", 0, "evaluate only the first N items (0: all)")
+	fl.Float64Var(&opt.EvalFraction, "eval-fraction", 0, "perplexity on a text --data: score only its last fraction, cut where train --eval-fraction cuts it (what that run held out)")
 	fl.Uint64Var(&opt.Seed, "seed", 1234, "seed for few-shot sampling")
 	fl.StringVar(&output, "output", "", "write results as JSON to this file")
 	fl.StringVar(&samples, "samples", "", "write one JSON line per item to this file")

@@ -185,3 +185,17 @@ func TestVersionFlag(t *testing.T) {
 		t.Errorf("--version printed %q, version printed %q", flag, cmd)
 	}
 }
+
+// --eval-fraction is refused, before anything loads, where it means nothing.
+func TestEvalFractionNeedsPerplexityOnText(t *testing.T) {
+	for _, args := range [][]string{
+		{"--task", "arc_easy", "--eval-fraction", "0.1"},
+		{"--task", "perplexity", "--eval-fraction", "0.1"},
+		{"--task", "perplexity", "--data", "x.txt", "--eval-fraction", "1"},
+	} {
+		_, err := run(t, append([]string{"eval", "--model", "does-not-exist.bin"}, args...)...)
+		if err == nil || !strings.Contains(err.Error(), "--eval-fraction") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+}
