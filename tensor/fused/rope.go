@@ -64,37 +64,30 @@ func rope(op string, out, x, cos, sin []float32, rows, heads, hd int, halfRotate
 }
 
 // ropeHalfGo rotates one head's pairs (i, i+half), half = len(cos), with
-// the angle's sine times sign, into out (or adds into it with acc). The
-// conversions round each product, so no compiler fuses them into an FMA
-// and the AVX-512 kernel's bits stay the same.
+// the angle's sine times sign, into out (or adds into it with acc).
 func ropeHalfGo(out, x, cos, sin []float32, sign float32, acc bool) {
-	half := len(cos)
-	x0s, x1s := x[:half], x[half:2*half]
-	o0s, o1s := out[:half], out[half:2*half]
-	for i, c := range cos {
-		s := sign * sin[i]
-		x0, x1 := x0s[i], x1s[i]
-		y0, y1 := float32(x0*c)-float32(x1*s), float32(x0*s)+float32(x1*c)
-		if acc {
-			o0s[i] += y0
-			o1s[i] += y1
-		} else {
-			o0s[i], o1s[i] = y0, y1
-		}
-	}
+	ropePairs(out, x, cos, sin, sign, acc, len(cos), 1)
 }
 
 // ropeInterleaved is ropeHalfGo for pairs (2i, 2i+1).
 func ropeInterleaved(out, x, cos, sin []float32, sign float32, acc bool) {
+	ropePairs(out, x, cos, sin, sign, acc, 1, 2)
+}
+
+// ropePairs rotates pair i of a head, (i·stride, i·stride+step). The
+// conversions round each product, so no compiler fuses them into an FMA
+// and the AVX-512 kernel's bits stay the same.
+func ropePairs(out, x, cos, sin []float32, sign float32, acc bool, step, stride int) {
 	for i, c := range cos {
+		j := i * stride
 		s := sign * sin[i]
-		x0, x1 := x[2*i], x[2*i+1]
+		x0, x1 := x[j], x[j+step]
 		y0, y1 := float32(x0*c)-float32(x1*s), float32(x0*s)+float32(x1*c)
 		if acc {
-			out[2*i] += y0
-			out[2*i+1] += y1
+			out[j] += y0
+			out[j+step] += y1
 		} else {
-			out[2*i], out[2*i+1] = y0, y1
+			out[j], out[j+step] = y0, y1
 		}
 	}
 }
