@@ -152,18 +152,30 @@ func (m *Model) ExpectTensor(name string, shape ...int) error {
 		return nil
 	}
 	got, ok := f.shapes[name]
-	if !ok {
-		return fmt.Errorf("%s: missing tensor %s (shape %v)", f.path, name, shape)
-	}
-	if tensor.SameShape(got, shape) {
+	return shapeError(f.path, f.method, name, got, ok, shape, true)
+}
+
+// shapeError is LoadAdapter's error for tensor name of the file at path
+// (nil when the file holds it with shape want): missing, or of another
+// shape, explained by the method where it can (ShapeExplainer). Asked
+// before the method is attached, the sizes come from the config and the
+// base; after, a difference the method cannot explain is the base's.
+func shapeError(path string, method Method, name string, got []int, present bool, want []int, beforeAttach bool) error {
+	switch {
+	case !present:
+		return fmt.Errorf("%s: missing tensor %s (shape %v)", path, name, want)
+	case tensor.SameShape(got, want):
 		return nil
 	}
-	if e, ok := f.method.(ShapeExplainer); ok {
-		if why := e.ExplainShape(name, got, shape); why != "" {
-			return fmt.Errorf("%s: tensor %s has shape %v, but %s: it needs %v", f.path, name, got, why, shape)
+	if e, ok := method.(ShapeExplainer); ok {
+		if why := e.ExplainShape(name, got, want); why != "" {
+			return fmt.Errorf("%s: tensor %s has shape %v, but %s: it needs %v", path, name, got, why, want)
 		}
 	}
-	return fmt.Errorf("%s: tensor %s has shape %v, but the adapter's config and this base model need %v", f.path, name, got, shape)
+	if beforeAttach {
+		return fmt.Errorf("%s: tensor %s has shape %v, but the adapter's config and this base model need %v", path, name, got, want)
+	}
+	return fmt.Errorf("%s: tensor %s has shape %v, this base model needs %v (an adapter for another model?)", path, name, got, want)
 }
 
 // LoadingFile reports whether the method being attached will be filled from
@@ -232,16 +244,12 @@ func (m *Model) LoadAdapter(dir, name string) (*Adapter, error) {
 	}
 	for _, p := range want {
 		t, ok := stored[p.Name]
-		if !ok {
-			return fail(fmt.Errorf("%s: missing tensor %s (shape %v)", path, p.Name, p.Var.Value.Shape))
+		var got []int
+		if ok {
+			got = t.Shape
 		}
-		if !tensor.SameShape(t.Shape, p.Var.Value.Shape) {
-			if e, ok := a.Method.(ShapeExplainer); ok {
-				if why := e.ExplainShape(p.Name, t.Shape, p.Var.Value.Shape); why != "" {
-					return fail(fmt.Errorf("%s: tensor %s has shape %v, but %s: it needs %v", path, p.Name, t.Shape, why, p.Var.Value.Shape))
-				}
-			}
-			return fail(fmt.Errorf("%s: tensor %s has shape %v, this base model needs %v (an adapter for another model?)", path, p.Name, t.Shape, p.Var.Value.Shape))
+		if err := shapeError(path, a.Method, p.Name, got, ok, p.Var.Value.Shape, false); err != nil {
+			return fail(err)
 		}
 		vals, err := t.Float32()
 		if err != nil {

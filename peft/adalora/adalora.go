@@ -9,6 +9,7 @@ import (
 	"github.com/gopeft/gopeft/autograd"
 	"github.com/gopeft/gopeft/nn"
 	"github.com/gopeft/gopeft/peft"
+	"github.com/gopeft/gopeft/peft/lowrank"
 	"github.com/gopeft/gopeft/tensor"
 	"github.com/gopeft/gopeft/tensor/kernels"
 )
@@ -94,13 +95,11 @@ func (m *Method) Attach(pm *peft.Model, a *peft.Adapter) (nn.Params, error) {
 			r = count(keep)
 		}
 		name := peft.SavePrefix + l.Name
-		for _, t := range []struct {
-			suffix string
-			shape  []int
-		}{{".lora_A", []int{r, l.In()}}, {".lora_E", []int{r, 1}}, {".lora_B", []int{l.Out(), r}}} {
-			if err := pm.ExpectTensor(name+t.suffix, t.shape...); err != nil {
-				return nil, err
-			}
+		if err := lowrank.Expect(pm, name+".lora_A", name+".lora_B", r, l.In(), l.Out()); err != nil {
+			return nil, err
+		}
+		if err := pm.ExpectTensor(name+".lora_E", r, 1); err != nil {
+			return nil, err
 		}
 		A, E, B := tensor.New(r, l.In()), tensor.New(r, 1), tensor.New(l.Out(), r)
 		if m.Cfg.InitLoraWeights == "false" {
