@@ -114,8 +114,8 @@ func perplexityDocs(path string, limit int, heldOut float64) ([]string, error) {
 		return nil, err
 	}
 	if heldOut != 0 {
-		if !(heldOut > 0 && heldOut < 1) {
-			return nil, fmt.Errorf("eval fraction %v: want a fraction in (0, 1)", heldOut)
+		if err := CheckEvalFraction(heldOut); err != nil {
+			return nil, err
 		}
 		_, tail, err := data.SplitText(string(text), heldOut)
 		if err != nil {
@@ -124,6 +124,15 @@ func perplexityDocs(path string, limit int, heldOut float64) ([]string, error) {
 		text = []byte(tail)
 	}
 	return []string{string(firstLines(text, limit))}, nil
+}
+
+// CheckEvalFraction refuses an Options.EvalFraction outside (0, 1): the
+// CLI asks before the model loads, perplexity again before it reads.
+func CheckEvalFraction(f float64) error {
+	if !(f > 0 && f < 1) {
+		return fmt.Errorf("eval fraction %v: want a fraction in (0, 1)", f)
+	}
+	return nil
 }
 
 func evalPerplexity(ctx context.Context, lm LM, tok tokenizer.Tokenizer, task, path string, opts Options) (Result, error) {

@@ -42,8 +42,8 @@ SEQ_CLS adapter from train --task) is scored on GLUE tasks by the head's argmax 
 				if tasks != "perplexity" || opt.Data == "" {
 					return fmt.Errorf("--eval-fraction takes --task perplexity and a plain-text --data")
 				}
-				if !(opt.EvalFraction > 0 && opt.EvalFraction < 1) {
-					return fmt.Errorf("--eval-fraction %v: want a fraction in (0, 1)", opt.EvalFraction)
+				if err := eval.CheckEvalFraction(opt.EvalFraction); err != nil {
+					return fmt.Errorf("--eval-fraction: %w", err)
 				}
 			}
 			m, tok, err := mf.loadWithTokenizer()
